@@ -1,0 +1,131 @@
+"""Checkpoint or torch model -> one self-describing ONNX file (contract 2), checked before it is kept."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+import runtime
+from export.errors import ExportError
+from export.parity import measure_parity, parity_inputs
+from runtime.files import atomic_path, sha256_file
+from runtime.image import Preprocess
+from runtime.metadata import ModelInfo
+from runtime.session import INPUT_NAME, OUTPUT_NAMES
+from train.checkpoint import load_checkpoint, model_from_checkpoint
+
+OPSET = 18
+
+
+@dataclass
+class ExportReport:
+    path: Path  # the written .onnx file
+    opset: int
+    size_bytes: int
+    inputs: list[str]  # "name [dims]" for the summary
+    outputs: list[str]
+    parity: dict  # see export.parity.measure_parity
+
+
+def _graph_signature(values) -> list[str]:
+    """'name [N, 3, 64, 64]' per graph input or output."""
+    rows = []
+    for value in values:
+        dims = [d.dim_param or str(d.dim_value) for d in value.type.tensor_type.shape.dim]
+        rows.append(f"{value.name} [{', '.join(dims)}]")
+    return rows
+
+
+def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET) -> onnx.ModelProto:
+    """Trace `model` (forward(x) -> (logits, features)) with the dynamo exporter, batch dynamic.
+
+    The example batch has 2 images: torch.export specializes a size-1 dimension to a constant.
+    """
+    example = torch.randn(2, spec.channels, *spec.size)
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model.eval(),
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,  # one file: the exporter would otherwise write weights beside it
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def export_model(
+    model: torch.nn.Module,
+    info: ModelInfo,
+    out: str | os.PathLike,
+    samples: torch.Tensor | None = None,
+    opset: int = OPSET,
+) -> ExportReport:
+    """Write `model` with `info` as metadata to `out`, but only if the checker and parity pass.
+
+    `samples` are uint8 [k, H, W, C] real images at model size for the parity check.
+    """
+    out = Path(out)
+    proto = to_onnx_proto(model, info.preprocess, opset)
+    for key, value in info.to_props().items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.producer_name, proto.producer_version = "gapcam", runtime.__version__
+    with atomic_path(out) as tmp:
+        onnx.save_model(proto, tmp, save_as_external_data=False)
+        try:
+            onnx.checker.check_model(str(tmp), full_check=True)
+        except onnx.checker.ValidationError as err:
+            raise ExportError(f"{out}: the ONNX checker refused the exported graph: {str(err).splitlines()[0]}") from None
+        parity = measure_parity(model, tmp, parity_inputs(samples, info.preprocess))
+        if not parity["passed"]:
+            raise ExportError(
+                f"{out}: torch-vs-onnxruntime parity failed (relative logits {parity['logits']['relative']:.2e}, "
+                f"features {parity['features']['relative']:.2e}, cams {parity['cams']['relative']:.2e}, "
+                f"tolerance {parity['tolerance']:.0e}, argmax agree {parity['argmax_agree']}); nothing written"
+            )
+        # Store the measured figures in the artifact itself, then write the final file.
+        info.parity = parity
+        del proto.metadata_props[:]
+        for key, value in info.to_props().items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.save_model(proto, tmp, save_as_external_data=False)
+        size = tmp.stat().st_size
+    return ExportReport(out, opset, size, _graph_signature(proto.graph.input), _graph_signature(proto.graph.output), parity)
+
+
+def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET) -> ExportReport:
+    """`python -m export CHECKPOINT`: the checkpoint's model and metadata as `CHECKPOINT.onnx` (or `out`)."""
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint, str(checkpoint_path))
+    info = ModelInfo(
+        labels=list(checkpoint["labels"]),
+        preprocess=Preprocess.from_dict(checkpoint["preprocess"]),
+        fc_weight=model.fc.weight.detach().numpy().astype(np.float32),
+        fc_bias=model.fc.bias.detach().numpy().astype(np.float32),
+        pool=model.arch.pool,
+        architecture=model.arch.to_dict(),
+        source_sha256=sha256_file(checkpoint_path),
+        gapcam_version=runtime.__version__,
+        provenance={
+            **checkpoint["provenance"],
+            "checkpoint": checkpoint_path.name,
+            "exported_with": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset},
+        },
+    )
+    out = Path(out) if out is not None else checkpoint_path.with_suffix(".onnx")
+    if out.resolve() == checkpoint_path.resolve():
+        raise ExportError(f"{out}: refusing to overwrite the checkpoint with the ONNX file")
+    return export_model(model, info, out, checkpoint.get("samples"), opset)

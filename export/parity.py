@@ -1,0 +1,72 @@
+"""Torch-vs-onnxruntime parity: the numbers an export must meet before it is called done."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from runtime.cam import class_activation_maps
+from runtime.image import Preprocess, normalize
+from runtime.session import CPU, CamSession
+
+# float32 convolutions sum thousands of products, and oneDNN (torch) and MLAS (onnxruntime) add them
+# in different orders: measured differences are ~1e-6 of the largest magnitude. 1e-4 leaves 100x
+# headroom for other kernels and CPUs, while a real export fault (a lost BatchNorm, a wrong weight
+# layout, a wrong pooling) moves outputs by 1e-2 of their scale or more.
+TOLERANCE = 1e-4
+BATCH_SIZES = (1, 5)
+
+
+def parity_inputs(samples: torch.Tensor | None, spec: Preprocess, seed: int = 0) -> dict[str, np.ndarray]:
+    """Named float32 batches: random normal inputs, and real images (the checkpoint's samples)."""
+    generator = np.random.default_rng(seed)
+    batches = {}
+    for size in BATCH_SIZES:
+        batches[f"random x{size}"] = generator.standard_normal((size, spec.channels, *spec.size)).astype(np.float32)
+    if samples is not None and len(samples):
+        real = np.stack([normalize(image, spec) for image in samples.numpy()])
+        for size in BATCH_SIZES:
+            batches[f"samples x{size}"] = real[np.arange(size) % len(real)]
+    return batches
+
+
+def relative_difference(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(max abs difference, that divided by the reference's largest magnitude)."""
+    diff = float(np.max(np.abs(reference.astype(np.float64) - other)))
+    scale = float(np.max(np.abs(reference)))
+    return diff, diff / scale if scale > 0 else diff
+
+
+def measure_parity(model: torch.nn.Module, onnx_path: str | Path, batches: dict[str, np.ndarray]) -> dict:
+    """Largest torch-vs-onnxruntime differences for logits, features and all-class CAMs, and argmax agreement.
+
+    onnxruntime runs on its CPU provider, so the figures are reproducible on any machine.
+    """
+    session = CamSession(onnx_path, providers=[CPU])
+    weight = session.info.fc_weight
+    worst = {name: {"max_abs": 0.0, "relative": 0.0} for name in ("logits", "features", "cams")}
+    argmax_agree = True
+    for batch in batches.values():
+        with torch.no_grad():
+            logits_t, features_t = (t.numpy() for t in model(torch.from_numpy(batch)))
+        logits_o, features_o = session.infer(batch)
+        classes = np.tile(np.arange(weight.shape[0]), (len(batch), 1))
+        pairs = {
+            "logits": (logits_t, logits_o),
+            "features": (features_t, features_o),
+            "cams": (class_activation_maps(features_t, weight, classes), class_activation_maps(features_o, weight, classes)),
+        }
+        for name, (reference, other) in pairs.items():
+            max_abs, relative = relative_difference(reference, other)
+            worst[name]["max_abs"] = max(worst[name]["max_abs"], max_abs)
+            worst[name]["relative"] = max(worst[name]["relative"], relative)
+        argmax_agree &= bool(np.array_equal(logits_t.argmax(1), logits_o.argmax(1)))
+    return {
+        **worst,
+        "argmax_agree": argmax_agree,
+        "inputs": list(batches),
+        "tolerance": TOLERANCE,
+        "provider": CPU,
+        "passed": argmax_agree and all(worst[name]["relative"] <= TOLERANCE for name in worst),
+    }

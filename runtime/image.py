@@ -1,0 +1,148 @@
+"""Image decoding and preprocessing: the one definition of the pixels a model sees.
+
+Training's evaluation transform and `CamSession` both call `preprocess`, so a model sees the same
+tensor in both places by construction.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from runtime.errors import CamError
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+RESIZE_METHODS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+COLOR_MODES = {"L": 1, "RGB": 3}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How raw pixels become the model input: resize to (height, width), then (x/255 - mean) / std."""
+
+    height: int  # model input height in pixels
+    width: int  # model input width in pixels
+    color: str = "RGB"  # "L" (grayscale, 1 channel) or "RGB" (3 channels)
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)  # per channel, on the [0, 1] pixel scale
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)  # per channel, on the [0, 1] pixel scale
+    resize: str = "bilinear"  # one of RESIZE_METHODS; the whole image is resized, never cropped
+
+    def __post_init__(self) -> None:
+        if self.color not in COLOR_MODES:
+            raise CamError(f"preprocess: color must be one of {sorted(COLOR_MODES)}, got {self.color!r}")
+        if self.resize not in RESIZE_METHODS:
+            raise CamError(f"preprocess: resize must be one of {sorted(RESIZE_METHODS)}, got {self.resize!r}")
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise CamError(f"preprocess: mean and std need {self.channels} values for color {self.color}")
+        if min(self.std) <= 0 or self.height < 1 or self.width < 1:
+            raise CamError("preprocess: std must be positive and the input size at least 1x1")
+
+    @property
+    def channels(self) -> int:
+        return COLOR_MODES[self.color]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return self.height, self.width
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocess":
+        try:
+            return cls(
+                height=int(data["height"]),
+                width=int(data["width"]),
+                color=str(data["color"]),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+                resize=str(data.get("resize", "bilinear")),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise CamError(f"preprocess: malformed description {data!r} ({err})") from None
+
+
+def load_image(image: ImageInput) -> Image.Image:
+    """Decode a path, PIL image or uint8 array (HxW, HxWx1, HxWx3, HxWx4) into a PIL image."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, np.ndarray):
+        return _array_to_image(image)
+    if isinstance(image, (str, os.PathLike)):
+        return _read_image_file(Path(image))
+    raise CamError(f"image: expected a path, PIL image or uint8 array, got {type(image).__name__}")
+
+
+def _read_image_file(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise CamError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            # Photos often store their rotation in EXIF; show the model what a viewer shows.
+            return ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise CamError(f"{path}: not a readable image ({err.__class__.__name__}: {err})") from None
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        raise CamError(f"image array: expected dtype uint8, got {array.dtype}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
+        return Image.fromarray(np.ascontiguousarray(array))
+    raise CamError(f"image array: expected shape HxW, HxWx1, HxWx3 or HxWx4, got {array.shape}")
+
+
+def to_color(img: Image.Image, color: str) -> Image.Image:
+    """Convert to "L" or "RGB"; transparent pixels are composited on black first."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale (common for X-rays): scale to 8 bits instead of clipping.
+        array = np.asarray(img, dtype=np.float64)
+        top = array.max() if array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    return img.convert(color) if img.mode != color else img
+
+
+def resize(img: Image.Image, spec: Preprocess) -> Image.Image:
+    """The model-size image, in the model's color mode, before normalization."""
+    img = to_color(img, spec.color)
+    if img.size != (spec.width, spec.height):
+        img = img.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize])
+    return img
+
+
+def normalize(pixels: np.ndarray, spec: Preprocess) -> np.ndarray:
+    """uint8 HxW or HxWxC at model size -> float32 CxHxW, (x/255 - mean) / std."""
+    x = pixels.astype(np.float32) / np.float32(255.0)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess(images: ImageInput | Sequence[ImageInput], spec: Preprocess) -> np.ndarray:
+    """One or many images -> float32 [N, C, H, W], exactly what the model sees."""
+    items = images if isinstance(images, (list, tuple)) else [images]
+    if not items:
+        raise CamError("preprocess: no images given")
+    batch = [normalize(np.asarray(resize(load_image(item), spec)), spec) for item in items]
+    return np.stack(batch)

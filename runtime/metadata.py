@@ -1,0 +1,115 @@
+"""The gapcam metadata stored in an ONNX file's metadata_props (contract 2).
+
+`export` writes a `ModelInfo` with `to_props()`; `CamSession` reads it back through onnxruntime's
+`custom_metadata_map` with `from_props()`, so the runtime needs no onnx package. Every field is
+defined here once.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import CamError
+from runtime.image import Preprocess
+
+FORMAT = "gapcam-onnx"
+FORMAT_VERSION = 1
+POOLINGS = ("gap", "gmp")
+PREFIX = "gapcam."
+
+
+def encode_array(array: np.ndarray) -> dict:
+    """float32 array -> JSON-safe dict; base64 keeps every bit, unlike decimal text."""
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return {"dtype": "float32", "shape": list(array.shape), "base64": base64.b64encode(array.tobytes()).decode()}
+
+
+def decode_array(data: dict) -> np.ndarray:
+    raw = base64.b64decode(data["base64"], validate=True)
+    return np.frombuffer(raw, dtype="<f4").reshape(data["shape"]).astype(np.float32)
+
+
+@dataclass
+class ModelInfo:
+    """Everything a runtime needs beside the graph: labels, preprocessing and the CAM weights."""
+
+    labels: list[str]  # class names, in logit order
+    preprocess: Preprocess  # how images become the model input
+    fc_weight: np.ndarray  # [num_classes, K] float32: the CAM weights w[c, k]
+    fc_bias: np.ndarray  # [num_classes] float32
+    pool: str = "gap"  # pooling between features and fc: "gap" (average) or "gmp" (max)
+    architecture: dict[str, Any] = field(default_factory=dict)  # builder arguments, for the record
+    source_sha256: str = ""  # sha256 of the checkpoint the model was exported from
+    gapcam_version: str = ""  # gapcam version that exported the model
+    parity: dict[str, Any] = field(default_factory=dict)  # torch-vs-onnxruntime figures at export
+    provenance: dict[str, Any] = field(default_factory=dict)  # recipe, data fingerprint, metrics, ...
+
+    def __post_init__(self) -> None:
+        self.fc_weight = np.asarray(self.fc_weight, dtype=np.float32)
+        self.fc_bias = np.asarray(self.fc_bias, dtype=np.float32)
+        if self.fc_weight.ndim != 2 or self.fc_weight.shape[0] != len(self.labels):
+            raise CamError(f"metadata: fc weight shape {self.fc_weight.shape} does not fit {len(self.labels)} labels")
+        if self.fc_bias.shape != (len(self.labels),):
+            raise CamError(f"metadata: fc bias shape {self.fc_bias.shape} does not fit {len(self.labels)} labels")
+        if self.pool not in POOLINGS:
+            raise CamError(f"metadata: pool must be one of {POOLINGS}, got {self.pool!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def feature_channels(self) -> int:
+        return int(self.fc_weight.shape[1])
+
+    def to_props(self) -> dict[str, str]:
+        values = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "labels": self.labels,
+            "preprocess": self.preprocess.to_dict(),
+            "fc_weight": encode_array(self.fc_weight),
+            "fc_bias": encode_array(self.fc_bias),
+            "pool": self.pool,
+            "architecture": self.architecture,
+            "source_sha256": self.source_sha256,
+            "gapcam_version": self.gapcam_version,
+            "parity": self.parity,
+            "provenance": self.provenance,
+        }
+        return {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in values.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str = "model") -> "ModelInfo":
+        """Parse metadata_props; any missing or malformed field is a one-line CamError naming `source`."""
+        if PREFIX + "format" not in props:
+            raise CamError(f"{source}: not a gapcam model (no gapcam metadata; export it with `python -m export`)")
+        try:
+            values = {key[len(PREFIX):]: json.loads(text) for key, text in props.items() if key.startswith(PREFIX)}
+            if values["format"] != FORMAT:
+                raise CamError(f"{source}: metadata format {values['format']!r} is not {FORMAT!r}")
+            if values["format_version"] != FORMAT_VERSION:
+                raise CamError(
+                    f"{source}: metadata format version {values['format_version']} is not supported "
+                    f"(this gapcam reads version {FORMAT_VERSION})"
+                )
+            return cls(
+                labels=[str(label) for label in values["labels"]],
+                preprocess=Preprocess.from_dict(values["preprocess"]),
+                fc_weight=decode_array(values["fc_weight"]),
+                fc_bias=decode_array(values["fc_bias"]),
+                pool=values["pool"],
+                architecture=values.get("architecture", {}),
+                source_sha256=values.get("source_sha256", ""),
+                gapcam_version=values.get("gapcam_version", ""),
+                parity=values.get("parity", {}),
+                provenance=values.get("provenance", {}),
+            )
+        except CamError as err:
+            raise CamError(f"{source}: {err}" if not str(err).startswith(source) else str(err)) from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise CamError(f"{source}: malformed gapcam metadata ({err.__class__.__name__}: {err})") from None

@@ -1,0 +1,219 @@
+"""`CamSession`: an exported gapcam model in onnxruntime, from images to labels, CAMs and boxes."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from runtime.cam import cam_box, class_activation_maps, normalize_maps, upsample_bilinear
+from runtime.errors import CamError
+from runtime.image import ImageInput, Preprocess, load_image, preprocess
+from runtime.metadata import ModelInfo
+from runtime.overlay import overlay
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("logits", "features")
+
+ClassChoice = Union[None, int, str, Sequence[Union[int, str]]]
+
+
+@dataclass
+class CamResult:
+    """One image's prediction and the CAMs of the explained classes (predicted top-k, or requested)."""
+
+    logits: np.ndarray  # [num_classes] raw scores
+    probs: np.ndarray  # [num_classes] softmax of the logits
+    classes: np.ndarray  # [k] explained class indices, best first when predicted
+    labels: list[str]  # [k] their names
+    cams: np.ndarray  # [k, H_img, W_img] float32 in [0, 1], at the original image size
+    cams_raw: np.ndarray  # [k, h, w] sum_k w[c, k] * f_k, unscaled, at feature resolution
+    boxes: np.ndarray  # [k, 4] int x0, y0, x1, y1 in image pixels, end-exclusive
+
+    @property
+    def label(self) -> str:
+        return self.labels[0]
+
+    @property
+    def prob(self) -> float:
+        return float(self.probs[self.classes[0]])
+
+    @property
+    def cam(self) -> np.ndarray:
+        return self.cams[0]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return tuple(int(v) for v in self.boxes[0])  # type: ignore[return-value]
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no maps)."""
+        return {
+            "label": self.label,
+            "explained": [
+                {"class": int(c), "label": name, "prob": float(self.probs[c]), "box": [int(v) for v in box]}
+                for c, name, box in zip(self.classes, self.labels, self.boxes)
+            ],
+            "probs": [float(p) for p in self.probs],
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def resolve_model(model: str | os.PathLike) -> Path:
+    """The ONNX file behind `model`: a path to an exported `.onnx` file."""
+    path = Path(model)
+    if path.is_file():
+        return path
+    raise CamError(f"{model}: no such model file")
+
+
+def choose_providers(providers: Sequence[str] | None) -> list[str]:
+    """CUDA then CPU when onnxruntime offers CUDA, else CPU; an explicit list is checked as given."""
+    available = ort.get_available_providers()
+    if providers is None:
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    unknown = [p for p in providers if p not in available]
+    if unknown:
+        raise CamError(f"providers: {unknown} not available in this onnxruntime (available: {available})")
+    return list(providers)
+
+
+class CamSession:
+    """Run a gapcam ONNX model and explain its predictions with class activation maps.
+
+    >>> session = CamSession("shapes.onnx")
+    >>> result = session.run("image.png")[0]
+    >>> result.label, result.prob, result.box
+    >>> session.overlay("image.png", result.cam).save("overlay.png")
+
+    `providers=None` asks for CUDA when onnxruntime offers it and falls back to the CPU;
+    `session.providers` reports what onnxruntime really uses. Safe to call from several threads.
+    """
+
+    def __init__(self, model: str | os.PathLike, providers: Sequence[str] | None = None, *, box_threshold: float = 0.2):
+        if not 0.0 <= box_threshold <= 1.0:
+            raise CamError(f"box_threshold must be within [0, 1], got {box_threshold}")
+        self.path = resolve_model(model)
+        self.box_threshold = box_threshold
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # a CUDA provider that cannot start falls back; we report it below
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=choose_providers(providers))
+        except CamError:
+            raise
+        except Exception as err:  # onnxruntime raises several unrelated types for unreadable files
+            raise CamError(f"{self.path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
+        self.providers: list[str] = self._session.get_providers()
+        self.info = ModelInfo.from_props(self._session.get_modelmeta().custom_metadata_map, source=str(self.path))
+        self._check_signature()
+
+    def _check_signature(self) -> None:
+        inputs = self._session.get_inputs()
+        outputs = [o.name for o in self._session.get_outputs()]
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or tuple(outputs[:2]) != OUTPUT_NAMES:
+            raise CamError(
+                f"{self.path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, "
+                f"got inputs {[i.name for i in inputs]} and outputs {outputs}"
+            )
+        shape = inputs[0].shape
+        if len(shape) != 4 or shape[1] != self.preprocessing.channels:
+            raise CamError(f"{self.path}: input shape {shape} does not fit {self.preprocessing.channels}-channel images")
+
+    @property
+    def labels(self) -> list[str]:
+        return self.info.labels
+
+    @property
+    def preprocessing(self) -> Preprocess:
+        return self.info.preprocess
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return self.info.preprocess.size
+
+    def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
+        """float32 [N, C, H, W], exactly what the model sees."""
+        return preprocess(images, self.preprocessing)
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One inference call: (logits [N, num_classes], features [N, K, h, w])."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        channels = self.preprocessing.channels
+        if batch.ndim != 4 or batch.shape[1:] != (channels, *self.input_size):
+            raise CamError(f"infer: expected a batch [N, {channels}, {self.input_size[0]}, {self.input_size[1]}], got {batch.shape}")
+        logits, features = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        return logits, features
+
+    def _class_indices(self, classes: ClassChoice, logits: np.ndarray, topk: int) -> np.ndarray:
+        """[N, k] class indices to explain: the top-k predictions, or the requested classes."""
+        count = len(self.labels)
+        if classes is None:
+            if not 1 <= topk <= count:
+                raise CamError(f"topk must be within 1..{count}, got {topk}")
+            return np.argsort(-logits, axis=1, kind="stable")[:, :topk]
+        wanted = [classes] if isinstance(classes, (int, np.integer, str)) else list(classes)
+        if not wanted:
+            raise CamError("classes: empty list")
+        indices = []
+        for item in wanted:
+            if isinstance(item, str):
+                if item not in self.labels:
+                    raise CamError(f"classes: unknown label {item!r} (labels: {self.labels})")
+                indices.append(self.labels.index(item))
+            elif isinstance(item, (int, np.integer)) and 0 <= int(item) < count:
+                indices.append(int(item))
+            else:
+                raise CamError(f"classes: {item!r} is not a label or an index within 0..{count - 1}")
+        return np.tile(np.asarray(indices, dtype=np.int64), (logits.shape[0], 1))
+
+    def run(
+        self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int = 1
+    ) -> list[CamResult]:
+        """Predict and explain one or many images (a list runs as one inference call).
+
+        classes=None explains the top-k predicted classes; an index, a label, or a list of them
+        explains those classes for every image.
+        """
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        pictures = [load_image(item) for item in items]
+        logits, features = self.infer(self.preprocess(pictures))
+        indices = self._class_indices(classes, logits, topk)
+        raw = class_activation_maps(features, self.info.fc_weight, indices)
+        probs = softmax(logits)
+        return [
+            self._result(picture, logits[i], probs[i], indices[i], raw[i])
+            for i, picture in enumerate(pictures)
+        ]
+
+    def _result(self, picture: Image.Image, logits, probs, indices, raw) -> CamResult:
+        width, height = picture.size
+        cams = normalize_maps(upsample_bilinear(raw, (height, width)))
+        boxes = np.array([cam_box(cam, self.box_threshold) for cam in cams], dtype=np.int64).reshape(-1, 4)
+        return CamResult(
+            logits=logits,
+            probs=probs,
+            classes=indices,
+            labels=[self.labels[c] for c in indices],
+            cams=cams,
+            cams_raw=raw,
+            boxes=boxes,
+        )
+
+    def overlay(self, image: ImageInput, cam: np.ndarray, **options) -> Image.Image:
+        """A heatmap of `cam` blended over `image` (jet by default); see `runtime.overlay.overlay`."""
+        return overlay(image, cam, **options)
+
+    def __repr__(self) -> str:
+        return f"CamSession({str(self.path)!r}, labels={self.labels}, input_size={self.input_size}, providers={self.providers})"

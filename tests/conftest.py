@@ -1,0 +1,42 @@
+"""Shared fixtures: one tiny shapes model, trained for an epoch and exported, for the whole session."""
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    from train.loop import TrainConfig, fit
+
+    out = tmp_path_factory.mktemp("tiny") / "shapes.pt"
+    fit(TrainConfig(recipe="shapes", out=str(out), samples=160, epochs=1, cam_channels=32), log=lambda line: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint):
+    from export.onnx_export import export_checkpoint
+
+    return export_checkpoint(tiny_checkpoint).path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    from train.checkpoint import load_model
+
+    return load_model(tiny_checkpoint)[0]
+
+
+@pytest.fixture(scope="session")
+def session(tiny_onnx):
+    from runtime import CamSession
+
+    return CamSession(tiny_onnx, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="session")
+def shape_images():
+    """Eight held-out shapes images (uint8 64x64x3) with their labels and ground-truth boxes."""
+    from train.shapes import render_split
+
+    return render_split(8, seed=7, split="test")

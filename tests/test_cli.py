@@ -1,0 +1,83 @@
+"""The command lines end to end, and bad inputs: one clear line, non-zero exit, no partial output."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+
+def gapcam(*args, cwd):
+    return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def one_line_error(result, expected):
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert expected in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, shape_images):
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, pixels in enumerate(shape_images.images[:3]):
+        Image.fromarray(pixels).resize((96, 80)).save(folder / f"shape{i}.png")
+        paths.append(folder / f"shape{i}.png")
+    (folder / "notes.txt").write_text("this is not an image\n")
+    return paths
+
+
+def test_train_export_run_chain(tmp_path, images):
+    trained = gapcam("train", "shapes", "--samples", 60, "--epochs", 1, "--cam-channels", 16, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert (tmp_path / "shapes.pt").exists() and (tmp_path / "shapes.last.pt").exists()
+    exported = gapcam("export", "shapes.pt", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert "argmax agrees: yes" in exported.stdout and "logits [batch, 5]" in exported.stdout
+    ran = gapcam("runtime", "shapes.onnx", *images, "--out", "out", "--topk", 2, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert all(path.name in ran.stdout for path in images)
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["file"] for r in report["results"]] == [str(p) for p in images]
+    for record in report["results"]:
+        assert len(record["explained"]) == 2
+        overlay = Image.open(tmp_path / "out" / record["overlay"])
+        assert overlay.size == (96, 80)
+        x0, y0, x1, y1 = record["explained"][0]["box"]
+        assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 80
+
+
+def test_runtime_rejects_a_text_file_without_writing(tmp_path, tiny_onnx, images):
+    result = gapcam("runtime", tiny_onnx, images[0], images[0].parent / "notes.txt", "--out", tmp_path / "out", cwd=tmp_path)
+    one_line_error(result, "notes.txt: not a readable image")
+    assert not (tmp_path / "out").exists()
+
+
+def test_runtime_rejects_an_onnx_file_without_metadata(tmp_path, tiny_onnx, images):
+    model = onnx.load(tiny_onnx)
+    del model.metadata_props[:]
+    onnx.save(model, tmp_path / "plain.onnx")
+    one_line_error(gapcam("runtime", "plain.onnx", images[0], "--out", "out", cwd=tmp_path), "plain.onnx: not a gapcam model")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_files_are_named(tmp_path, tiny_onnx):
+    one_line_error(gapcam("runtime", tiny_onnx, "absent.png", cwd=tmp_path), "absent.png")
+    one_line_error(gapcam("export", "absent.pt", cwd=tmp_path), "absent.pt")
+    one_line_error(gapcam("runtime", "absent.onnx", tiny_onnx, cwd=tmp_path), "absent.onnx: no such model file")
+
+
+def test_export_rejects_truncated_checkpoint(tmp_path, tiny_checkpoint):
+    (tmp_path / "cut.pt").write_bytes(tiny_checkpoint.read_bytes()[:3000])
+    one_line_error(gapcam("export", "cut.pt", cwd=tmp_path), "cut.pt: not a readable gapcam checkpoint")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pt"]
+
+
+def test_train_rejects_bad_arguments(tmp_path):
+    one_line_error(gapcam("train", "nosuch", cwd=tmp_path), "nosuch")
+    one_line_error(gapcam("train", "shapes", "--device", "cuda:7", "--samples", 20, cwd=tmp_path), "--device")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,100 @@
+"""export: one self-describing ONNX file, dynamic batch, checker, metadata and the parity gate."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import export.onnx_export as onnx_export
+from export import ExportError, export_checkpoint
+from runtime.metadata import ModelInfo
+from runtime.session import CamSession
+
+
+def test_one_file_with_named_outputs_and_dynamic_batch(tiny_onnx):
+    model = onnx.load(tiny_onnx)
+    onnx.checker.check_model(model, full_check=True)
+    assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
+    assert [p.name for p in tiny_onnx.parent.iterdir() if p.suffix not in (".pt", ".onnx")] == []
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["logits", "features"]
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value
+    for output in model.graph.output:
+        assert output.type.tensor_type.shape.dim[0].dim_param == batch_dim.dim_param
+    session = CamSession(tiny_onnx)
+    for n in (1, 2, 7):
+        logits, features = session.infer(np.zeros((n, 3, 64, 64), np.float32))
+        assert logits.shape == (n, 5) and features.shape == (n, 32, 8, 8)
+
+
+def test_metadata_carries_labels_preprocessing_weights_and_parity(tiny_onnx, tiny_checkpoint, tiny_model):
+    props = {p.key: p.value for p in onnx.load(tiny_onnx).metadata_props}
+    info = ModelInfo.from_props(props)
+    assert info.labels == ["circle", "square", "triangle", "star", "cross"]
+    assert info.preprocess.size == (64, 64) and info.pool == "gap"
+    np.testing.assert_array_equal(info.fc_weight, tiny_model.fc.weight.detach().numpy())
+    np.testing.assert_array_equal(info.fc_bias, tiny_model.fc.bias.detach().numpy())
+    import hashlib
+
+    assert info.source_sha256 == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    assert info.gapcam_version
+    assert info.parity["passed"] and info.parity["argmax_agree"]
+    assert set(info.parity["inputs"]) == {"random x1", "random x5", "samples x1", "samples x5"}
+    for name in ("logits", "features", "cams"):
+        assert info.parity[name]["relative"] <= info.parity["tolerance"]
+    assert info.provenance["recipe"] == "shapes" and info.provenance["data_fingerprint"]
+    assert json.loads(props["gapcam.format_version"]) == 1
+
+
+def test_failed_parity_leaves_no_file(tiny_checkpoint, tmp_path, monkeypatch):
+    real = onnx_export.measure_parity
+
+    def broken(model, path, batches):
+        report = real(model, path, batches)
+        report["features"]["relative"], report["passed"] = 0.5, False
+        return report
+
+    monkeypatch.setattr(onnx_export, "measure_parity", broken)
+    out = tmp_path / "broken.onnx"
+    with pytest.raises(ExportError, match="parity failed"):
+        export_checkpoint(tiny_checkpoint, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parity_catches_a_real_mismatch(tiny_checkpoint, tiny_onnx):
+    """The gate is live: a torch model that differs from the exported graph fails it."""
+    from export.parity import measure_parity, parity_inputs
+    from train.checkpoint import load_model
+
+    model, meta = load_model(tiny_checkpoint)
+    with torch.no_grad():
+        model.fc.bias += 0.05
+    report = measure_parity(model, tiny_onnx, parity_inputs(None, meta["preprocess"]))
+    assert not report["passed"] and report["logits"]["max_abs"] == pytest.approx(0.05, rel=1e-3)
+
+
+def test_gmp_model_exports_with_parity(tmp_path):
+    from train.loop import TrainConfig, fit
+
+    ckpt = tmp_path / "gmp.pt"
+    fit(TrainConfig(recipe="shapes", out=str(ckpt), samples=40, epochs=1, cam_channels=16, pool="gmp"), log=lambda s: None)
+    report = export_checkpoint(ckpt)
+    assert report.parity["passed"]
+    session = CamSession(report.path)
+    assert session.info.pool == "gmp"
+    result = session.run(np.zeros((64, 64, 3), np.uint8), classes=list(range(5)))[0]
+    np.testing.assert_allclose(result.cams_raw.max(axis=(1, 2)) + session.info.fc_bias, result.logits, rtol=1e-4, atol=1e-4)
+
+
+def test_refuses_to_overwrite_checkpoint_and_bad_checkpoints(tiny_checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="refusing"):
+        export_checkpoint(tiny_checkpoint, tiny_checkpoint)
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes(tiny_checkpoint.read_bytes()[:2000])
+    from train import TrainError
+
+    with pytest.raises(TrainError, match="cut.pt: not a readable gapcam checkpoint"):
+        export_checkpoint(truncated)
+    assert not (tmp_path / "cut.onnx").exists()

@@ -1,0 +1,92 @@
+"""train: the GAP-CAM model, the shapes dataset, checkpoints and exact resume."""
+import numpy as np
+import pytest
+import torch
+
+from train import TrainError, load_checkpoint, load_model
+from train.loop import TrainConfig, fit, last_path, resume
+from train.models import Architecture, GapCam
+from train.shapes import CLASSES, render_sample, render_split
+
+
+@pytest.mark.parametrize("backbone,size", [("small_cnn", 48), ("resnet18", 64)])
+@pytest.mark.parametrize("pool", ["gap", "gmp"])
+def test_features_are_what_pooling_reduces(backbone, size, pool):
+    torch.manual_seed(0)
+    model = GapCam(Architecture(backbone=backbone, in_channels=1, num_classes=7, cam_channels=24, pool=pool)).eval()
+    x = torch.randn(2, 1, size, size)
+    with torch.no_grad():
+        logits, features = model(x)
+        pooled = features.mean((2, 3)) if pool == "gap" else features.amax((2, 3))
+        torch.testing.assert_close(logits, model.fc(pooled))
+    assert features.shape[1] == 24 and (features >= 0).all()  # after the CAM conv's ReLU
+    assert isinstance(model.fc, torch.nn.Linear)
+
+
+def test_default_cam_width_is_the_papers_1024():
+    assert Architecture().cam_channels == 1024
+
+
+def test_shapes_are_seeded_with_true_boxes_and_masks():
+    a, b = render_sample(3, "train", 11), render_sample(3, "train", 11)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[0], render_sample(3, "val", 11)[0])
+    data = render_split(50, seed=0, split="train")
+    assert data.images.shape == (50, 64, 64, 3) and set(data.labels) <= set(range(len(CLASSES)))
+    assert len(set(data.labels.tolist())) == len(CLASSES)
+    for box, mask in zip(data.boxes, data.masks):
+        rows, cols = np.nonzero(mask)
+        assert tuple(box) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+        assert 10 <= box[2] - box[0] <= 40
+
+
+def test_checkpoint_is_self_describing_and_weights_only(tiny_checkpoint):
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    assert raw["format"] == "gapcam-checkpoint" and raw["format_version"] == 1
+    assert raw["labels"] == list(CLASSES)
+    assert raw["preprocess"]["height"] == 64 and raw["architecture"]["cam_channels"] == 32
+    assert raw["provenance"]["seed"] == 0 and raw["provenance"]["data_fingerprint"]
+    assert {"optimizer", "scheduler", "rng", "epoch", "history"} <= set(raw["training"])
+    model, meta = load_model(tiny_checkpoint)
+    assert not model.training and meta["labels"] == list(CLASSES)
+    assert last_path(tiny_checkpoint).exists()
+
+
+def test_bad_checkpoints_are_refused(tmp_path, tiny_checkpoint):
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(TrainError, match="text.pt: not a readable gapcam checkpoint"):
+        load_checkpoint(tmp_path / "text.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(TrainError, match="other.pt: not a gapcam checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    raw["format_version"] = 99
+    torch.save(raw, tmp_path / "future.pt")
+    with pytest.raises(TrainError, match="version 99 is not supported"):
+        load_checkpoint(tmp_path / "future.pt")
+    with pytest.raises(TrainError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_two_epochs_equal_one_plus_resume(tmp_path):
+    settings = dict(recipe="shapes", samples=96, epochs=2, batch_size=32, cam_channels=16)
+    fit(TrainConfig(out=str(tmp_path / "straight.pt"), **settings), log=lambda s: None)
+    fit(TrainConfig(out=str(tmp_path / "split.pt"), stop_after=1, **settings), log=lambda s: None)
+    assert load_checkpoint(last_path(tmp_path / "split.pt"))["training"]["epoch"] == 1
+    resume(last_path(tmp_path / "split.pt"), log=lambda s: None)
+    straight = load_checkpoint(last_path(tmp_path / "straight.pt"))
+    resumed = load_checkpoint(last_path(tmp_path / "split.pt"))
+    assert resumed["training"]["epoch"] == 2
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert straight["training"]["history"][-1]["val_loss"] == resumed["training"]["history"][-1]["val_loss"]
+
+
+def test_resume_refuses_another_recipe_and_a_weights_only_file(tmp_path, tiny_checkpoint):
+    with pytest.raises(TrainError, match="not 'fer'"):
+        resume(tiny_checkpoint, log=lambda s: None, recipe="fer")
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    del raw["training"]
+    torch.save(raw, tmp_path / "bare.pt")
+    with pytest.raises(TrainError, match="no training state"):
+        resume(tmp_path / "bare.pt", log=lambda s: None)

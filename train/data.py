@@ -1,0 +1,77 @@
+"""Training data in memory: images through the runtime's preprocessing, plus batch augmentation.
+
+Every image goes through `runtime.image.preprocess`, the same function `CamSession` uses, so the
+evaluation pixels are the deployment pixels. Augmentation stays here, applied to whole batches.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from runtime.image import ImageInput, Preprocess, load_image, preprocess, resize
+
+PARITY_SAMPLES = 8  # validation images stored in each checkpoint, for the export parity check
+
+
+@dataclass
+class Splits:
+    """Preprocessed train and validation sets, ready for the training loop."""
+
+    train_x: torch.Tensor  # float32 [N, C, H, W]
+    train_y: torch.Tensor  # int64 [N]
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    samples: torch.Tensor  # uint8 [k, H, W, C]: raw model-size validation images for export parity
+    fingerprint: str  # sha256 of the pixels and labels, for provenance
+    notes: list[str] = field(default_factory=list)  # what the loader decided, printed to the user
+
+
+def preprocess_all(images: Sequence[ImageInput], spec: Preprocess, chunk: int = 512) -> torch.Tensor:
+    """float32 [N, C, H, W] through runtime.image.preprocess, in chunks to bound memory."""
+    parts = [preprocess(list(images[i : i + chunk]), spec) for i in range(0, len(images), chunk)]
+    return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros((0, spec.channels, *spec.size))
+
+
+def raw_samples(images: Iterable[ImageInput], spec: Preprocess) -> torch.Tensor:
+    """uint8 [k, H, W, C] model-size images, before normalization."""
+    arrays = []
+    for image in images:
+        pixels = np.asarray(resize(load_image(image), spec))
+        arrays.append(pixels if pixels.ndim == 3 else pixels[:, :, None])
+    return torch.from_numpy(np.stack(arrays))
+
+
+def make_splits(train_images, train_labels, val_images, val_labels, spec: Preprocess, notes: list[str] | None = None) -> Splits:
+    """Preprocess both sets, keep a few raw validation images, fingerprint the result."""
+    splits = Splits(
+        train_x=preprocess_all(train_images, spec),
+        train_y=torch.as_tensor(np.asarray(train_labels), dtype=torch.int64),
+        val_x=preprocess_all(val_images, spec),
+        val_y=torch.as_tensor(np.asarray(val_labels), dtype=torch.int64),
+        samples=raw_samples(list(val_images[:PARITY_SAMPLES]), spec),
+        fingerprint="",
+        notes=notes or [],
+    )
+    digest = hashlib.sha256()
+    for tensor in (splits.train_x, splits.train_y, splits.val_x, splits.val_y):
+        digest.update(tensor.numpy().tobytes())
+    splits.fingerprint = digest.hexdigest()
+    return splits
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, hflip: bool, shift: int) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to `shift` pixels (edges replicated), per image."""
+    n = x.shape[0]
+    if hflip:
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if shift > 0:
+        h, w = x.shape[-2:]
+        padded = torch.nn.functional.pad(x, (shift, shift, shift, shift), mode="replicate")
+        offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=generator)
+        x = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+    return x

@@ -1,0 +1,98 @@
+"""`python -m train.demo MODEL.onnx --out demo`: CamSession on held-out shapes, scored against the truth.
+
+Classification accuracy, and localization accuracy as the CAM paper counts it (right class and
+IoU(CAM box, true box) >= 0.5), plus a grid image and results.json.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+from PIL import Image, ImageDraw
+
+from runtime.cam import box_iou
+from runtime.errors import cli_errors
+from runtime.files import atomic_path, write_text_atomic
+from runtime.session import CamSession
+from train.shapes import render_split
+
+TRUE_COLOR, CAM_COLOR = (0, 255, 0), (255, 255, 255)
+
+
+def grid_image(session: CamSession, images, results, boxes, columns: int = 4, scale: int = 3) -> Image.Image:
+    """Pairs of tiles per sample: the input, then the CAM overlay with the true box (green) and CAM box (white)."""
+    height, width = images[0].shape[:2]
+    tile_w, tile_h = width * scale, height * scale
+    rows = -(-len(images) // columns)
+    canvas = Image.new("RGB", (columns * 2 * tile_w, rows * tile_h), (0, 0, 0))
+    for i, (pixels, result, truth) in enumerate(zip(images, results, boxes)):
+        big = Image.fromarray(pixels).resize((tile_w, tile_h), Image.Resampling.NEAREST)
+        box = [v * scale for v in result.box]
+        shown = session.overlay(big, result.cam, box=box, label=f"{result.label} {result.prob:.2f}", box_color=CAM_COLOR)
+        x0, y0, x1, y1 = (v * scale for v in truth)
+        ImageDraw.Draw(shown).rectangle((x0, y0, x1 - 1, y1 - 1), outline=TRUE_COLOR, width=2)
+        left, top = (i % columns) * 2 * tile_w, (i // columns) * tile_h
+        canvas.paste(big, (left, top))
+        canvas.paste(shown, (left + tile_w, top))
+    return canvas
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="demo", show_default=True)
+@click.option("--count", default=300, show_default=True, help="Held-out images to score.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the held-out (test) split.")
+@cli_errors
+def main(model: str, out_dir: str, count: int, seed: int) -> None:
+    """Score MODEL on held-out shapes images and draw a grid of CAMs and boxes."""
+    started = time.time()
+    session = CamSession(model)
+    data = render_split(count, seed, "test", session.input_size[0])
+    tick = time.time()
+    results = session.run(list(data.images))
+    seconds = time.time() - tick
+    records = []
+    for i, result in enumerate(results):
+        iou = box_iou(result.box, data.boxes[i])
+        records.append({
+            "index": i,
+            "true_label": session.labels[data.labels[i]],
+            "true_box": data.boxes[i].tolist(),
+            **result.to_dict(),
+            "iou": iou,
+            "correct": result.label == session.labels[data.labels[i]],
+        })
+    accuracy = float(np.mean([r["correct"] for r in records]))
+    localization = float(np.mean([r["correct"] and r["iou"] >= 0.5 for r in records]))
+    gt_known = float(np.mean([r["iou"] >= 0.5 for r in records]))
+    parity = session.info.parity
+    summary = {
+        "model": model,
+        "images": count,
+        "classification_accuracy": accuracy,
+        "localization_accuracy": localization,
+        "gt_known_localization_accuracy": gt_known,
+        "mean_iou": float(np.mean([r["iou"] for r in records])),
+        "box_threshold": session.box_threshold,
+        "inference_seconds": seconds,
+        "providers": session.providers,
+        "export_parity": {name: parity[name]["relative"] for name in ("logits", "features", "cams")},
+    }
+    out = Path(out_dir)
+    with atomic_path(out / "grid.png") as tmp:
+        grid_image(session, data.images[:16], results[:16], data.boxes[:16]).save(tmp, format="PNG")
+    write_text_atomic(out / "results.json", json.dumps({"summary": summary, "results": records}, indent=2))
+    click.echo(f"held-out shapes images: {count} (seed {seed}), providers {', '.join(session.providers)}")
+    click.echo(f"classification accuracy:          {accuracy:.3f}")
+    click.echo(f"localization accuracy (IoU>=0.5): {localization:.3f}   (class right and box IoU >= 0.5)")
+    click.echo(f"GT-known localization accuracy:   {gt_known:.3f}   mean IoU {summary['mean_iou']:.3f}")
+    click.echo("export parity (relative): " + ", ".join(f"{k} {v:.1e}" for k, v in summary["export_parity"].items()))
+    click.echo(f"inference: {count} images in {seconds:.2f}s ({count / seconds:.0f} images/s, one batch); total {time.time() - started:.1f}s")
+    click.echo(f"wrote {out / 'grid.png'} and {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

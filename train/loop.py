@@ -1,0 +1,238 @@
+"""The training loop: AdamW with warm-up + cosine, evaluation each epoch, best and last checkpoints.
+
+Resuming is exact: batch order and augmentation come from a generator seeded by (seed, epoch), and
+the checkpoint holds the model, optimizer, scheduler, epoch and RNG state.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import runtime
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.data import Splits, augment
+from train.errors import TrainError
+from train.models import GapCam
+from train.recipes import DataOptions, Recipe, get_recipe
+
+
+@dataclass
+class TrainConfig:
+    """One training run; stored in the checkpoint so that --resume repeats it exactly."""
+
+    recipe: str  # a key of train.recipes.RECIPES
+    out: str  # best checkpoint path; the latest goes to OUT with suffix .last.pt
+    data: str | None = None  # dataset path (unused by generated datasets)
+    samples: int | None = None  # dataset size for generated datasets
+    epochs: int | None = None  # None: the recipe's default
+    batch_size: int | None = None  # None: the recipe's default
+    lr: float | None = None  # None: the recipe's default
+    seed: int = 0  # model init, data generation, batch order and augmentation
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    stop_after: int | None = None  # end this invocation after that many epochs; --resume continues
+    backbone: str | None = None  # None: the recipe's backbone
+    cam_channels: int | None = None  # None: the recipe's K
+    pool: str | None = None  # None: the recipe's pooling
+
+    def resolved(self, recipe: Recipe) -> "TrainConfig":
+        """The same config with the recipe's defaults filled in."""
+        arch = recipe.architecture
+        return replace(
+            self,
+            epochs=self.epochs or recipe.epochs,
+            batch_size=self.batch_size or recipe.batch_size,
+            lr=self.lr or recipe.lr,
+            backbone=self.backbone or arch.backbone,
+            cam_channels=self.cam_channels or arch.cam_channels,
+            pool=self.pool or arch.pool,
+        )
+
+    def build_recipe(self) -> Recipe:
+        """The recipe with this run's model choices applied."""
+        recipe = get_recipe(self.recipe)
+        changes = {"backbone": self.backbone, "cam_channels": self.cam_channels, "pool": self.pool}
+        changes = {key: value for key, value in changes.items() if value is not None}
+        if "backbone" in changes and changes["backbone"] != recipe.architecture.backbone:
+            changes["backbone_args"] = {}  # the recipe's builder arguments belong to its own backbone
+        return recipe.with_arch(**changes)
+
+
+def last_path(out: str | Path) -> Path:
+    """Where the latest-epoch checkpoint of a run goes: shapes.pt -> shapes.last.pt."""
+    out = Path(out)
+    return out.with_name(out.stem + ".last" + out.suffix)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TrainError(f"--device: {name!r} is not a torch device (try cpu, cuda or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at total_steps."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_optimizer(model: GapCam, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.weight_decay)
+    raise TrainError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
+
+
+@torch.no_grad()
+def evaluate(model: GapCam, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 256) -> dict:
+    """Loss and accuracy of `model` on a preprocessed set."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+        logits, _ = model(xb)
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return {"loss": loss_sum / max(1, len(x)), "accuracy": correct / max(1, len(x))}
+
+
+def train_one_epoch(model, optimizer, scheduler, splits: Splits, recipe: Recipe, config: TrainConfig, epoch: int, device) -> dict:
+    model.train()
+    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+    order = torch.randperm(len(splits.train_x), generator=generator)
+    loss_sum, correct, seen = 0.0, 0, 0
+    batches = range(0, len(order), config.batch_size)
+    with tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None, unit="batch") as bar:
+        for start in bar:
+            index = order[start : start + config.batch_size]
+            xb = augment(splits.train_x[index], generator, recipe.hflip, recipe.shift).to(device)
+            yb = splits.train_y[index].to(device)
+            logits, _ = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(index)
+            correct += (logits.argmax(1) == yb).sum().item()
+            seen += len(index)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return {"loss": loss_sum / seen, "accuracy": correct / seen}
+
+
+def resume(path: str | Path, log: Callable[[str], None] = print, **overrides) -> Path:
+    """Continue the run saved in checkpoint `path`; `overrides` replace saved config fields (epochs, device, out, ...)."""
+    state = load_checkpoint(path)
+    if "training" not in state:
+        raise TrainError(f"{path}: checkpoint holds no training state to resume from")
+    saved = replace(TrainConfig(**state["training"]["config"]), stop_after=None)
+    if overrides.get("recipe", saved.recipe) != saved.recipe:
+        raise TrainError(f"{path}: checkpoint is from recipe {saved.recipe!r}, not {overrides['recipe']!r}")
+    log(f"resuming {path} after epoch {state['training']['epoch']}")
+    return fit(replace(saved, **overrides), log, state)
+
+
+def fit(config: TrainConfig, log: Callable[[str], None] = print, state: dict | None = None) -> Path:
+    """Train per `config`, or continue from a loaded checkpoint `state`; returns the best checkpoint path."""
+    recipe = config.build_recipe()
+    config = config.resolved(recipe)
+    if recipe.needs_data and not config.data:
+        raise TrainError(f"recipe {recipe.name} needs --data PATH")
+    device = pick_device(config.device)
+
+    started = time.time()
+    splits = recipe.load(recipe, DataOptions(Path(config.data) if config.data else None, config.samples, config.seed))
+    for note in splits.notes:
+        log(note)
+    log(f"{recipe.name}: {len(splits.train_x)} training and {len(splits.val_x)} validation images "
+        f"({time.time() - started:.1f}s to prepare), device {device}")
+
+    torch.manual_seed(config.seed)
+    model = GapCam(recipe.architecture).to(device)
+    optimizer = make_optimizer(model, recipe, config.lr)
+    steps_per_epoch = math.ceil(len(splits.train_x) / config.batch_size)
+    schedule = warmup_cosine(config.epochs * steps_per_epoch, warmup_steps=max(1, steps_per_epoch // 2))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    start_epoch, history, best = 0, [], -1.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["training"]["optimizer"])
+        scheduler.load_state_dict(state["training"]["scheduler"])
+        torch.set_rng_state(state["training"]["rng"])
+        start_epoch, history = state["training"]["epoch"], state["training"]["history"]
+        best = state["training"]["best_accuracy"]
+
+    out, last = Path(config.out), last_path(config.out)
+    for epoch in range(start_epoch, config.epochs):
+        tick = time.time()
+        train_metrics = train_one_epoch(model, optimizer, scheduler, splits, recipe, config, epoch, device)
+        val_metrics = evaluate(model, splits.val_x, splits.val_y, device)
+        history.append({
+            "epoch": epoch + 1,
+            "train_loss": train_metrics["loss"],
+            "train_accuracy": train_metrics["accuracy"],
+            "val_loss": val_metrics["loss"],
+            "val_accuracy": val_metrics["accuracy"],
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": time.time() - tick,
+        })
+        improved = val_metrics["accuracy"] > best
+        best = max(best, val_metrics["accuracy"])
+        checkpoint = {
+            "architecture": recipe.architecture.to_dict(),
+            "labels": list(recipe.labels),
+            "preprocess": recipe.preprocess.to_dict(),
+            "provenance": {
+                "recipe": recipe.name,
+                "data_fingerprint": splits.fingerprint,
+                "epochs": epoch + 1,
+                "seed": config.seed,
+                "metrics": {"val_accuracy": val_metrics["accuracy"], "val_loss": val_metrics["loss"]},
+                "notes": splits.notes,
+                "gapcam_version": runtime.__version__,
+                "torch_version": torch.__version__,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "samples": splits.samples,
+            "training": {
+                "epoch": epoch + 1,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "history": history,
+                "best_accuracy": best,
+                "config": asdict(config),
+            },
+        }
+        save_checkpoint(last, checkpoint)
+        if improved:
+            save_checkpoint(out, checkpoint)
+        log(f"epoch {epoch + 1}/{config.epochs}  train loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.3f}  "
+            f"val loss {val_metrics['loss']:.4f} acc {val_metrics['accuracy']:.3f}  "
+            f"{time.time() - tick:.1f}s{'  (best, saved)' if improved else ''}")
+        if config.stop_after is not None and epoch + 1 - start_epoch >= config.stop_after:
+            log(f"stopped after {config.stop_after} epoch(s); continue with --resume {last}")
+            break
+    log(f"best validation accuracy {best:.3f}; wrote {out} (best) and {last} (latest) in {time.time() - started:.0f}s")
+    return out
