@@ -116,13 +116,15 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
         fc_weight=model.fc.weight.detach().numpy().astype(np.float32),
         fc_bias=model.fc.bias.detach().numpy().astype(np.float32),
         pool=model.arch.pool,
+        box_threshold=checkpoint.get("localization", {}).get("box_threshold", 0.2),
         architecture=model.arch.to_dict(),
         source_sha256=sha256_file(checkpoint_path),
         gapcam_version=runtime.__version__,
         provenance={
             **checkpoint["provenance"],
+            "localization": checkpoint.get("localization", {}),
             "checkpoint": checkpoint_path.name,
-            "exported_with": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": opset},
+            "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset},
         },
     )
     out = Path(out) if out is not None else checkpoint_path.with_suffix(".onnx")

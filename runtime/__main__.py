@@ -23,7 +23,7 @@ def overlay_names(images: list[str]) -> list[str]:
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="cam_out", show_default=True, help="Folder for overlays and results.json.")
 @click.option("--topk", default=1, show_default=True, help="Explain the k most probable classes.")
-@click.option("--threshold", default=0.2, show_default=True, help="CAM box threshold, as a share of the CAM's max.")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="CAM box threshold, as a share of the CAM's max [default: the model's].")
 @click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="jet", show_default=True)
 @click.option("--alpha", default=0.5, show_default=True, help="Heatmap opacity in the overlay.")
 @click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s); default CUDA when it works, else CPU.")

@@ -123,3 +123,13 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     inter = width * height
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def box_accuracy_curve(cams: np.ndarray, true_boxes: np.ndarray, thresholds: Sequence[float], iou: float = 0.5) -> np.ndarray:
+    """Share of images whose CAM box has IoU >= `iou` with the true box, at each CAM threshold.
+
+    cams: [N, H, W] in [0, 1] at image size; true_boxes: [N, 4]. The curve's maximum is the
+    MaxBoxAcc of Choe et al. (CVPR 2020); its argmax is the threshold a model should be used with.
+    """
+    hits = np.array([[box_iou(cam_box(cam, t), box) >= iou for t in thresholds] for cam, box in zip(cams, true_boxes)])
+    return hits.mean(axis=0) if len(hits) else np.zeros(len(thresholds))

@@ -42,6 +42,7 @@ class ModelInfo:
     fc_weight: np.ndarray  # [num_classes, K] float32: the CAM weights w[c, k]
     fc_bias: np.ndarray  # [num_classes] float32
     pool: str = "gap"  # pooling between features and fc: "gap" (average) or "gmp" (max)
+    box_threshold: float = 0.2  # CAM share of max for boxes: calibrated on validation boxes, else the paper's 0.2
     architecture: dict[str, Any] = field(default_factory=dict)  # builder arguments, for the record
     source_sha256: str = ""  # sha256 of the checkpoint the model was exported from
     gapcam_version: str = ""  # gapcam version that exported the model
@@ -75,6 +76,7 @@ class ModelInfo:
             "fc_weight": encode_array(self.fc_weight),
             "fc_bias": encode_array(self.fc_bias),
             "pool": self.pool,
+            "box_threshold": self.box_threshold,
             "architecture": self.architecture,
             "source_sha256": self.source_sha256,
             "gapcam_version": self.gapcam_version,
@@ -103,6 +105,7 @@ class ModelInfo:
                 fc_weight=decode_array(values["fc_weight"]),
                 fc_bias=decode_array(values["fc_bias"]),
                 pool=values["pool"],
+                box_threshold=float(values.get("box_threshold", 0.2)),
                 architecture=values.get("architecture", {}),
                 source_sha256=values.get("source_sha256", ""),
                 gapcam_version=values.get("gapcam_version", ""),

@@ -1,7 +1,9 @@
 """`CamSession`: an exported gapcam model in onnxruntime, from images to labels, CAMs and boxes."""
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -78,11 +80,22 @@ def resolve_model(model: str | os.PathLike) -> Path:
     raise CamError(f"{model}: no such model file")
 
 
+def cuda_driver_present() -> bool:
+    """Whether the NVIDIA driver library loads: without it onnxruntime's CUDA provider cannot start,
+    and trying would only print a loader error before falling back to the CPU."""
+    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        ctypes.CDLL(name)
+        return True
+    except OSError:
+        return False
+
+
 def choose_providers(providers: Sequence[str] | None) -> list[str]:
-    """CUDA then CPU when onnxruntime offers CUDA, else CPU; an explicit list is checked as given."""
+    """CUDA then CPU when onnxruntime offers CUDA and a driver is present, else CPU; an explicit list is checked as given."""
     available = ort.get_available_providers()
     if providers is None:
-        return [CUDA, CPU] if CUDA in available else [CPU]
+        return [CUDA, CPU] if CUDA in available and cuda_driver_present() else [CPU]
     unknown = [p for p in providers if p not in available]
     if unknown:
         raise CamError(f"providers: {unknown} not available in this onnxruntime (available: {available})")
@@ -101,11 +114,10 @@ class CamSession:
     `session.providers` reports what onnxruntime really uses. Safe to call from several threads.
     """
 
-    def __init__(self, model: str | os.PathLike, providers: Sequence[str] | None = None, *, box_threshold: float = 0.2):
-        if not 0.0 <= box_threshold <= 1.0:
+    def __init__(self, model: str | os.PathLike, providers: Sequence[str] | None = None, *, box_threshold: float | None = None):
+        if box_threshold is not None and not 0.0 <= box_threshold <= 1.0:
             raise CamError(f"box_threshold must be within [0, 1], got {box_threshold}")
         self.path = resolve_model(model)
-        self.box_threshold = box_threshold
         options = ort.SessionOptions()
         options.log_severity_level = 3  # a CUDA provider that cannot start falls back; we report it below
         try:
@@ -116,6 +128,8 @@ class CamSession:
             raise CamError(f"{self.path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
         self.providers: list[str] = self._session.get_providers()
         self.info = ModelInfo.from_props(self._session.get_modelmeta().custom_metadata_map, source=str(self.path))
+        # The model's own threshold (calibrated on validation boxes at training) unless the caller sets one.
+        self.box_threshold = self.info.box_threshold if box_threshold is None else box_threshold
         self._check_signature()
 
     def _check_signature(self) -> None:

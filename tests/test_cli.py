@@ -14,10 +14,11 @@ def gapcam(*args, cwd):
 
 
 def one_line_error(result, expected):
+    """Non-zero exit, no traceback, and one `Error:` line naming the culprit (click may add a usage hint)."""
     assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert expected in lines[0], lines[0]
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
 
 
 @pytest.fixture(scope="module")

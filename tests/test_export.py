@@ -84,8 +84,9 @@ def test_gmp_model_exports_with_parity(tmp_path):
     assert report.parity["passed"]
     session = CamSession(report.path)
     assert session.info.pool == "gmp"
-    result = session.run(np.zeros((64, 64, 3), np.uint8), classes=list(range(5)))[0]
-    np.testing.assert_allclose(result.cams_raw.max(axis=(1, 2)) + session.info.fc_bias, result.logits, rtol=1e-4, atol=1e-4)
+    logits, features = session.infer(session.preprocess(np.zeros((64, 64, 3), np.uint8)))
+    pooled = features.max(axis=(2, 3))  # GMP: the fc sees each map's maximum
+    np.testing.assert_allclose(pooled @ session.info.fc_weight.T + session.info.fc_bias, logits, rtol=1e-4, atol=1e-4)
 
 
 def test_refuses_to_overwrite_checkpoint_and_bad_checkpoints(tiny_checkpoint, tmp_path):

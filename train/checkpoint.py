@@ -6,8 +6,6 @@ Writes are atomic: a temporary file beside the target, then `os.replace`.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +35,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise TrainError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, OSError) as err:
-        reason = str(err).splitlines()[0][:160] if str(err) else err.__class__.__name__
+    except Exception as err:  # a damaged file can fail in many ways (zip, unpickling, storage); all mean unreadable
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [err.__class__.__name__]
+        reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0])[:200]
         raise TrainError(f"{path}: not a readable gapcam checkpoint (truncated or another format: {reason})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise TrainError(f"{path}: not a gapcam checkpoint (no {FORMAT!r} format field)")

@@ -28,6 +28,7 @@ class Splits:
     samples: torch.Tensor  # uint8 [k, H, W, C]: raw model-size validation images for export parity
     fingerprint: str  # sha256 of the pixels and labels, for provenance
     notes: list[str] = field(default_factory=list)  # what the loader decided, printed to the user
+    val_boxes: np.ndarray | None = None  # [N, 4] true boxes in model-input pixels, where the data has them
 
 
 def preprocess_all(images: Sequence[ImageInput], spec: Preprocess, chunk: int = 512) -> torch.Tensor:
@@ -45,7 +46,9 @@ def raw_samples(images: Iterable[ImageInput], spec: Preprocess) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays))
 
 
-def make_splits(train_images, train_labels, val_images, val_labels, spec: Preprocess, notes: list[str] | None = None) -> Splits:
+def make_splits(
+    train_images, train_labels, val_images, val_labels, spec: Preprocess, notes: list[str] | None = None, val_boxes=None
+) -> Splits:
     """Preprocess both sets, keep a few raw validation images, fingerprint the result."""
     splits = Splits(
         train_x=preprocess_all(train_images, spec),
@@ -55,6 +58,7 @@ def make_splits(train_images, train_labels, val_images, val_labels, spec: Prepro
         samples=raw_samples(list(val_images[:PARITY_SAMPLES]), spec),
         fingerprint="",
         notes=notes or [],
+        val_boxes=None if val_boxes is None else np.asarray(val_boxes),
     )
     digest = hashlib.sha256()
     for tensor in (splits.train_x, splits.train_y, splits.val_x, splits.val_y):

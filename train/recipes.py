@@ -49,7 +49,7 @@ def load_shapes(recipe: Recipe, options: DataOptions) -> Splits:
     size = recipe.preprocess.height
     train = shapes.render_split(count, options.seed, "train", size)
     val = shapes.render_split(max(count // 5, 5), options.seed, "val", size)
-    return make_splits(list(train.images), train.labels, list(val.images), val.labels, recipe.preprocess)
+    return make_splits(list(train.images), train.labels, list(val.images), val.labels, recipe.preprocess, val_boxes=val.boxes)
 
 
 SHAPES = Recipe(
