@@ -25,3 +25,7 @@ demo: $(STAMP)
 
 clean:
 	rm -rf demo .pytest_cache
+
+bench: $(STAMP)
+	test -f demo/shapes.onnx || $(MAKE) demo
+	$(PY) benchmarks/runtime_bench.py demo/shapes.onnx
