@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bundle clean
 
 install: $(STAMP)
 
@@ -29,3 +29,12 @@ clean:
 bench: $(STAMP)
 	test -f demo/shapes.onnx || $(MAKE) demo
 	$(PY) benchmarks/runtime_bench.py demo/shapes.onnx
+
+# Rebuild the shapes package that ships inside gapcam (runtime/models/) from the demo's model.
+bundle: $(STAMP)
+	test -f demo/metrics.json || $(MAKE) demo
+	$(PY) -m zoo pack demo/shapes.onnx --name shapes --version 1.0.0 --license MIT --card docs/shapes_card.md \
+		--metrics demo/metrics.json -o build --overwrite $$(for f in demo/images/*.png; do printf -- '--images %s ' $$f; done)
+	cp build/shapes-1.0.0.zip runtime/models/shapes-1.0.0.zip
+	$(PY) -m zoo publish runtime/models/shapes-1.0.0.zip --index runtime/models/index.json
+	$(PY) -m zoo verify runtime/models/shapes-1.0.0.zip

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -16,6 +17,7 @@ from runtime.cam import cam_box, class_activation_maps, normalize_maps, upsample
 from runtime.errors import CamError
 from runtime.image import ImageInput, Preprocess, load_image, preprocess
 from runtime.metadata import ModelInfo
+from runtime.package import MODEL, Package, find_package, gapcam_home
 from runtime.overlay import overlay
 
 CUDA = "CUDAExecutionProvider"
@@ -72,12 +74,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def resolve_model(model: str | os.PathLike) -> Path:
-    """The ONNX file behind `model`: a path to an exported `.onnx` file."""
+def resolve_model(model: str | os.PathLike) -> tuple[Path, Package | None]:
+    """(path, package or None) behind `model`: an `.onnx` file, a package folder or archive, or a
+    package name (`shapes`, `shapes@1.0.0`) in the local store or bundled with gapcam."""
     path = Path(model)
+    if path.is_dir() or (path.is_file() and zipfile.is_zipfile(path)):
+        return path, Package(path)
     if path.is_file():
-        return path
-    raise CamError(f"{model}: no such model file")
+        return path, None
+    found = find_package(str(model))
+    if found is not None:
+        return found, Package(found)
+    raise CamError(
+        f"{model}: no such model file or package folder, and no package of that name in {gapcam_home()} "
+        f"or bundled with gapcam (try `python -m zoo fetch {model}`)"
+    )
 
 
 def cuda_driver_present() -> bool:
@@ -117,20 +128,28 @@ class CamSession:
     def __init__(self, model: str | os.PathLike, providers: Sequence[str] | None = None, *, box_threshold: float | None = None):
         if box_threshold is not None and not 0.0 <= box_threshold <= 1.0:
             raise CamError(f"box_threshold must be within [0, 1], got {box_threshold}")
-        self.path = resolve_model(model)
+        self.path, self.package = resolve_model(model)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # a CUDA provider that cannot start falls back; we report it below
+        # A package's model loads from memory: onnxruntime then cannot follow external-data
+        # references out of the package to other files on disk.
+        source = self.package.read(MODEL) if self.package else str(self.path)
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=options, providers=choose_providers(providers))
+            self._session = ort.InferenceSession(source, sess_options=options, providers=choose_providers(providers))
         except CamError:
             raise
         except Exception as err:  # onnxruntime raises several unrelated types for unreadable files
-            raise CamError(f"{self.path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
+            reason = str(err).splitlines()[0][:200]
+            if self.package and "external" in reason.lower():
+                raise CamError(f"{self.path}: {MODEL} references external data; a package holds one self-contained ONNX file") from None
+            raise CamError(f"{self.path}: not a loadable ONNX model ({reason})") from None
         self.providers: list[str] = self._session.get_providers()
         self.info = ModelInfo.from_props(self._session.get_modelmeta().custom_metadata_map, source=str(self.path))
         # The model's own threshold (calibrated on validation boxes at training) unless the caller sets one.
         self.box_threshold = self.info.box_threshold if box_threshold is None else box_threshold
         self._check_signature()
+        if self.package:
+            self._check_manifest()
 
     def _check_signature(self) -> None:
         inputs = self._session.get_inputs()
@@ -143,6 +162,29 @@ class CamSession:
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != self.preprocessing.channels:
             raise CamError(f"{self.path}: input shape {shape} does not fit {self.preprocessing.channels}-channel images")
+
+    def signature(self) -> dict:
+        """The graph's input and outputs as a manifest declares them: name, dtype, shape (batch symbolic)."""
+
+        def describe(value) -> dict:
+            dtype = {"tensor(float)": "float32"}.get(value.type, value.type)
+            return {"name": value.name, "dtype": dtype, "shape": list(value.shape)}
+
+        return {"input": describe(self._session.get_inputs()[0]), "outputs": [describe(o) for o in self._session.get_outputs()]}
+
+    def _check_manifest(self) -> None:
+        """A package's manifest must describe the model it holds: labels, input and output shapes."""
+        manifest = self.package.manifest
+        problems = []
+        if manifest.labels != self.info.labels:
+            problems.append(f"labels {manifest.labels} vs the model's {self.info.labels}")
+        actual = self.signature()
+        declared_shapes = {o.get("name"): o.get("shape", [])[1:] for o in [manifest.input, *manifest.outputs]}
+        actual_shapes = {o["name"]: o["shape"][1:] for o in [actual["input"], *actual["outputs"]]}
+        if declared_shapes != actual_shapes:
+            problems.append(f"shapes {declared_shapes} vs the model's {actual_shapes}")
+        if problems:
+            raise CamError(f"{self.path}: manifest disagrees with {MODEL}: {'; '.join(problems)}")
 
     @property
     def labels(self) -> list[str]:

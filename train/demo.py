@@ -20,6 +20,7 @@ from runtime.session import CamSession
 from train.shapes import render_split
 
 TRUE_COLOR, CAM_COLOR = (0, 255, 0), (255, 255, 255)
+SAMPLE_IMAGES = 8  # held-out images saved as PNG for packaging
 
 
 def grid_image(session: CamSession, images, results, boxes, columns: int = 4, scale: int = 3) -> Image.Image:
@@ -85,13 +86,19 @@ def main(model: str, out_dir: str, count: int, seed: int) -> None:
     with atomic_path(out / "grid.png") as tmp:
         grid_image(session, data.images[:16], results[:16], data.boxes[:16]).save(tmp, format="PNG")
     write_text_atomic(out / "results.json", json.dumps({"summary": summary, "results": records}, indent=2))
+    # Inputs for `zoo pack --images` and the measured figures for its --metrics (see `make bundle`).
+    for i, pixels in enumerate(data.images[:SAMPLE_IMAGES]):
+        with atomic_path(out / "images" / f"{i:02d}.png") as tmp:
+            Image.fromarray(pixels).save(tmp, format="PNG")
+    measured = {f"heldout_{key}": summary[key] for key in ("classification_accuracy", "localization_accuracy", "gt_known_localization_accuracy", "mean_iou")}
+    write_text_atomic(out / "metrics.json", json.dumps({**measured, "heldout_images": count}, indent=2))
     click.echo(f"held-out shapes images: {count} (seed {seed}), providers {', '.join(session.providers)}")
     click.echo(f"classification accuracy:          {accuracy:.3f}")
     click.echo(f"localization accuracy (IoU>=0.5): {localization:.3f}   (class right and box IoU >= 0.5)")
     click.echo(f"GT-known localization accuracy:   {gt_known:.3f}   mean IoU {summary['mean_iou']:.3f}")
     click.echo("export parity (relative): " + ", ".join(f"{k} {v:.1e}" for k, v in summary["export_parity"].items()))
     click.echo(f"inference: {count} images in {seconds:.2f}s ({count / seconds:.0f} images/s, one batch); total {time.time() - started:.1f}s")
-    click.echo(f"wrote {out / 'grid.png'} and {out / 'results.json'}")
+    click.echo(f"wrote {out / 'grid.png'}, {out / 'results.json'}, {out / 'metrics.json'} and {out / 'images'}/")
 
 
 if __name__ == "__main__":

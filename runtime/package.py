@@ -1,0 +1,204 @@
+"""Model packages (contract 4), as the runtime reads them: layout, manifest, checks, the local store.
+
+A package is a folder or a `.zip` holding `manifest.json`, `model.onnx`, a model card, test vectors
+and sample overlays. The manifest lists the sha256 and size of every other file. `zoo` writes
+packages; this module is the one reader, so every `CamSession` checks what it loads. A package is
+untrusted input: archive entries that escape, links, unlisted or altered files are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import sys
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from runtime.errors import CamError
+
+FORMAT = "gapcam-package"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL = "model.onnx"
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+$")
+BUNDLED = Path(__file__).parent / "models"  # packages that ship inside gapcam, as <name>-<version>.zip
+DEFAULT_INDEX = BUNDLED / "index.json"  # the zoo's default index: lists the bundled packages
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+@dataclass
+class Manifest:
+    """What a package holds and promises; `files` maps each file but the manifest to sha256 and size."""
+
+    name: str  # lowercase letters, digits, '.', '_', '-'
+    version: str  # X.Y.Z
+    task: str  # "image-classification-cam"
+    labels: list[str]  # class names in logit order
+    input: dict[str, Any]  # {"name", "dtype", "shape": ["batch", C, H, W]}
+    outputs: list[dict[str, Any]]  # [{"name": "logits", ...}, {"name": "features", ...}]
+    preprocess: dict[str, Any]  # runtime.image.Preprocess as a dict
+    files: dict[str, dict[str, Any]]  # relative path -> {"sha256", "size"}
+    metrics: dict[str, Any] = field(default_factory=dict)  # measured accuracy and localization
+    parity: dict[str, Any] = field(default_factory=dict)  # torch-vs-onnxruntime figures from export
+    license: str = "unspecified"
+    provenance: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, versions, opset, created
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str) -> "Manifest":
+        """Parse and check the schema; every problem is a CamError naming `source` and the field."""
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise CamError(f"{source}: manifest is not valid JSON ({err})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise CamError(f"{source}: manifest format is not {FORMAT!r}")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise CamError(f"{source}: manifest format version {data.get('format_version')!r} is not supported")
+        expected = {
+            "name": str, "version": str, "task": str, "labels": list, "input": dict, "outputs": list,
+            "preprocess": dict, "files": dict, "metrics": dict, "parity": dict, "license": str, "provenance": dict,
+        }
+        for key, kind in expected.items():
+            if not isinstance(data.get(key), kind):
+                raise CamError(f"{source}: manifest field {key!r} is missing or not a {kind.__name__}")
+        if not NAME_PATTERN.match(data["name"]):
+            raise CamError(f"{source}: manifest name {data['name']!r} is not a valid package name")
+        if not VERSION_PATTERN.match(data["version"]):
+            raise CamError(f"{source}: manifest version {data['version']!r} is not X.Y.Z")
+        if MODEL not in data["files"]:
+            raise CamError(f"{source}: manifest lists no {MODEL}")
+        for name, entry in data["files"].items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("size"), int)):
+                raise CamError(f"{source}: manifest entry for {name!r} needs sha256 and size")
+        return cls(**{key: data[key] for key in expected})
+
+
+def safe_member_name(name: str, source: str) -> str:
+    """A relative POSIX path inside the package, or a CamError: no absolute paths, drives or '..'."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if name.startswith(("/", "\\")) or path.is_absolute() or re.match(r"^[A-Za-z]:", name) or ".." in path.parts:
+        raise CamError(f"{source}: archive entry {name!r} escapes the package folder; refused")
+    return str(path)
+
+
+class Package:
+    """An opened package whose files all match its manifest; read-only access to their bytes."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._files = self._read_all()
+        if MANIFEST not in self._files:
+            raise CamError(f"{self.path}: not a gapcam package (no {MANIFEST})")
+        self.manifest = Manifest.from_json(self._files[MANIFEST], str(self.path))
+        self._check_files()
+
+    def _read_all(self) -> dict[str, bytes]:
+        if self.path.is_dir():
+            return self._read_folder()
+        if self.path.is_file() and zipfile.is_zipfile(self.path):
+            return self._read_zip()
+        raise CamError(f"{self.path}: not a package folder or .zip archive")
+
+    def _read_folder(self) -> dict[str, bytes]:
+        files = {}
+        for item in sorted(self.path.rglob("*")):
+            if item.is_symlink():
+                raise CamError(f"{self.path}: {item.relative_to(self.path)} is a link; packages hold plain files only")
+            if item.is_file():
+                files[item.relative_to(self.path).as_posix()] = item.read_bytes()
+        return files
+
+    def _read_zip(self) -> dict[str, bytes]:
+        files = {}
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                for info in archive.infolist():
+                    name = safe_member_name(info.filename, str(self.path))
+                    if stat.S_ISLNK(info.external_attr >> 16):
+                        raise CamError(f"{self.path}: archive entry {info.filename!r} is a link; refused")
+                    if info.is_dir():
+                        continue
+                    if name in files:
+                        raise CamError(f"{self.path}: archive holds {name!r} twice; refused")
+                    files[name] = archive.read(info)
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise CamError(f"{self.path}: damaged or truncated archive ({err})") from None
+        return files
+
+    def _check_files(self) -> None:
+        listed = self.manifest.files
+        unlisted = sorted(set(self._files) - set(listed) - {MANIFEST})
+        if unlisted:
+            raise CamError(f"{self.path}: files not in the manifest: {unlisted}")
+        for name, entry in listed.items():
+            if name not in self._files:
+                raise CamError(f"{self.path}: {name} is listed in the manifest but missing")
+            data = self._files[name]
+            if len(data) != entry["size"]:
+                raise CamError(f"{self.path}: {name} has {len(data)} bytes, the manifest says {entry['size']} (checksum check failed)")
+            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+                raise CamError(f"{self.path}: {name} does not match its sha256 in the manifest (checksum check failed)")
+
+    def read(self, name: str) -> bytes:
+        if name not in self._files:
+            raise CamError(f"{self.path}: no file {name!r} in the package")
+        return self._files[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._files)
+
+    @property
+    def label(self) -> str:
+        return f"{self.manifest.name}@{self.manifest.version}"
+
+
+def gapcam_home() -> Path:
+    """The local store: $GAPCAM_HOME, else the user's cache folder (XDG, macOS Caches, LOCALAPPDATA)."""
+    if os.environ.get("GAPCAM_HOME"):
+        return Path(os.environ["GAPCAM_HOME"])
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "gapcam"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "gapcam"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gapcam"
+
+
+def store_path(name: str, version: str) -> Path:
+    """Where `zoo fetch` puts a package: GAPCAM_HOME/packages/NAME/VERSION (an unpacked folder)."""
+    return gapcam_home() / "packages" / name / version
+
+
+def split_reference(reference: str) -> tuple[str, str | None]:
+    """'shapes@1.0.0' -> ('shapes', '1.0.0'); 'shapes' -> ('shapes', None)."""
+    name, _, version = reference.partition("@")
+    return name, version or None
+
+
+def find_package(reference: str) -> Path | None:
+    """The newest (or the named) version of a package, in the local store first, then bundled."""
+    name, version = split_reference(reference)
+    if not NAME_PATTERN.match(name) or (version is not None and not VERSION_PATTERN.match(version)):
+        return None
+    candidates: dict[str, Path] = {}
+    for path in sorted(BUNDLED.glob(f"{name}-*.zip")):
+        candidates[path.stem[len(name) + 1 :]] = path
+    store = gapcam_home() / "packages" / name
+    if store.is_dir():
+        for path in store.iterdir():
+            if VERSION_PATTERN.match(path.name) and (path / MANIFEST).is_file():
+                candidates[path.name] = path  # the store wins over a bundled copy of the same version
+    candidates = {v: p for v, p in candidates.items() if VERSION_PATTERN.match(v)}
+    if version is not None:
+        return candidates.get(version)
+    return candidates[max(candidates, key=version_key)] if candidates else None

@@ -1,0 +1,348 @@
+"""zoo: pack -> verify -> publish -> fetch -> CamSession(name), the bundled model, Triton, and every refusal."""
+import functools
+import hashlib
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from runtime import CamError, CamSession
+from runtime.package import BUNDLED, DEFAULT_INDEX, Manifest, Package, store_path
+from zoo import ZooError, fetch, pack, publish, read_index, triton_repository, verify
+
+
+@pytest.fixture(autouse=True)
+def private_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("GAPCAM_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, tiny_onnx, shape_images):
+    out = tmp_path_factory.mktemp("packed")
+    images = []
+    for i, pixels in enumerate(shape_images.images[:2]):
+        Image.fromarray(pixels).save(out / f"in{i}.png")
+        images.append(out / f"in{i}.png")
+    return pack(tiny_onnx, "tiny", "0.1.0", out / "dist", license="MIT", images=images, metrics={"note_accuracy": 0.5})
+
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; /broken/NAME sends half of NAME and hangs up; /silent/ never answers."""
+
+    def do_GET(self):
+        if self.path.startswith("/broken/"):
+            data = (self.directory_path / self.path[len("/broken/"):]).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        if self.path.startswith("/silent/"):
+            time.sleep(3)
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(Handler, directory=str(root))
+    Handler.directory_path = root
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def store_is_empty(home):
+    packages = home / "packages"
+    leftovers = [p for p in home.rglob("*") if p.is_file()] if home.exists() else []
+    return not leftovers and (not packages.exists() or not any(packages.rglob("*.onnx")))
+
+
+def test_pack_writes_folder_and_archive(packed):
+    assert packed.folder.name == "tiny-0.1.0" and packed.archive.name == "tiny-0.1.0.zip"
+    names = sorted(Package(packed.archive).names())
+    assert names == sorted(Package(packed.folder).names())
+    assert {"manifest.json", "model.onnx", "README.md", "test_vectors.npz", "samples/00.png", "samples/01.png"} <= set(names)
+    manifest = packed.manifest
+    assert manifest.labels == ["circle", "square", "triangle", "star", "cross"]
+    assert manifest.input["shape"][1:] == [3, 64, 64] and [o["name"] for o in manifest.outputs] == ["logits", "features"]
+    assert manifest.metrics["note_accuracy"] == 0.5 and "val_accuracy" in manifest.metrics
+    assert manifest.parity["passed"] and manifest.license == "MIT"
+    for key in ("checkpoint_sha256", "torch", "onnx", "onnxruntime", "opset", "created", "packed_by_gapcam"):
+        assert manifest.provenance[key] not in ("", None), key
+    card = (packed.folder / "README.md").read_text()
+    assert "# tiny 0.1.0" in card and "circle, square, triangle, star, cross" in card
+    with zipfile.ZipFile(packed.archive) as archive:
+        assert all(not info.filename.startswith(("/", "..")) for info in archive.infolist())
+
+
+def test_pack_refuses_bad_names_and_existing_packages(packed, tiny_onnx):
+    with pytest.raises(ZooError, match="--name"):
+        pack(tiny_onnx, "Bad Name", "1.0.0", packed.folder.parent)
+    with pytest.raises(ZooError, match="--version"):
+        pack(tiny_onnx, "tiny", "1.0", packed.folder.parent)
+    with pytest.raises(ZooError, match="exists"):
+        pack(tiny_onnx, "tiny", "0.1.0", packed.folder.parent)
+
+
+@pytest.mark.parametrize("which", ["folder", "archive"])
+def test_verify_passes_on_a_fresh_package(packed, which):
+    report = verify(getattr(packed, which))
+    assert report.passed, report.checks
+    assert [c.name for c in report.checks] == ["checksums and manifest", "model", "test vectors"]
+
+
+def test_pack_verify_publish_fetch_session_over_http(packed, server, private_store, shape_images):
+    root, base = server
+    shutil.copy(packed.archive, root / packed.archive.name)
+    index = root / "index.json"
+    entry = publish(root / packed.archive.name, index)
+    assert entry["url"] == "tiny-0.1.0.zip" and entry["sha256"] == hashlib.sha256(packed.archive.read_bytes()).hexdigest()
+    path = fetch("tiny", f"{base}/index.json", progress=False)
+    assert path == store_path("tiny", "0.1.0") and (path / "model.onnx").is_file()
+    session = CamSession("tiny")
+    assert session.package.manifest.version == "0.1.0"
+    reference = CamSession(packed.folder).run(shape_images.images[0])[0]
+    np.testing.assert_array_equal(session.run(shape_images.images[0])[0].logits, reference.logits)
+    # cached: a second fetch reuses the verified copy without the server
+    assert fetch("tiny@0.1.0", f"{base}/index.json", progress=False) == path
+    assert not (private_store / "downloads").exists() or not any((private_store / "downloads").iterdir())
+
+
+def test_fetch_refuses_checksum_mismatch(packed, server, private_store):
+    root, base = server
+    shutil.copy(packed.archive, root / "tiny.zip")
+    entry = {"name": "tiny", "version": "0.1.0", "url": "tiny.zip", "sha256": "0" * 64, "size": packed.archive.stat().st_size}
+    (root / "index.json").write_text(json.dumps({"format": "gapcam-index", "packages": [entry]}))
+    with pytest.raises(ZooError, match="does not match the index"):
+        fetch("tiny", f"{base}/index.json", progress=False)
+    assert store_is_empty(private_store)
+
+
+def test_fetch_refuses_more_bytes_than_the_index_allows(packed, server, private_store):
+    root, base = server
+    shutil.copy(packed.archive, root / "tiny.zip")
+    data = packed.archive.read_bytes()
+    entry = {"name": "tiny", "version": "0.1.0", "url": "tiny.zip", "sha256": hashlib.sha256(data).hexdigest(), "size": 1000}
+    (root / "index.json").write_text(json.dumps({"format": "gapcam-index", "packages": [entry]}))
+    with pytest.raises(ZooError, match="index allows 1000"):
+        fetch("tiny", f"{base}/index.json", progress=False)
+    assert store_is_empty(private_store)
+
+
+def test_interrupted_transfer_leaves_nothing(packed, server, private_store):
+    root, base = server
+    shutil.copy(packed.archive, root / "tiny.zip")
+    data = packed.archive.read_bytes()
+    entry = {"name": "tiny", "version": "0.1.0", "url": f"{base}/broken/tiny.zip", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (root / "index.json").write_text(json.dumps({"format": "gapcam-index", "packages": [entry]}))
+    with pytest.raises(ZooError, match="truncated download|download failed"):
+        fetch("tiny", f"{base}/index.json", progress=False)
+    assert store_is_empty(private_store)
+
+
+def test_fetch_times_out(packed, server, private_store):
+    root, base = server
+    entry = {"name": "tiny", "version": "0.1.0", "url": f"{base}/silent/tiny.zip", "sha256": "0" * 64, "size": 10}
+    (root / "index.json").write_text(json.dumps({"format": "gapcam-index", "packages": [entry]}))
+    started = time.time()
+    with pytest.raises(ZooError, match="download failed"):
+        fetch("tiny", f"{base}/index.json", timeout=0.5, progress=False)
+    assert time.time() - started < 3
+    assert store_is_empty(private_store)
+
+
+def rezip(folder, archive, extra=()):
+    """Zip a package folder plus raw (name, bytes, mode) entries that a hostile archive might hold."""
+    with zipfile.ZipFile(archive, "w") as out:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            out.write(path, path.relative_to(folder).as_posix())
+        for name, data, mode in extra:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            out.writestr(info, data)
+    return archive
+
+
+@pytest.mark.parametrize("name,mode,message", [
+    ("../evil.txt", 0o100644, "escapes"),
+    ("/etc/evil.txt", 0o100644, "escapes"),
+    ("samples/../../evil.txt", 0o100644, "escapes"),
+    ("samples/link", 0o120777, "link"),
+])
+def test_hostile_archive_entries_are_refused(packed, tmp_path, name, mode, message):
+    archive = rezip(packed.folder, tmp_path / "hostile.zip", [(name, b"/etc/passwd", mode)])
+    with pytest.raises(CamError, match=message):
+        Package(archive)
+    assert not (tmp_path.parent / "evil.txt").exists()
+    report = verify(archive)
+    assert not report.passed and report.checks[0].name == "checksums and manifest"
+
+
+def copy_package(packed, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(packed.folder, folder)
+    return folder
+
+
+def rewrite_manifest(folder, change):
+    data = json.loads((folder / "manifest.json").read_text())
+    change(data)
+    (folder / "manifest.json").write_text(json.dumps(data))
+
+
+def test_tampered_unlisted_and_truncated_files_are_refused(packed, tmp_path):
+    folder = copy_package(packed, tmp_path)
+    (folder / "samples" / "00.png").write_bytes(b"tampered")
+    with pytest.raises(CamError, match="checksum check failed"):
+        CamSession(folder)
+    folder = copy_package(packed, tmp_path / "b")
+    (folder / "extra.bin").write_bytes(b"x")
+    with pytest.raises(CamError, match="not in the manifest"):
+        Package(folder)
+    truncated = tmp_path / "cut.zip"
+    truncated.write_bytes(packed.archive.read_bytes()[:5000])
+    with pytest.raises(CamError, match="tiny|cut.zip"):
+        Package(truncated)
+
+
+def test_links_in_a_package_folder_are_refused(packed, tmp_path):
+    folder = copy_package(packed, tmp_path)
+    (folder / "samples" / "00.png").unlink()
+    (folder / "samples" / "00.png").symlink_to("/etc/hostname")
+    with pytest.raises(CamError, match="is a link"):
+        Package(folder)
+
+
+def test_manifest_that_disagrees_with_the_model_is_refused(packed, tmp_path):
+    folder = copy_package(packed, tmp_path)
+    rewrite_manifest(folder, lambda m: m["outputs"][1]["shape"].__setitem__(1, 999))
+    with pytest.raises(CamError, match="manifest disagrees"):
+        CamSession(folder)
+    folder = copy_package(packed, tmp_path / "b")
+    rewrite_manifest(folder, lambda m: m.__setitem__("labels", ["a", "b", "c", "d", "e"]))
+    report = verify(folder)
+    assert [c.passed for c in report.checks] == [True, False] and "labels" in report.checks[1].detail
+
+
+def test_manifest_schema_is_checked(packed, tmp_path):
+    for change, message in [
+        (lambda m: m.pop("labels"), "'labels'"),
+        (lambda m: m.__setitem__("version", "one"), "X.Y.Z"),
+        (lambda m: m.__setitem__("format_version", 7), "version 7"),
+        (lambda m: m["files"].pop("model.onnx"), "model.onnx"),
+    ]:
+        folder = copy_package(packed, tmp_path / message.strip("'"))
+        rewrite_manifest(folder, change)
+        with pytest.raises(CamError, match=message):
+            Package(folder)
+
+
+def test_onnx_with_external_data_is_refused(packed, tmp_path):
+    folder = copy_package(packed, tmp_path)
+    model = onnx.load(folder / "model.onnx")
+    onnx.save_model(model, folder / "model.onnx", save_as_external_data=True, location="weights.bin", size_threshold=0)
+
+    def relist(manifest):
+        for name in ("model.onnx", "weights.bin"):
+            data = (folder / name).read_bytes()
+            manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+    rewrite_manifest(folder, relist)
+    with pytest.raises(CamError, match="external data"):
+        CamSession(folder)
+
+
+def test_test_vectors_catch_a_different_model(packed, tmp_path, tiny_onnx):
+    folder = copy_package(packed, tmp_path)
+    model = onnx.load(folder / "model.onnx")
+    bias = next(init for init in model.graph.initializer if init.name.endswith("fc.bias") or "bias" in init.name and len(init.dims) == 1 and init.dims[0] == 5)
+    values = onnx.numpy_helper.to_array(bias) + 0.5
+    bias.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), bias.name))
+    onnx.save(model, folder / "model.onnx")
+    data = (folder / "model.onnx").read_bytes()
+    rewrite_manifest(folder, lambda m: m["files"].__setitem__("model.onnx", {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}))
+    report = verify(folder)
+    assert [c.passed for c in report.checks] == [True, True, False]
+
+
+def test_bundled_shapes_package_verifies_and_runs_offline(private_store, shape_images):
+    archive = BUNDLED / "shapes-1.0.0.zip"
+    report = verify(archive)
+    assert report.passed, report.checks
+    session = CamSession("shapes")
+    assert session.package.path == archive and session.labels == ["circle", "square", "triangle", "star", "cross"]
+    metrics = session.package.manifest.metrics
+    assert metrics["heldout_classification_accuracy"] >= 0.95 and metrics["heldout_localization_accuracy"] > 0.5
+    results = session.run(list(shape_images.images))
+    assert np.mean([r.classes[0] == y for r, y in zip(results, shape_images.labels)]) >= 0.75
+    assert archive.stat().st_size < 5_000_000
+    entries = read_index(DEFAULT_INDEX)
+    assert [(e["name"], e["version"]) for e in entries] == [("shapes", "1.0.0")]
+
+
+def test_fetch_from_the_default_index_uses_the_bundled_archive(private_store):
+    path = fetch("shapes", progress=False)
+    assert path == store_path("shapes", "1.0.0")
+    assert CamSession("shapes@1.0.0").package.path == path  # the store wins over the bundled copy
+
+
+def test_unknown_names_are_clear(private_store):
+    with pytest.raises(CamError, match="no package of that name"):
+        CamSession("nosuchmodel")
+    with pytest.raises(ZooError, match="not in the index"):
+        fetch("nosuchmodel", progress=False)
+
+
+def test_triton_repository_layout(packed, tmp_path):
+    model_dir = triton_repository(packed.archive, tmp_path / "repo", max_batch_size=16)
+    assert model_dir == tmp_path / "repo" / "tiny"
+    assert (model_dir / "1" / "model.onnx").read_bytes() == (packed.folder / "model.onnx").read_bytes()
+    assert (model_dir / "labels.txt").read_text().split() == packed.manifest.labels
+    config = (model_dir / "config.pbtxt").read_text()
+    graph = onnx.load(model_dir / "1" / "model.onnx").graph
+    for value in [*graph.input, *graph.output]:
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim[1:]]
+        assert f'name: "{value.name}"' in config
+        assert f"dims: [ {', '.join(map(str, dims))} ]" in config
+    assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 16" in config
+    assert "dynamic_batching" in config and 'label_filename: "labels.txt"' in config
+    with pytest.raises(ZooError, match="not a bare .onnx"):
+        triton_repository(packed.folder / "model.onnx", tmp_path / "repo2")
+
+
+def test_zoo_cli(packed, tmp_path, private_store):
+    def zoo(*args):
+        return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+    listed = zoo("list")
+    assert listed.returncode == 0 and "shapes" in listed.stdout and "1.0.0" in listed.stdout
+    info = zoo("info", "shapes")
+    assert json.loads(info.stdout)["name"] == "shapes"
+    ok = zoo("verify", packed.archive)
+    assert ok.returncode == 0 and "all checks passed" in ok.stdout
+    folder = copy_package(packed, tmp_path)
+    (folder / "model.onnx").write_bytes(b"tampered")
+    bad = zoo("verify", folder)
+    assert bad.returncode == 1 and "FAIL checksums and manifest" in bad.stdout
+    assert "verification failed at 'checksums and manifest'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,63 @@
+"""The model card (`README.md` of a package), written from the manifest so the two never disagree."""
+from __future__ import annotations
+
+import json
+
+from runtime.package import Manifest
+
+
+def _figure(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def render_card(manifest: Manifest, description: str = "") -> str:
+    pre = manifest.preprocess
+    lines = [
+        f"# {manifest.name} {manifest.version}",
+        "",
+        description.strip() or f"A gapcam class-activation-map classifier ({manifest.task}).",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from runtime import CamSession",
+        "",
+        f'session = CamSession("{manifest.name}@{manifest.version}")  # or the path of this folder or archive',
+        'result = session.run("image.png")[0]',
+        "result.label, result.prob, result.box",
+        "```",
+        "",
+        "## Model",
+        "",
+        f"- Task: {manifest.task}",
+        f"- Labels ({len(manifest.labels)}): {', '.join(manifest.labels)}",
+        f"- Input `{manifest.input['name']}`: {manifest.input['dtype']} {manifest.input['shape']}",
+        *[f"- Output `{o['name']}`: {o['dtype']} {o['shape']}" for o in manifest.outputs],
+        f"- Preprocessing: resize to {pre['width']}x{pre['height']} ({pre['resize']}), color {pre['color']}, "
+        f"(x/255 - mean) / std with mean {pre['mean']} and std {pre['std']}",
+        f"- License: {manifest.license}",
+        "",
+        "## Metrics",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        *[f"| {key} | {_figure(value)} |" for key, value in sorted(manifest.metrics.items())],
+        "",
+        "## Export parity (torch vs onnxruntime, largest difference relative to the largest magnitude)",
+        "",
+        *[f"- {key}: {_figure(manifest.parity[key]['relative'])}" for key in ("logits", "features", "cams") if key in manifest.parity],
+        "",
+        "## Provenance",
+        "",
+        *[f"- {key}: {_figure(value)}" for key, value in sorted(manifest.provenance.items())],
+        "",
+        "## Files",
+        "",
+        "| file | bytes | sha256 |",
+        "| --- | --- | --- |",
+        *[f"| {name} | {entry['size']} | `{entry['sha256']}` |" for name, entry in sorted(manifest.files.items()) if name != "README.md"],
+        "",
+        "`python -m zoo verify` checks every file against its sha256 and replays the test vectors.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,114 @@
+"""`python -m zoo fetch NAME[@VERSION]`: download, verify, unpack into the local store, atomically.
+
+Nothing is used before its sha256 matches the index; the size in the index caps the download; a
+transfer that breaks off leaves nothing behind in the store.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from runtime.errors import CamError
+from runtime.files import atomic_path, staging_dir
+from runtime.package import Package, gapcam_home, store_path
+from zoo.errors import ZooError
+from zoo.index import is_url, read_index, resolve_url, select
+
+CHUNK = 1 << 16
+
+
+def _open(url: str, timeout: float):
+    if is_url(url):
+        return urllib.request.urlopen(url, timeout=timeout)
+    return open(url, "rb")
+
+
+def download(url: str, dest: Path, size: int, sha256: str, timeout: float = 60.0, progress: bool = True) -> None:
+    """Stream `url` to `dest` (atomically) only if it has exactly `size` bytes with this sha256."""
+    digest, received = hashlib.sha256(), 0
+    try:
+        with atomic_path(dest) as tmp, open(tmp, "wb") as out, _open(url, timeout) as response:
+            announced = response.headers.get("Content-Length") if is_url(url) else None
+            if announced is not None and int(announced) > size:
+                raise ZooError(f"{url}: server announces {announced} bytes, the index allows {size}; refused")
+            with tqdm(total=size, unit="B", unit_scale=True, desc=dest.name, disable=None if progress else True, leave=False) as bar:
+                while chunk := response.read(CHUNK):
+                    received += len(chunk)
+                    if received > size:
+                        raise ZooError(f"{url}: more than the {size} bytes the index lists; download refused")
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            if received != size:
+                raise ZooError(f"{url}: truncated download ({received} of {size} bytes); nothing kept")
+            if digest.hexdigest() != sha256:
+                raise ZooError(f"{url}: sha256 {digest.hexdigest()} does not match the index's {sha256}; nothing kept")
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        raise ZooError(f"{url}: download failed ({err.__class__.__name__}: {err}); nothing kept") from None
+
+
+def _cached(dest: Path, name: str, version: str) -> bool:
+    """Whether the store already holds this package, intact."""
+    if not dest.is_dir():
+        return False
+    try:
+        manifest = Package(dest).manifest
+    except CamError:
+        return False
+    return (manifest.name, manifest.version) == (name, version)
+
+
+def unpack(archive: Path, dest: Path, name: str, version: str) -> None:
+    """Check the archive like any package, then place its files at `dest` in one rename."""
+    try:
+        package = Package(archive)
+    except CamError as err:
+        raise ZooError(str(err)) from None
+    if (package.manifest.name, package.manifest.version) != (name, version):
+        raise ZooError(f"{archive}: holds {package.label}, the index promised {name}@{version}; refused")
+    staging = staging_dir(dest)
+    try:
+        for member in package.names():
+            target = staging / member
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(package.read(member))
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def fetch(
+    reference: str,
+    index: str | os.PathLike | None = None,
+    *,
+    timeout: float = 60.0,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda line: None,
+) -> Path:
+    """Make NAME[@VERSION] from `index` available in the local store; returns its folder."""
+    entry = select(read_index(index, timeout), reference, str(index or "the default index"))
+    name, version = entry["name"], entry["version"]
+    dest = store_path(name, version)
+    if _cached(dest, name, version):
+        log(f"{name}@{version}: cached copy in {dest} verifies; reusing it")
+        return dest
+    downloads = gapcam_home() / "downloads"
+    archive = downloads / f"{name}-{version}.zip"
+    url = resolve_url(entry["url"], index)
+    log(f"{name}@{version}: fetching {url} ({entry['size']} bytes)")
+    try:
+        download(url, archive, entry["size"], entry["sha256"], timeout, progress)
+        unpack(archive, dest, name, version)
+    finally:
+        archive.unlink(missing_ok=True)
+    log(f"{name}@{version}: verified and stored in {dest}")
+    return dest

@@ -1,0 +1,100 @@
+"""Package indexes: a JSON file or URL listing packages with version, URL, sha256 and size."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from runtime.files import write_text_atomic
+from runtime.package import DEFAULT_INDEX, Package, VERSION_PATTERN, split_reference, version_key
+from zoo.errors import ZooError
+
+FORMAT = "gapcam-index"
+MAX_INDEX_BYTES = 10 * 1024 * 1024
+REQUIRED = (("name", str), ("version", str), ("url", str), ("sha256", str), ("size", int))
+
+
+def is_url(location: str) -> bool:
+    return urllib.parse.urlparse(location).scheme in ("http", "https", "file")
+
+
+def read_index(location: str | os.PathLike | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The entries of an index at a path or URL (default: the index that ships with gapcam)."""
+    location = str(location or DEFAULT_INDEX)
+    try:
+        if is_url(location):
+            with urllib.request.urlopen(location, timeout=timeout) as response:
+                text = response.read(MAX_INDEX_BYTES + 1)
+        else:
+            text = Path(location).read_bytes()
+    except (OSError, ValueError) as err:
+        raise ZooError(f"{location}: cannot read the index ({err})") from None
+    if len(text) > MAX_INDEX_BYTES:
+        raise ZooError(f"{location}: index larger than {MAX_INDEX_BYTES} bytes; refused")
+    return parse_index(text, location)
+
+
+def parse_index(text: str | bytes, source: str) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ZooError(f"{source}: index is not valid JSON ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("packages"), list):
+        raise ZooError(f"{source}: not a gapcam index (needs format {FORMAT!r} and a 'packages' list)")
+    for entry in data["packages"]:
+        for key, kind in REQUIRED:
+            if not isinstance(entry, dict) or not isinstance(entry.get(key), kind):
+                raise ZooError(f"{source}: index entry {entry!r} needs {key!r} ({kind.__name__})")
+    return data["packages"]
+
+
+def select(entries: list[dict[str, Any]], reference: str, source: str) -> dict[str, Any]:
+    """The entry for NAME (newest version) or NAME@VERSION."""
+    name, version = split_reference(reference)
+    matches = [e for e in entries if e["name"] == name and VERSION_PATTERN.match(e["version"])]
+    if version is not None:
+        matches = [e for e in matches if e["version"] == version]
+    if not matches:
+        known = sorted({f"{e['name']}@{e['version']}" for e in entries})
+        raise ZooError(f"{reference}: not in the index {source} (it lists {known})")
+    return max(matches, key=lambda e: version_key(e["version"]))
+
+
+def resolve_url(url: str, index_location: str | os.PathLike | None) -> str:
+    """An entry's URL, relative ones taken against the index's own location."""
+    location = str(index_location or DEFAULT_INDEX)
+    if is_url(url) or Path(url).is_absolute():
+        return url
+    if is_url(location):
+        return urllib.parse.urljoin(location, url)
+    return str(Path(location).parent / url)
+
+
+def publish(archive: str | os.PathLike, index_path: str | os.PathLike, url: str | None = None) -> dict[str, Any]:
+    """Add (or replace) a package archive's entry in an index file, creating the index if needed."""
+    archive, index_path = Path(archive), Path(index_path)
+    if archive.suffix != ".zip":
+        raise ZooError(f"{archive}: publish takes a package .zip archive")
+    manifest = Package(archive).manifest
+    data = archive.read_bytes()
+    if url is None:
+        url = os.path.relpath(archive.resolve(), index_path.resolve().parent).replace(os.sep, "/")
+    entry = {
+        "name": manifest.name,
+        "version": manifest.version,
+        "url": url,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "task": manifest.task,
+        "license": manifest.license,
+        "labels": manifest.labels,
+    }
+    entries = read_index(index_path) if index_path.exists() else []
+    entries = [e for e in entries if (e["name"], e["version"]) != (entry["name"], entry["version"])] + [entry]
+    entries.sort(key=lambda e: (e["name"], version_key(e["version"])))
+    write_text_atomic(index_path, json.dumps({"format": FORMAT, "format_version": 1, "packages": entries}, indent=2) + "\n")
+    return entry

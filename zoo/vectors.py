@@ -1,0 +1,59 @@
+"""Test vectors: a few inputs with the outputs the model gave at packing time, replayed by `verify`.
+
+Stored as `test_vectors.npz` (numpy arrays only, loaded with allow_pickle=False): images (uint8,
+model size), logits, the top-1 class, its raw CAM and its box.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from runtime.cam import box_iou
+from runtime.session import CamSession
+
+VECTORS = "test_vectors.npz"
+# Same bound as the export parity check: float32 kernels on other CPUs or providers add their
+# products in other orders (~1e-6 relative); a wrong model or preprocessing moves outputs by far more.
+TOLERANCE = 1e-4
+MIN_BOX_IOU = 0.9  # a CAM pixel sitting on the threshold may move a box edge by a pixel
+
+
+def make_vectors(session: CamSession, images: list[np.ndarray]) -> bytes:
+    """Run `session` on model-size uint8 images and return the npz bytes."""
+    results = session.run(images)
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        images=np.stack(images),
+        logits=np.stack([r.logits for r in results]),
+        classes=np.stack([r.classes for r in results]),
+        cams_raw=np.stack([r.cams_raw for r in results]),
+        boxes=np.stack([r.boxes for r in results]),
+    )
+    return buffer.getvalue()
+
+
+def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
+    scale = float(np.abs(expected).max()) or 1.0
+    return float(np.abs(expected.astype(np.float64) - actual).max()) / scale
+
+
+def replay_vectors(session: CamSession, data: bytes) -> dict:
+    """Rerun the stored inputs; report the worst differences and whether they are within tolerance."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+        vectors = {key: stored[key] for key in stored.files}
+    results = session.run(list(vectors["images"]), classes=None)
+    classes = np.stack([r.classes for r in results])
+    logits_error = relative_error(vectors["logits"], np.stack([r.logits for r in results]))
+    same_classes = bool(np.array_equal(classes, vectors["classes"]))
+    cams_error = relative_error(vectors["cams_raw"], np.stack([r.cams_raw for r in results])) if same_classes else float("inf")
+    ious = [box_iou(a, b) for r, boxes in zip(results, vectors["boxes"]) for a, b in zip(r.boxes, boxes)]
+    return {
+        "count": len(results),
+        "logits_relative_error": logits_error,
+        "cams_relative_error": cams_error,
+        "classes_agree": same_classes,
+        "min_box_iou": min(ious) if ious else 1.0,
+        "passed": same_classes and logits_error <= TOLERANCE and cams_error <= TOLERANCE and (min(ious) if ious else 1.0) >= MIN_BOX_IOU,
+    }
