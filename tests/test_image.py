@@ -45,7 +45,7 @@ def test_training_eval_transform_is_the_runtime_preprocess(tmp_path):
 
     pixels = np.random.default_rng(3).integers(0, 256, (90, 70, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "b.jpg")
-    trained = preprocess_all([tmp_path / "b.jpg"], SHAPES.preprocess).numpy()
+    trained = preprocess_all([tmp_path / "b.jpg"], SHAPES.preprocess)[0].numpy()
     deployed = preprocess(tmp_path / "b.jpg", SHAPES.preprocess)
     np.testing.assert_array_equal(trained, deployed)
 

@@ -12,7 +12,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from tqdm import tqdm
+
+from runtime.errors import CamError
 from runtime.image import ImageInput, Preprocess, load_image, preprocess, resize
+from train.errors import TrainError
 
 PARITY_SAMPLES = 8  # validation images stored in each checkpoint, for the export parity check
 
@@ -31,10 +35,18 @@ class Splits:
     val_boxes: np.ndarray | None = None  # [N, 4] true boxes in model-input pixels, where the data has them
 
 
-def preprocess_all(images: Sequence[ImageInput], spec: Preprocess, chunk: int = 512) -> torch.Tensor:
-    """float32 [N, C, H, W] through runtime.image.preprocess, in chunks to bound memory."""
-    parts = [preprocess(list(images[i : i + chunk]), spec) for i in range(0, len(images), chunk)]
-    return torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros((0, spec.channels, *spec.size))
+def preprocess_all(images: Sequence[ImageInput], spec: Preprocess, desc: str = "decoding") -> tuple[torch.Tensor, list[int], list[str]]:
+    """(float32 [N, C, H, W] through runtime.image.preprocess, indices kept, one line per unreadable image skipped)."""
+    out = np.empty((len(images), spec.channels, *spec.size), dtype=np.float32)
+    kept, skipped = [], []
+    for index, image in enumerate(tqdm(images, desc=desc, unit="img", leave=False, disable=None)):
+        try:
+            out[len(kept)] = preprocess(image, spec)[0]
+        except CamError as err:
+            skipped.append(str(err))
+            continue
+        kept.append(index)
+    return torch.from_numpy(out[: len(kept)]), kept, skipped
 
 
 def raw_samples(images: Iterable[ImageInput], spec: Preprocess) -> torch.Tensor:
@@ -49,16 +61,24 @@ def raw_samples(images: Iterable[ImageInput], spec: Preprocess) -> torch.Tensor:
 def make_splits(
     train_images, train_labels, val_images, val_labels, spec: Preprocess, notes: list[str] | None = None, val_boxes=None
 ) -> Splits:
-    """Preprocess both sets, keep a few raw validation images, fingerprint the result."""
+    """Preprocess both sets (skipping unreadable images, with a note), keep a few raw validation images, fingerprint."""
+    notes = list(notes or [])
+    train_x, train_kept, train_skipped = preprocess_all(train_images, spec, "decoding training images")
+    val_x, val_kept, val_skipped = preprocess_all(val_images, spec, "decoding validation images")
+    for skipped in (train_skipped, val_skipped):
+        if skipped:
+            notes.append(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
+    if len(train_kept) == 0 or len(val_kept) == 0:
+        raise TrainError("no readable images left in the training or validation split")
     splits = Splits(
-        train_x=preprocess_all(train_images, spec),
-        train_y=torch.as_tensor(np.asarray(train_labels), dtype=torch.int64),
-        val_x=preprocess_all(val_images, spec),
-        val_y=torch.as_tensor(np.asarray(val_labels), dtype=torch.int64),
-        samples=raw_samples(list(val_images[:PARITY_SAMPLES]), spec),
+        train_x=train_x,
+        train_y=torch.as_tensor(np.asarray(train_labels)[train_kept], dtype=torch.int64),
+        val_x=val_x,
+        val_y=torch.as_tensor(np.asarray(val_labels)[val_kept], dtype=torch.int64),
+        samples=raw_samples([val_images[i] for i in val_kept[:PARITY_SAMPLES]], spec),
         fingerprint="",
-        notes=notes or [],
-        val_boxes=None if val_boxes is None else np.asarray(val_boxes),
+        notes=notes,
+        val_boxes=None if val_boxes is None else np.asarray(val_boxes)[val_kept],
     )
     digest = hashlib.sha256()
     for tensor in (splits.train_x, splits.train_y, splits.val_x, splits.val_y):

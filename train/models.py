@@ -18,7 +18,7 @@ BACKBONES: dict[str, BackboneBuilder] = {}
 
 
 def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Add a builder `fn(in_channels, **args) -> (module, out_channels)` to BACKBONES."""
+    """Add a builder `fn(in_channels, init, **args) -> (module, out_channels)` to BACKBONES."""
 
     def add(fn: BackboneBuilder) -> BackboneBuilder:
         BACKBONES[name] = fn
@@ -27,39 +27,122 @@ def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]
     return add
 
 
+@dataclass(frozen=True)
+class BackboneInit:
+    """Where a backbone's starting weights come from; not stored, since a checkpoint holds the weights."""
+
+    pretrained: bool = False  # torchvision's ImageNet weights, through torchvision's own download code
+    weights: str | None = None  # a local state dict of the torchvision model (weights_only load)
+
+
 def conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
 @register_backbone("small_cnn")
 def small_cnn(
-    in_channels: int, widths: tuple[int, ...] = (32, 64, 128), convs_per_stage: int = 2, pools: int | None = None
+    in_channels: int, init: BackboneInit, widths: tuple[int, ...] = (32, 64, 128), convs_per_stage: int = 2, pools: int | None = None
 ) -> tuple[nn.Module, int]:
     """A VGG-style CNN for small inputs (48x48 faces, 64x64 shapes): stages of 3x3 convs with a 2x2
     max pool after each of the first `pools` stages (default: between all), so the feature maps keep
-    1/2**pools of the input resolution."""
+    1/2**pools of the input resolution. Pools round up, so odd sizes keep their last row and column."""
+    if init.pretrained or init.weights:
+        raise TrainError("small_cnn trains from scratch: --pretrained and --weights need a torchvision backbone")
     pools = len(widths) - 1 if pools is None else pools
     layers: list[nn.Module] = []
     cin = in_channels
     for stage, width in enumerate(widths):
         if 0 < stage <= pools:
-            layers.append(nn.MaxPool2d(2))
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
         for _ in range(convs_per_stage):
             layers += conv_bn_relu(cin, width)
             cin = width
     return nn.Sequential(*layers), cin
 
 
-@register_backbone("resnet18")
-def resnet18(in_channels: int) -> tuple[nn.Module, int]:
-    """torchvision ResNet-18 up to layer4 (stride 32), without its average pool and fc."""
-    from torchvision.models import resnet18 as build
+def torchvision_model(name: str, init: BackboneInit) -> nn.Module:
+    """A torchvision classifier, with ImageNet weights (downloaded by torchvision) or a local file."""
+    from torchvision import models
 
-    net = build(weights=None)
-    if in_channels != 3:
-        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    weights = None
+    if init.pretrained:
+        weights = models.get_model_weights(name).DEFAULT
+    try:
+        net = models.get_model(name, weights=weights)
+    except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError
+        raise TrainError(
+            f"--pretrained: could not load torchvision's ImageNet weights for {name} ({err.__class__.__name__}: {err}); "
+            "connect to the internet once (torchvision caches them), or pass --weights FILE"
+        ) from None
+    if init.weights:
+        try:
+            state = torch.load(init.weights, map_location="cpu", weights_only=True)
+        except Exception as err:  # any failure to read means the file is unusable
+            raise TrainError(f"{init.weights}: not a readable state dict ({err.__class__.__name__})") from None
+        if not isinstance(state, dict):
+            raise TrainError(f"{init.weights}: expected a state dict of a torchvision {name}")
+        result = net.load_state_dict(state, strict=False)
+        missing = [key for key in result.missing_keys if not key.startswith(("fc.", "classifier."))]
+        if missing or result.unexpected_keys:
+            raise TrainError(f"{init.weights}: does not fit torchvision's {name} (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+    return net
+
+
+def adapt_first_conv(body: nn.Module, in_channels: int) -> None:
+    """Give the first conv `in_channels` inputs. For a grayscale input an RGB-trained conv keeps its
+    response to gray images: its weights are summed over the RGB axis."""
+    name, conv = next((n, m) for n, m in body.named_modules() if isinstance(m, nn.Conv2d))
+    if conv.in_channels == in_channels:
+        return
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    with torch.no_grad():
+        if in_channels == 1:
+            new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+    parent = body.get_submodule(name.rpartition(".")[0]) if "." in name else body
+    setattr(parent, name.rpartition(".")[2], new)
+
+
+def _ceil_pools(body: nn.Module) -> nn.Module:
+    """Max pools that round up, so an odd-sized map keeps its last row and column."""
+    for module in body.modules():
+        if isinstance(module, nn.MaxPool2d):
+            module.ceil_mode = True
+    return body
+
+
+@register_backbone("vgg16")
+def vgg16(in_channels: int, init: BackboneInit) -> tuple[nn.Module, int]:
+    """The paper's VGGnet-GAP: VGG-16 up to conv5_3 (+ReLU), pool5 and the FC layers removed: 14x14 maps at 224."""
+    net = torchvision_model("vgg16", init)
+    body = _ceil_pools(nn.Sequential(*list(net.features.children())[:-1]))
+    adapt_first_conv(body, in_channels)
     return body, 512
+
+
+def _resnet(name: str, width: int) -> BackboneBuilder:
+    def build(in_channels: int, init: BackboneInit) -> tuple[nn.Module, int]:
+        net = torchvision_model(name, init)
+        body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+        adapt_first_conv(body, in_channels)
+        return body, width
+
+    build.__doc__ = f"torchvision {name} up to layer4 (stride 32), without its average pool and fc."
+    return build
+
+
+register_backbone("resnet18")(_resnet("resnet18", 512))
+register_backbone("resnet50")(_resnet("resnet50", 2048))
+
+
+@register_backbone("mobilenet_v3_large")
+def mobilenet_v3_large(in_channels: int, init: BackboneInit) -> tuple[nn.Module, int]:
+    """torchvision MobileNetV3-Large's feature extractor (960 channels, stride 32), without its classifier."""
+    net = torchvision_model("mobilenet_v3_large", init)
+    body = net.features
+    adapt_first_conv(body, in_channels)
+    return body, 960
 
 
 @dataclass
@@ -87,14 +170,14 @@ class Architecture:
 class GapCam(nn.Module):
     """backbone -> 3x3 conv (K filters) + ReLU -> global pooling -> fc; forward returns (logits, features)."""
 
-    def __init__(self, arch: Architecture):
+    def __init__(self, arch: Architecture, init: BackboneInit = BackboneInit()):
         super().__init__()
         if arch.backbone not in BACKBONES:
             raise TrainError(f"unknown backbone {arch.backbone!r} (choose from {sorted(BACKBONES)})")
         if arch.pool not in ("gap", "gmp"):
             raise TrainError(f"unknown pool {arch.pool!r} (choose gap or gmp)")
         self.arch = arch
-        self.backbone, width = BACKBONES[arch.backbone](arch.in_channels, **arch.backbone_args)
+        self.backbone, width = BACKBONES[arch.backbone](arch.in_channels, init, **arch.backbone_args)
         self.cam_conv = nn.Sequential(nn.Conv2d(width, arch.cam_channels, 3, padding=1), nn.ReLU())
         self.fc = nn.Linear(arch.cam_channels, arch.num_classes)
 

@@ -1,0 +1,156 @@
+"""Classification evaluation: metrics, confusion matrix and training-curve plots, `python -m train eval`."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from runtime.files import atomic_path, write_text_atomic
+from runtime.image import Preprocess
+from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.data import preprocess_all
+from train.errors import TrainError
+from train.recipes import DataOptions, get_recipe
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve: the probability that a random positive outscores a random negative
+    (ties count half), computed from average ranks (Mann-Whitney U)."""
+    positive = positive.astype(bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    start = 0
+    while start < len(scores):  # average ranks over runs of tied scores
+        end = start
+        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict:
+    """Accuracy, per-class precision / recall / F1 / support, the confusion matrix (rows: true,
+    columns: predicted); for two classes also ROC AUC, sensitivity and specificity (positive = labels[1])."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = probs.argmax(axis=1)
+    count = len(labels)
+    confusion = np.zeros((count, count), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    per_class = {}
+    for c, label in enumerate(labels):
+        tp = confusion[c, c]
+        predicted, actual = confusion[:, c].sum(), confusion[c, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(actual)}
+    metrics = {
+        "images": int(len(y_true)),
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "macro_f1": float(np.mean([m["f1"] for m in per_class.values()])),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "labels": list(labels),
+    }
+    if count == 2:
+        metrics["roc_auc"] = roc_auc(probs[:, 1], y_true == 1)
+        metrics["sensitivity"] = per_class[labels[1]]["recall"]  # true positive rate
+        metrics["specificity"] = per_class[labels[0]]["recall"]  # true negative rate
+    return metrics
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities [N, num_classes]."""
+    model.eval()
+    out = [torch.softmax(model(x[i : i + batch_size].to(device))[0], dim=1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def plot_confusion(metrics: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.array(metrics["confusion_matrix"])
+    labels = metrics["labels"]
+    size = 1.2 + 0.75 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: accuracy {metrics['accuracy']:.3f}")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, training and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, style in (("train", "-"), ("val", "--")):
+        loss_ax.plot(epochs, [h[f"{key}_loss"] for h in history], style, label=key)
+        acc_ax.plot(epochs, [h[f"{key}_accuracy"] for h in history], style, label=key)
+    for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_report(prefix: Path, split: str, metrics: dict, history: list[dict] | None) -> list[Path]:
+    """PREFIX.SPLIT.metrics.json, PREFIX.SPLIT.confusion.png and PREFIX.curves.png; returns the paths."""
+    written = [prefix.with_name(f"{prefix.name}.{split}.metrics.json"), prefix.with_name(f"{prefix.name}.{split}.confusion.png")]
+    write_text_atomic(written[0], json.dumps(metrics, indent=2))
+    plot_confusion(metrics, written[1], f"{prefix.name} ({split})")
+    if history:
+        written.append(prefix.with_name(f"{prefix.name}.curves.png"))
+        plot_history(history, written[-1])
+    return written
+
+
+def evaluate_checkpoint(
+    checkpoint_path: str | os.PathLike, data: str | None, split: str = "test", out_dir: str | os.PathLike | None = None, device: str = "cpu"
+) -> tuple[dict, list[Path]]:
+    """Score a checkpoint on a split of its recipe's data; write the report next to it (or in out_dir)."""
+    checkpoint_path = Path(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    recipe = get_recipe(checkpoint["provenance"].get("recipe", ""))
+    config = checkpoint.get("training", {}).get("config", {})
+    options = DataOptions(Path(data) if data else (Path(config["data"]) if config.get("data") else None), config.get("samples"), config.get("seed", 0))
+    spec = Preprocess.from_dict(checkpoint["preprocess"])
+    part = recipe.read_split(options, split)
+    x, kept, skipped = preprocess_all(part.images, spec, f"decoding {split} images")
+    if not kept:
+        raise TrainError(f"{split} split: no readable images")
+    model = model_from_checkpoint(checkpoint, str(checkpoint_path)).to(device)
+    metrics = classification_metrics(part.labels[kept], predict(model, x, torch.device(device)), checkpoint["labels"])
+    metrics.update({"checkpoint": str(checkpoint_path), "split": split, "skipped_images": skipped, "notes": part.notes})
+    prefix = (Path(out_dir) if out_dir else checkpoint_path.parent) / checkpoint_path.stem
+    return metrics, write_report(prefix, split, metrics, checkpoint.get("training", {}).get("history"))
