@@ -81,7 +81,10 @@ def torchvision_model(name: str, init: BackboneInit) -> nn.Module:
             raise TrainError(f"{init.weights}: not a readable state dict ({err.__class__.__name__})") from None
         if not isinstance(state, dict):
             raise TrainError(f"{init.weights}: expected a state dict of a torchvision {name}")
-        result = net.load_state_dict(state, strict=False)
+        try:
+            result = net.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shapes that do not fit
+            raise TrainError(f"{init.weights}: does not fit torchvision's {name} ({str(err).splitlines()[-1].strip()[:160]})") from None
         missing = [key for key in result.missing_keys if not key.startswith(("fc.", "classifier."))]
         if missing or result.unexpected_keys:
             raise TrainError(f"{init.weights}: does not fit torchvision's {name} (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")

@@ -1,0 +1,173 @@
+"""Bring your own model: export any classifier whose head is global average pooling + one linear layer.
+
+CAM needs nothing else (Zhou et al.): if logits == fc(mean_xy(features)), then the fc weights turn
+the features into class activation maps. That identity is checked numerically before export, so a
+model with another head (max pooling, several FC layers, a normalization after pooling) is refused
+with the measured difference rather than exported with CAMs that explain nothing.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import runtime
+from export.errors import ExportError
+from export.onnx_export import ExportReport, export_model
+from runtime.files import sha256_file
+from runtime.image import Preprocess
+from runtime.metadata import ModelInfo
+
+HEAD_TOLERANCE = 1e-4  # relative to the logits' magnitude, as the export parity check
+
+# Where torchvision's GAP + linear classifiers keep the feature maps and the linear layer, and whether
+# their forward applies a ReLU between the two without a module (DenseNet does).
+TORCHVISION_HEADS = {
+    "resnet": ("layer4", "fc"),
+    "resnext": ("layer4", "fc"),
+    "wide_resnet": ("layer4", "fc"),
+    "regnet": ("trunk_output", "fc"),
+    "densenet": ("features", "classifier"),
+    "efficientnet": ("features", "classifier.1"),
+    "mobilenet_v2": ("features", "classifier.1"),
+    "mobilenet_v3": ("features", "classifier.3"),
+    "vgg": ("features", "classifier.6"),
+    "convnext": ("features", "classifier.2"),
+}
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+class CamHead(nn.Module):
+    """forward(x) -> (the model's own logits, the feature maps its linear layer sees after pooling)."""
+
+    def __init__(self, model: nn.Module, feature_module: nn.Module, relu: bool):
+        super().__init__()
+        self.model, self.relu, self._features = model, relu, None
+        feature_module.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self._features = output
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(x)
+        features = F.relu(self._features) if self.relu else self._features
+        return logits, features
+
+
+def gap_linear_head(model: nn.Module, feature_module: nn.Module, fc: nn.Module, spec: Preprocess) -> CamHead:
+    """The CamHead for which logits == fc(mean(features)), or an ExportError saying why there is none."""
+    if not isinstance(fc, nn.Linear):
+        raise ExportError(f"the final layer is {type(fc).__name__}, not one nn.Linear: CAM needs GAP + one linear layer")
+    model.eval()
+    x = torch.randn(2, spec.channels, *spec.size, generator=torch.Generator().manual_seed(0))
+    head = CamHead(model, feature_module, relu=False)
+    with torch.no_grad():
+        logits, features = head(x)
+    if features is None or features.ndim != 4:
+        raise ExportError("the feature module produced no [N, K, h, w] map; name the module whose output is pooled")
+    if features.shape[1] != fc.in_features:
+        raise ExportError(
+            f"features have {features.shape[1]} channels but the linear layer takes {fc.in_features}: "
+            "the head is not global average pooling + one linear layer"
+        )
+    gaps = {}
+    for relu in (False, True):  # DenseNet-style forwards apply a functional ReLU after the feature module
+        with torch.no_grad():
+            rebuilt = fc((F.relu(features) if relu else features).mean(dim=(2, 3)))
+        gaps[relu] = float((rebuilt - logits).abs().max()) / max(float(logits.abs().max()), 1e-12)
+        if gaps[relu] <= HEAD_TOLERANCE:
+            head.relu = relu
+            return head
+    raise ExportError(
+        f"the head is not global average pooling + one linear layer: fc(mean(features)) differs from the "
+        f"model's logits by {min(gaps.values()):.2e} of their scale (tolerance {HEAD_TOLERANCE:.0e}); "
+        "CAMs from this model would not explain its predictions"
+    )
+
+
+def export_torch_model(
+    model: nn.Module,
+    feature_module: nn.Module,
+    fc: nn.Module,
+    labels: Sequence[str],
+    preprocess: Preprocess,
+    out: str | os.PathLike,
+    *,
+    samples: torch.Tensor | None = None,
+    architecture: dict | None = None,
+    source: str | os.PathLike | None = None,
+) -> ExportReport:
+    """Export a torch classifier with a GAP + linear head as a gapcam ONNX file (same checks as a checkpoint).
+
+    >>> net = torchvision.models.resnet50(weights="DEFAULT")
+    >>> export_torch_model(net, net.layer4, net.fc, labels, Preprocess(224, 224, "RGB", mean, std), "resnet50.onnx")
+    """
+    head = gap_linear_head(model, feature_module, fc, preprocess)
+    if len(labels) != fc.out_features:
+        raise ExportError(f"{len(labels)} labels given for a linear layer with {fc.out_features} outputs")
+    info = ModelInfo(
+        labels=list(labels),
+        preprocess=preprocess,
+        fc_weight=fc.weight.detach().cpu().numpy().astype(np.float32),
+        fc_bias=(fc.bias.detach().cpu().numpy() if fc.bias is not None else np.zeros(fc.out_features)).astype(np.float32),
+        pool="gap",
+        architecture=architecture or {"model": type(model).__name__},
+        source_sha256=sha256_file(source) if source else "",
+        gapcam_version=runtime.__version__,
+        provenance={"recipe": "bring-your-own", "exported_with": {"torch": str(torch.__version__)}},
+    )
+    return export_model(head, info, out, samples)
+
+
+def torchvision_head(arch: str) -> tuple[str, str]:
+    """(feature module name, linear layer name) of a torchvision classifier family."""
+    for prefix, names in TORCHVISION_HEADS.items():
+        if arch.startswith(prefix):
+            return names
+    raise ExportError(f"--arch {arch}: no known head layout; pass --features MODULE and --fc MODULE")
+
+
+def export_torchvision(
+    arch: str,
+    weights: str | os.PathLike,
+    labels: Sequence[str],
+    out: str | os.PathLike,
+    *,
+    size: tuple[int, int] = (224, 224),
+    mean: Sequence[float] = IMAGENET["mean"],
+    std: Sequence[float] = IMAGENET["std"],
+    features: str | None = None,
+    fc: str | None = None,
+) -> ExportReport:
+    """`python -m export WEIGHTS --arch NAME --labels FILE`: a torchvision architecture with a local state dict."""
+    from torchvision import models
+
+    if arch not in models.list_models(module=models):
+        raise ExportError(f"--arch {arch}: not a torchvision classification model")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # any failure to read means the file is unusable
+        raise ExportError(f"{weights}: not a readable state dict ({err.__class__.__name__})") from None
+    if not isinstance(state, dict):
+        raise ExportError(f"{weights}: expected a state dict of torchvision's {arch}")
+    default_features, default_fc = torchvision_head(arch) if features is None or fc is None else (features, fc)
+    model = models.get_model(arch, weights=None, num_classes=len(labels))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ExportError(f"{weights}: does not fit {arch} with {len(labels)} classes ({str(err).splitlines()[0][:160]})") from None
+    try:
+        feature_module, linear = model.get_submodule(features or default_features), model.get_submodule(fc or default_fc)
+    except AttributeError as err:
+        raise ExportError(f"--arch {arch}: {err}") from None
+    spec = Preprocess(height=size[0], width=size[1], color="RGB", mean=tuple(mean), std=tuple(std))
+    return export_torch_model(
+        model, feature_module, linear, labels, spec, out,
+        architecture={"torchvision": arch, "features": features or default_features, "fc": fc or default_fc},
+        source=Path(weights),
+    )

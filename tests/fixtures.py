@@ -1,0 +1,71 @@
+"""Small datasets written in the exact formats users download, for tests and benchmarks."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def face(rng: np.random.Generator, label: int, side: int = 48) -> np.ndarray:
+    """A 48x48 grayscale 'face' with a class-dependent bright bar, so a model can learn something."""
+    pixels = rng.integers(40, 120, (side, side)).astype(np.uint8)
+    row = 4 + label * 6
+    pixels[row : row + 4, 8:40] = 230
+    return pixels
+
+
+def write_fer_csv(path: Path, counts=(("Training", 140), ("PublicTest", 35), ("PrivateTest", 35)), seed: int = 0) -> Path:
+    """Kaggle's fer2013.csv layout: emotion, pixels (2304 space-separated values), Usage."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["emotion", "pixels", "Usage"])
+        for usage, count in counts:
+            for i in range(count):
+                label = i % 7
+                writer.writerow([label, " ".join(map(str, face(rng, label).ravel())), usage])
+    return path
+
+
+def write_fer_folders(root: Path, per_class: int = 5, seed: int = 0) -> Path:
+    """The newer Kaggle copy: train/<emotion>/*.jpg and test/<emotion>/*.jpg."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", per_class * 2), ("test", per_class)):
+        for label, emotion in enumerate(FER_LABELS):
+            folder = root / split / emotion
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                Image.fromarray(face(rng, label)).save(folder / f"im{i}.jpg", quality=95)
+    return root
+
+
+def xray(rng: np.random.Generator, pneumonia: bool, size: tuple[int, int], mode: str) -> Image.Image:
+    """A chest-X-ray-like picture: two dark lung fields, with a bright patch for pneumonia."""
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    lungs = np.exp(-(((xx - 0.3) / 0.12) ** 2 + ((yy - 0.5) / 0.3) ** 2)) + np.exp(-(((xx - 0.7) / 0.12) ** 2 + ((yy - 0.5) / 0.3) ** 2))
+    pixels = 200 - 140 * lungs + rng.normal(0, 8, (height, width))
+    if pneumonia:
+        pixels += 90 * np.exp(-(((xx - 0.3) / 0.08) ** 2 + ((yy - 0.6) / 0.1) ** 2))
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return image.convert(mode)
+
+
+def write_chest_xray(root: Path, counts=(("train", 8, 24), ("val", 2, 2), ("test", 4, 8)), seed: int = 0, corrupt: bool = True) -> Path:
+    """chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg, sizes and modes varied, about 1:3 imbalance."""
+    rng = np.random.default_rng(seed)
+    sizes = [(320, 260), (300, 300), (410, 330), (280, 350)]
+    for split, normal, pneumonia in counts:
+        for label, count in (("NORMAL", normal), ("PNEUMONIA", pneumonia)):
+            folder = root / "chest_xray" / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                mode = "RGB" if i % 4 == 3 else "L"
+                xray(rng, label == "PNEUMONIA", sizes[i % len(sizes)], mode).save(folder / f"person{i}_{label.lower()}.jpeg", quality=90)
+    if corrupt:
+        (root / "chest_xray" / "train" / "PNEUMONIA" / "broken.jpeg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return root
