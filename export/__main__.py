@@ -8,7 +8,7 @@ import click
 from export.byo import IMAGENET, export_torchvision
 from export.errors import ExportError
 from export.onnx_export import OPSET, export_checkpoint
-from runtime.errors import cli_errors
+from runtime.cli import cli_errors
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

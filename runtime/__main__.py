@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from runtime.errors import cli_errors
+from runtime.cli import cli_errors
 from runtime.files import atomic_path, write_text_atomic
 from runtime.overlay import COLORMAPS
 from runtime.session import CamSession

@@ -102,6 +102,10 @@ def cuda_driver_present() -> bool:
         return False
 
 
+def onnxruntime_version() -> str:
+    return ort.__version__
+
+
 def choose_providers(providers: Sequence[str] | None) -> list[str]:
     """CUDA then CPU when onnxruntime offers CUDA and a driver is present, else CPU; an explicit list is checked as given."""
     available = ort.get_available_providers()

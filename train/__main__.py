@@ -4,20 +4,17 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from runtime.errors import cli_errors
+from runtime.cli import DefaultGroup, cli_errors
 from train.evaluate import evaluate_checkpoint
 from train.loop import TrainConfig, fit, resume
 from train.models import BACKBONES
 from train.recipes import RECIPES, SPLITS
 
 
-class RecipeFirst(click.Group):
+class RecipeFirst(DefaultGroup):
     """`python -m train RECIPE ...` is short for `python -m train fit RECIPE ...`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["fit", *args]
-        return super().parse_args(ctx, args)
+    default_command = "fit"
 
 
 @click.group(cls=RecipeFirst, context_settings={"help_option_names": ["-h", "--help"]})

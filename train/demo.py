@@ -14,10 +14,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from runtime.cam import box_iou
-from runtime.errors import cli_errors
+from runtime.cli import cli_errors
 from runtime.files import atomic_path, write_text_atomic
 from runtime.session import CamSession
-from train.shapes import render_split
+from runtime.shapes import render_split
 
 TRUE_COLOR, CAM_COLOR = (0, 255, 0), (255, 255, 255)
 SAMPLE_IMAGES = 8  # held-out images saved as PNG for packaging

@@ -296,6 +296,7 @@ def make_checkpoint(config, recipe, splits, model, optimizer, scheduler, history
         "provenance": {
             "recipe": recipe.name,
             "data_fingerprint": splits.fingerprint,
+            "images": {"train": len(splits.train_x), "val": len(splits.val_x)},
             "epochs": epoch,
             "seed": config.seed,
             "metrics": {"val_accuracy": history[-1]["val_accuracy"], "val_loss": history[-1]["val_loss"]},

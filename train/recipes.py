@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from runtime.image import Preprocess
-from train import shapes
+from runtime import shapes
 from train.data import Splits, make_splits
 from train.datasets import SplitData, read_chest_xray, read_fer
 from train.errors import TrainError

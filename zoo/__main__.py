@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from runtime.errors import cli_errors
+from runtime.cli import cli_errors
 from zoo.errors import ZooError
 from zoo.fetch import fetch
 from zoo.index import publish, read_index, select

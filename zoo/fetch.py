@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import os
 import shutil
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
+import click
 
 from runtime.errors import CamError
 from runtime.files import atomic_path, staging_dir
@@ -38,7 +40,7 @@ def download(url: str, dest: Path, size: int, sha256: str, timeout: float = 60.0
             announced = response.headers.get("Content-Length") if is_url(url) else None
             if announced is not None and int(announced) > size:
                 raise ZooError(f"{url}: server announces {announced} bytes, the index allows {size}; refused")
-            with tqdm(total=size, unit="B", unit_scale=True, desc=dest.name, disable=None if progress else True, leave=False) as bar:
+            with click.progressbar(length=size, label=dest.name, file=sys.stderr if progress else io.StringIO()) as bar:
                 while chunk := response.read(CHUNK):
                     received += len(chunk)
                     if received > size:

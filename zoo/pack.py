@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import onnxruntime as ort
 
 import runtime
 from runtime.files import atomic_path, staging_dir
 from runtime.image import load_image, resize
 from runtime.package import MANIFEST, MODEL, NAME_PATTERN, VERSION_PATTERN, Manifest, Package
-from runtime.session import CPU, CamSession
+from runtime.session import CPU, CamSession, onnxruntime_version
 from zoo.card import render_card
 from zoo.errors import ZooError
 from zoo.vectors import VECTORS, make_vectors, replay_vectors
@@ -129,7 +128,7 @@ def pack(
             "torch": provenance.get("exported_with", {}).get("torch", ""),
             "onnx": provenance.get("exported_with", {}).get("onnx", ""),
             "opset": provenance.get("exported_with", {}).get("opset", ""),
-            "onnxruntime": ort.__version__,
+            "onnxruntime": onnxruntime_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )

@@ -1,0 +1,36 @@
+"""The command-line edge shared by every gapcam package: one-line errors, and groups whose first
+argument may be a subcommand's positional argument instead (`python -m train RECIPE`)."""
+from __future__ import annotations
+
+import functools
+from typing import Callable, TypeVar
+
+import click
+
+from runtime.errors import GapcamError
+
+F = TypeVar("F", bound=Callable)
+
+
+def cli_errors(fn: F) -> F:
+    """Turn GapcamError into click's one-line `Error: ...` with exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GapcamError as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class DefaultGroup(click.Group):
+    """A group where `prog ARG ...` means `prog DEFAULT ARG ...` when ARG names no subcommand."""
+
+    default_command = ""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
