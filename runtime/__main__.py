@@ -1,15 +1,40 @@
-"""`python -m runtime MODEL IMAGE... --out DIR`: labels, boxes and CAM overlays for images."""
+"""`python -m runtime MODEL INPUT... --out DIR`: labels, boxes, CAM overlays and an HTML report;
+`python -m runtime eval MODEL DATA`: localization metrics; `python -m runtime explain MODEL IMAGE`."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
 
-from runtime.cli import cli_errors
+from runtime.cam import METHODS
+from runtime.cli import DefaultGroup, cli_errors
+from runtime.errors import CamError
 from runtime.files import atomic_path, write_text_atomic
+from runtime.image import IMAGE_SUFFIXES, load_image
+from runtime.localization import evaluate_localization, folder_ground_truth, shapes_ground_truth, write_localization_report
 from runtime.overlay import COLORMAPS
+from runtime.report import explain_figure, render_report, report_row
 from runtime.session import CamSession
+
+model_argument = click.argument("model")
+provider_option = click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s); default CUDA when it works, else CPU.")
+method_option = click.option("--method", type=click.Choice(METHODS), default="cam", show_default=True, help="Explanation from logits and features.")
+colormap_option = click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="jet", show_default=True)
+alpha_option = click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity.")
+
+
+class ModelFirst(DefaultGroup):
+    """`python -m runtime MODEL ...` is short for `python -m runtime predict MODEL ...`."""
+
+    default_command = "predict"
+
+
+@click.group(cls=ModelFirst, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run gapcam models: `python -m runtime MODEL INPUT... --out DIR` (MODEL: an .onnx file, a
+    package or a package name), `python -m runtime eval MODEL DATA`, `python -m runtime explain MODEL IMAGE`."""
 
 
 def overlay_names(images: list[str]) -> list[str]:
@@ -18,32 +43,131 @@ def overlay_names(images: list[str]) -> list[str]:
     return [f"{stem}.png" if stems.count(stem) == 1 else f"{i:04d}_{stem}.png" for i, stem in enumerate(stems)]
 
 
-@click.command()
-@click.argument("model")
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="cam_out", show_default=True, help="Folder for overlays and results.json.")
-@click.option("--topk", default=1, show_default=True, help="Explain the k most probable classes.")
+def collect(inputs: tuple[str, ...]) -> tuple[list[str], set[str]]:
+    """(all image paths in order, the ones named on the command line). Folders contribute their image files."""
+    paths, named = [], set()
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            paths.append(item)
+            named.add(item)
+    return paths, named
+
+
+@main.command("predict")
+@model_argument
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="cam_out", show_default=True, help="Folder for overlays and reports.")
+@click.option("--topk", default=1, show_default=True, type=click.IntRange(min=1), help="Explain the k most probable classes.")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="CAM box threshold, as a share of the CAM's max [default: the model's].")
-@click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="jet", show_default=True)
-@click.option("--alpha", default=0.5, show_default=True, help="Heatmap opacity in the overlay.")
-@click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s); default CUDA when it works, else CPU.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per inference call.")
+@method_option
+@colormap_option
+@alpha_option
+@provider_option
 @cli_errors
-def main(model, images, out_dir, topk, threshold, colormap, alpha, providers):
-    """Classify IMAGES with MODEL (an exported .onnx file) and draw where it looked."""
+def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colormap, alpha, providers):
+    """Classify images (files, or every image in folders) and draw where MODEL looked.
+
+    Writes one overlay PNG per image, results.json, results.jsonl and a self-contained report.html.
+    A file named on the command line must be readable (else nothing is written); an unreadable
+    file found in a folder is reported and skipped.
+    """
     session = CamSession(model, providers=list(providers) or None, box_threshold=threshold)
-    results = session.run(list(images), topk=topk)
+    paths, named = collect(inputs)
+    if not paths:
+        raise CamError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(inputs)}")
+    for path in sorted(named):
+        load_image(path)  # fail before writing anything
     out = Path(out_dir)
-    records = []
+    names = overlay_names(paths)
+    records, rows, skipped = [], [], []
     click.echo(f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)")
-    for image, name, result in zip(images, overlay_names(list(images)), results):
-        picture = session.overlay(image, result.cam, alpha=alpha, colormap=colormap, box=result.box, label=result.label)
-        with atomic_path(out / name) as tmp:
-            picture.save(tmp, format="PNG")
-        records.append({"file": str(image), "overlay": name, **result.to_dict()})
-        click.echo(f"{str(image):<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
-    summary = {"model": str(session.path), "providers": session.providers, "labels": session.labels, "results": records}
+    with click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar:
+        for start in range(0, len(paths), batch_size):
+            batch, pictures = [], []
+            for index in range(start, min(start + batch_size, len(paths))):
+                try:
+                    pictures.append(load_image(paths[index]))
+                    batch.append(index)
+                except CamError as err:
+                    skipped.append((paths[index], str(err)))
+                    click.echo(f"skipped {err}", err=True)
+            results = session.run(pictures, topk=topk, method=method) if pictures else []
+            for index, picture, result in zip(batch, pictures, results):
+                shown = session.overlay(picture, result.cam, alpha=alpha, colormap=colormap, box=result.box, label=result.label)
+                with atomic_path(out / names[index]) as tmp:
+                    shown.save(tmp, format="PNG")
+                records.append({"file": paths[index], "overlay": names[index], **result.to_dict()})
+                rows.append(report_row(paths[index], picture, shown, result))
+                click.echo(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
+            bar.update(min(batch_size, len(paths) - start))
+    summary = {"model": str(session.path), "providers": session.providers, "labels": session.labels, "method": method, "results": records, "skipped": [{"file": f, "error": e} for f, e in skipped]}
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
-    click.echo(f"wrote {len(records)} overlays and results.json to {out}")
+    write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_text_atomic(out / "report.html", render_report(f"gapcam: {Path(str(session.path)).name}, {method}", rows, skipped))
+    click.echo(f"wrote {len(records)} overlays, results.json, results.jsonl and report.html to {out}" + (f"; skipped {len(skipped)}" if skipped else ""))
+
+
+@main.command("eval")
+@model_argument
+@click.argument("data")
+@click.option("--count", default=300, show_default=True, type=click.IntRange(min=1), help="Images of the built-in shapes test split.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the built-in shapes test split.")
+@click.option("--threshold-step", default=0.01, show_default=True, type=click.FloatRange(0.001, 0.5), help="Grid of CAM thresholds for MaxBoxAcc.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="localization", show_default=True)
+@method_option
+@provider_option
+@cli_errors
+def eval_command(model, data, count, seed, threshold_step, out_dir, method, providers):
+    """Localization metrics of MODEL on DATA: `shapes` (built in, boxes and masks) or a folder with
+    boxes.csv (path,x0,y0,x1,y1,label) and optional masks/<image stem>.png."""
+    session = CamSession(model, providers=list(providers) or None)
+    if data == "shapes":
+        truth = shapes_ground_truth(count, seed, session.input_size[0])
+    elif Path(data).is_dir():
+        truth = folder_ground_truth(Path(data), session.labels)
+    else:
+        raise CamError(f"{data}: not `shapes` and not a folder with boxes.csv")
+    with click.progressbar(length=len(truth.images), label="evaluating", file=sys.stderr) as bar:
+        metrics = evaluate_localization(session, truth, method=method, threshold_step=threshold_step, progress=bar.update)
+    written = write_localization_report(metrics, Path(out_dir), f"{Path(str(session.path)).name} on {data}")
+    click.echo(f"{metrics['images']} images, method {method}, box threshold {metrics['box_threshold']:.2f}")
+    click.echo(f"classification accuracy          {metrics['classification_accuracy']:.4f}")
+    click.echo(f"top-1 localization accuracy      {metrics['top1_localization_accuracy']:.4f}")
+    click.echo(f"GT-known localization accuracy   {metrics['gt_known_localization_accuracy']:.4f}")
+    for delta, best in metrics["max_box_accuracy"].items():
+        click.echo(f"MaxBoxAcc @ IoU {delta}             {best['value']:.4f} (threshold {best['threshold']:.2f})")
+    click.echo(f"mean MaxBoxAcc (0.3, 0.5, 0.7)   {metrics['mean_max_box_accuracy']:.4f}")
+    click.echo(f"PxAP                             {metrics['pxap']:.4f}" if metrics["pxap"] is not None else "PxAP: no masks")
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@main.command("explain")
+@model_argument
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--all-classes", is_flag=True, help="One CAM per class (else the --topk most probable).")
+@click.option("--topk", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", type=click.Path(dir_okay=False), help="Figure path [default: IMAGE stem + _explain.png].")
+@method_option
+@colormap_option
+@alpha_option
+@provider_option
+@cli_errors
+def explain(model, image, all_classes, topk, out, method, colormap, alpha, providers):
+    """A figure with the CAM of each class beside the image, with its probability."""
+    session = CamSession(model, providers=list(providers) or None)
+    classes = list(range(len(session.labels))) if all_classes else None
+    result = session.run(image, classes=classes, topk=min(topk, len(session.labels)), method=method)[0]
+    figure = explain_figure(session, image, result, colormap=colormap, alpha=alpha)
+    target = Path(out) if out else Path(f"{Path(image).stem}_explain.png")
+    with atomic_path(target) as tmp:
+        figure.save(tmp, format="PNG")
+    for c, label in zip(result.classes, result.labels):
+        click.echo(f"{label:<16} {result.probs[c]:.4f}")
+    click.echo(f"wrote {target}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,54 @@ def class_activation_maps(features: np.ndarray, weight: np.ndarray, classes: np.
     return maps.reshape(n, classes.shape[1], h, w)
 
 
+METHODS = ("cam", "gradcam", "eigencam")
+
+
+def gradcam_maps(cams: np.ndarray) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al., ICCV 2017) of a GAP + linear head, from its raw CAMs [..., h, w].
+
+    Grad-CAM weighs feature map k by the spatial mean of d logit_c / d f_k(x, y) and keeps the
+    positive part: ReLU(sum_k alpha_k f_k). With logit_c = sum_k w[c, k] mean_xy f_k(x, y) + b_c,
+    d logit_c / d f_k(x, y) = w[c, k] / (h w) at every (x, y), so alpha_k = w[c, k] / (h w) and
+    Grad-CAM = ReLU(CAM_c) / (h w). With global max pooling the gradient is w[c, k] at the maximum
+    of f_k and 0 elsewhere: its mean is again w[c, k] / (h w), and the same formula holds.
+    """
+    h, w = cams.shape[-2:]
+    return (np.maximum(cams, 0.0) / (h * w)).astype(np.float32)
+
+
+def eigencam_maps(features: np.ndarray) -> np.ndarray:
+    """Eigen-CAM (Muhammad and Yeasin, IJCNN 2020): features [N, K, h, w] -> [N, h, w], class-agnostic.
+
+    Each position's K-vector, centred over positions, is projected on the first right singular
+    vector (the first principal component); the positive part is kept. A singular vector's sign is
+    arbitrary, so the map is oriented to agree with the summed activation, and highlights what the
+    features respond to rather than its complement.
+    """
+    n, channels, h, w = features.shape
+    maps = np.empty((n, h, w), dtype=np.float32)
+    for i, f in enumerate(features):
+        positions = f.reshape(channels, h * w).T.astype(np.float64)
+        centred = positions - positions.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        projection = centred @ vt[0]
+        if projection @ positions.sum(axis=1) < 0:
+            projection = -projection
+        maps[i] = np.maximum(projection, 0.0).reshape(h, w)
+    return maps
+
+
+def explanation_maps(method: str, features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Raw maps [N, k, h, w] of `method` ("cam", "gradcam" or "eigencam") for class indices [N, k]."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "eigencam":
+        classes = np.asarray(classes).reshape(len(features), -1)
+        return np.repeat(eigencam_maps(features)[:, None], classes.shape[1], axis=1)
+    cams = class_activation_maps(features, weight, classes)
+    return gradcam_maps(cams) if method == "gradcam" else cams
+
+
 def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
     """[dst, src] interpolation weights equal to torch's bilinear with align_corners=False."""
     scale = src / dst

@@ -24,6 +24,7 @@ RESIZE_METHODS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 COLOR_MODES = {"L": 1, "RGB": 3}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # what folder scans pick up
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,12 @@ def overlay(
             x0, y0, x1, y1 = (int(v) for v in box)
             draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=box_color, width=line)
         if label:
-            x, y = (int(box[0]), int(box[1])) if box is not None else (0, 0)
-            left, top, right, bottom = draw.textbbox((x + line, y + line), label)
-            draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=(0, 0, 0))
-            draw.text((x + line, y + line), label, fill=box_color)
+            # Above the box where there is room, else just inside its bottom edge: never over the object.
+            left, top, right, bottom = draw.textbbox((0, 0), label)
+            text_w, text_h = right - left + 2, bottom - top + 2
+            x0, y0, x1, y1 = (int(v) for v in box) if box is not None else (0, text_h, width, height)
+            x = min(max(0, x0), max(0, width - text_w))
+            y = y0 - text_h if y0 >= text_h else min(max(0, y1 - text_h), height - text_h)
+            draw.rectangle((x, y, x + text_w, y + text_h), fill=(0, 0, 0))
+            draw.text((x + 1 - left, y + 1 - top), label, fill=box_color)
     return out

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from runtime.cam import cam_box, class_activation_maps, normalize_maps, upsample_bilinear
+from runtime.cam import METHODS, cam_box, explanation_maps, normalize_maps, upsample_bilinear
 from runtime.errors import CamError
 from runtime.image import ImageInput, Preprocess, load_image, preprocess
 from runtime.metadata import ModelInfo
@@ -25,7 +25,7 @@ CPU = "CPUExecutionProvider"
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "features")
 
-ClassChoice = Union[None, int, str, Sequence[Union[int, str]]]
+ClassChoice = Union[None, int, str, Sequence[Union[int, str]], np.ndarray]
 
 
 @dataclass
@@ -37,7 +37,7 @@ class CamResult:
     classes: np.ndarray  # [k] explained class indices, best first when predicted
     labels: list[str]  # [k] their names
     cams: np.ndarray  # [k, H_img, W_img] float32 in [0, 1], at the original image size
-    cams_raw: np.ndarray  # [k, h, w] sum_k w[c, k] * f_k, unscaled, at feature resolution
+    cams_raw: np.ndarray  # [k, h, w] the method's map unscaled, at feature resolution (CAM: sum_k w[c, k] * f_k)
     boxes: np.ndarray  # [k, 4] int x0, y0, x1, y1 in image pixels, end-exclusive
 
     @property
@@ -223,6 +223,12 @@ class CamSession:
             if not 1 <= topk <= count:
                 raise CamError(f"topk must be within 1..{count}, got {topk}")
             return np.argsort(-logits, axis=1, kind="stable")[:, :topk]
+        if isinstance(classes, np.ndarray) and classes.ndim == 2:  # per-image classes [N, k]
+            if classes.shape[0] != logits.shape[0] or classes.shape[1] == 0:
+                raise CamError(f"classes: per-image array must be [{logits.shape[0]}, k], got {list(classes.shape)}")
+            if classes.min() < 0 or classes.max() >= count:
+                raise CamError(f"classes: indices must be within 0..{count - 1}")
+            return classes.astype(np.int64)
         wanted = [classes] if isinstance(classes, (int, np.integer, str)) else list(classes)
         if not wanted:
             raise CamError("classes: empty list")
@@ -239,18 +245,21 @@ class CamSession:
         return np.tile(np.asarray(indices, dtype=np.int64), (logits.shape[0], 1))
 
     def run(
-        self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int = 1
+        self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int = 1, method: str = "cam"
     ) -> list[CamResult]:
         """Predict and explain one or many images (a list runs as one inference call).
 
         classes=None explains the top-k predicted classes; an index, a label, or a list of them
-        explains those classes for every image.
+        explains those classes for every image; an [N, k] index array chooses per image. method: "cam" (the paper's), "gradcam" (equal to
+        ReLU(CAM) / (h w) for this head) or "eigencam" (class-agnostic), all from the same two outputs.
         """
+        if method not in METHODS:
+            raise CamError(f"method must be one of {list(METHODS)}, got {method!r}")
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         pictures = [load_image(item) for item in items]
         logits, features = self.infer(self.preprocess(pictures))
         indices = self._class_indices(classes, logits, topk)
-        raw = class_activation_maps(features, self.info.fc_weight, indices)
+        raw = explanation_maps(method, features, self.info.fc_weight, indices)
         probs = softmax(logits)
         return [
             self._result(picture, logits[i], probs[i], indices[i], raw[i])

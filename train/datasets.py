@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
+from runtime.image import IMAGE_SUFFIXES
 from train.errors import TrainError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 VAL_FRACTION = 0.1  # share of the training pool carved out for validation where needed
 FER_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 FER_SIDE = 48

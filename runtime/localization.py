@@ -1,0 +1,188 @@
+"""Weakly supervised localization, measured the way the field does (`python -m runtime eval`).
+
+Metrics (all with the CAM of the true class unless said otherwise, min-max scaled per image):
+- top-1 localization accuracy (Zhou et al., CVPR 2016; ILSVRC): the predicted class is right and
+  the CAM box at the model's threshold has IoU >= 0.5 with a true box.
+- GT-known localization accuracy (the same without the class condition; Choe et al., CVPR 2020).
+- MaxBoxAcc (Choe et al., "Evaluating Weakly Supervised Object Localization Methods Right",
+  CVPR 2020): the best, over CAM thresholds, share of images whose box has IoU >= delta with a true
+  box; reported at delta 0.3, 0.5 and 0.7 and their mean (as MaxBoxAccV2 averages; our box is the
+  largest connected component's, where V2 also tries every component).
+- PxAP (same paper): the area under the pixel precision-recall curve of the CAM against the true
+  masks, over all pixels of all images, thresholds on a 0.001 grid.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from runtime.cam import box_iou, cam_box
+from runtime.errors import CamError
+from runtime.files import atomic_path, write_text_atomic
+from runtime.image import IMAGE_SUFFIXES, load_image
+from runtime.plot import line_chart
+from runtime.session import CamSession
+from runtime.shapes import render_split
+
+IOU_LEVELS = (0.3, 0.5, 0.7)
+PIXEL_BINS = 1000
+DEFINITIONS = {
+    "top1_localization_accuracy": "predicted class right and IoU(CAM box at the model's threshold, a true box) >= 0.5 (Zhou et al. 2016)",
+    "gt_known_localization_accuracy": "IoU(box of the true class's CAM at the model's threshold, a true box) >= 0.5 (Choe et al. 2020)",
+    "max_box_accuracy": "max over CAM thresholds of the share of images with IoU(box, a true box) >= delta (Choe et al. 2020)",
+    "mean_max_box_accuracy": "mean of max_box_accuracy over delta 0.3, 0.5, 0.7 (MaxBoxAccV2's averaging, largest component only)",
+    "pxap": "area under the pixel precision-recall curve of the CAM against true masks (Choe et al. 2020)",
+}
+
+
+@dataclass
+class GroundTruth:
+    """Images with their class and true boxes (x0, y0, x1, y1 in pixels, end-exclusive), masks optional."""
+
+    names: list[str]
+    images: list  # paths or uint8 arrays
+    labels: np.ndarray  # [N] class index
+    boxes: list[np.ndarray]  # per image [m, 4]
+    masks: list[np.ndarray | None]  # per image bool [H, W], or None
+
+
+def shapes_ground_truth(count: int, seed: int, size: int) -> GroundTruth:
+    """The built-in shapes test split, with its true boxes and masks."""
+    data = render_split(count, seed, "test", size)
+    return GroundTruth(
+        names=[f"shapes-test-{i}" for i in range(count)],
+        images=list(data.images),
+        labels=data.labels,
+        boxes=[box[None] for box in data.boxes],
+        masks=list(data.masks),
+    )
+
+
+def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
+    """FOLDER/boxes.csv (path,x0,y0,x1,y1,label; several rows per image allowed; label by name or index),
+    and optional masks FOLDER/masks/<image stem>.png (non-zero = object)."""
+    table = folder / "boxes.csv"
+    if not table.is_file():
+        raise CamError(f"{folder}: no boxes.csv (columns path,x0,y0,x1,y1,label)")
+    rows: dict[str, tuple[int, list]] = {}
+    with open(table, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if set(reader.fieldnames or []) < {"path", "x0", "y0", "x1", "y1", "label"}:
+            raise CamError(f"{table}: needs the columns path,x0,y0,x1,y1,label")
+        for row in reader:
+            where = f"{table}, line {reader.line_num}"
+            label = row["label"].strip()
+            index = labels.index(label) if label in labels else int(label) if label.isdigit() and int(label) < len(labels) else None
+            if index is None:
+                raise CamError(f"{where}: label {label!r} is not one of the model's {list(labels)}")
+            try:
+                box = [float(row[key]) for key in ("x0", "y0", "x1", "y1")]
+            except ValueError:
+                raise CamError(f"{where}: box coordinates must be numbers") from None
+            if box[2] <= box[0] or box[3] <= box[1]:
+                raise CamError(f"{where}: box needs x1 > x0 and y1 > y0")
+            known = rows.setdefault(row["path"], (index, []))
+            if known[0] != index:
+                raise CamError(f"{where}: {row['path']} has boxes of two classes; one class per image")
+            known[1].append(box)
+    if not rows:
+        raise CamError(f"{table}: no rows")
+    names, masks = sorted(rows), []
+    for name in names:
+        mask_path = folder / "masks" / (Path(name).stem + ".png")
+        masks.append(np.asarray(Image.open(mask_path).convert("L")) > 0 if mask_path.is_file() else None)
+    return GroundTruth(
+        names=names,
+        images=[folder / name for name in names],
+        labels=np.array([rows[name][0] for name in names], dtype=np.int64),
+        boxes=[np.array(rows[name][1]) for name in names],
+        masks=masks,
+    )
+
+
+def pixel_average_precision(positive_hist: np.ndarray, negative_hist: np.ndarray) -> float:
+    """AP from histograms of CAM values on object and background pixels (bins in ascending value)."""
+    tp = np.cumsum(positive_hist[::-1])
+    fp = np.cumsum(negative_hist[::-1])
+    if tp[-1] == 0:
+        return float("nan")
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / tp[-1]
+    return float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+
+
+def evaluate_localization(
+    session: CamSession,
+    truth: GroundTruth,
+    *,
+    method: str = "cam",
+    threshold_step: float = 0.01,
+    batch_size: int = 32,
+    progress: Callable[[int], None] = lambda done: None,
+) -> dict:
+    """Every metric of the module docstring for `session` on `truth`."""
+    thresholds = np.round(np.arange(0.0, 1.0, threshold_step), 6)
+    ious = np.zeros((len(truth.images), len(thresholds)))
+    top1 = np.zeros(len(truth.images), bool)
+    known = np.zeros(len(truth.images), bool)
+    correct = np.zeros(len(truth.images), bool)
+    positive_hist, negative_hist = np.zeros(PIXEL_BINS), np.zeros(PIXEL_BINS)
+    with_masks = 0
+    for start in range(0, len(truth.images), batch_size):
+        stop = min(start + batch_size, len(truth.images))
+        pictures = [load_image(image) for image in truth.images[start:stop]]
+        results = session.run(pictures, classes=truth.labels[start:stop, None], method=method)
+        for i, result in zip(range(start, stop), results):
+            best_iou = lambda box: max(box_iou(box, true) for true in truth.boxes[i])  # noqa: E731
+            cam = result.cam
+            correct[i] = int(np.argmax(result.logits)) == truth.labels[i]
+            known[i] = best_iou(cam_box(cam, session.box_threshold)) >= 0.5
+            top1[i] = known[i] and correct[i]
+            ious[i] = [best_iou(cam_box(cam, t)) for t in thresholds]
+            mask = truth.masks[i]
+            if mask is not None:
+                if mask.shape != cam.shape:
+                    raise CamError(f"{truth.names[i]}: mask is {mask.shape[::-1]}, the image {cam.shape[::-1]}")
+                bins = np.minimum((cam * PIXEL_BINS).astype(np.int64), PIXEL_BINS - 1)
+                positive_hist += np.bincount(bins[mask], minlength=PIXEL_BINS)
+                negative_hist += np.bincount(bins[~mask], minlength=PIXEL_BINS)
+                with_masks += 1
+        progress(stop - start)
+    curves = {str(delta): (ious >= delta).mean(axis=0) for delta in IOU_LEVELS}
+    best = {delta: int(np.argmax(curve)) for delta, curve in curves.items()}
+    return {
+        "images": len(truth.images),
+        "method": method,
+        "box_threshold": session.box_threshold,
+        "classification_accuracy": float(correct.mean()),
+        "top1_localization_accuracy": float(top1.mean()),
+        "gt_known_localization_accuracy": float(known.mean()),
+        "max_box_accuracy": {d: {"value": float(curves[d][best[d]]), "threshold": float(thresholds[best[d]])} for d in curves},
+        "mean_max_box_accuracy": float(np.mean([curves[d][best[d]] for d in curves])),
+        "pxap": pixel_average_precision(positive_hist, negative_hist) if with_masks else None,
+        "images_with_masks": with_masks,
+        "box_accuracy_curve": {"thresholds": thresholds.tolist(), **{d: c.tolist() for d, c in curves.items()}},
+        "definitions": DEFINITIONS,
+    }
+
+
+def write_localization_report(metrics: dict, out_dir: Path, title: str) -> list[Path]:
+    """localization.json and box_accuracy.png (box accuracy against CAM threshold, one line per IoU level)."""
+    json_path, plot_path = out_dir / "localization.json", out_dir / "box_accuracy.png"
+    write_text_atomic(json_path, json.dumps(metrics, indent=2))
+    curve = metrics["box_accuracy_curve"]
+    chart = line_chart(
+        {f"IoU >= {d}": (curve["thresholds"], curve[d]) for d in map(str, IOU_LEVELS)},
+        title=f"{title}: MaxBoxAcc@0.5 {metrics['max_box_accuracy']['0.5']['value']:.3f}",
+        xlabel="CAM threshold (share of max)",
+        ylabel="box accuracy",
+    )
+    with atomic_path(plot_path) as tmp:
+        chart.save(tmp, format="PNG")
+    return [json_path, plot_path]

@@ -1,0 +1,99 @@
+"""Visual reports: the all-classes explanation figure and a self-contained HTML report of a folder run."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Sequence
+
+from PIL import Image, ImageDraw
+
+from runtime.image import ImageInput, load_image, to_color
+from runtime.session import CamResult, CamSession
+
+TILE = 224  # longest side of each tile in the explanation figure
+THUMB = 256  # longest side of images embedded in the HTML report
+
+
+def _fit(image: Image.Image, side: int) -> Image.Image:
+    scale = side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR)
+
+
+def explain_figure(session: CamSession, image: ImageInput, result: CamResult, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
+    """The input, then one tile per explained class: its CAM over the image, its label and probability.
+
+    As in the CAM paper's figures, tiles of competing classes side by side show why the model
+    chose one class over another (say surprise rather than fear).
+    """
+    picture = to_color(load_image(image), "RGB")
+    tiles = [("input", _fit(picture, TILE))]
+    best = int(result.logits.argmax())
+    for c, label, cam, box in zip(result.classes, result.labels, result.cams, result.boxes):
+        shown = session.overlay(picture, cam, colormap=colormap, alpha=alpha, box=box)
+        mark = " (predicted)" if c == best else ""
+        tiles.append((f"{label} {result.probs[c]:.3f}{mark}", _fit(shown, TILE)))
+    caption = 18
+    width = sum(tile.width for _, tile in tiles) + 8 * (len(tiles) + 1)
+    height = max(tile.height for _, tile in tiles) + caption + 16
+    figure = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(figure)
+    x = 8
+    for text, tile in tiles:
+        figure.paste(tile, (x, 8 + caption))
+        draw.text((x, 6), text, fill="black")
+        x += tile.width + 8
+    return figure
+
+
+def png_data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def report_row(name: str, picture: Image.Image, overlay: Image.Image, result: CamResult) -> dict:
+    """What the HTML report shows of one image (thumbnails embedded, so the file stands alone)."""
+    return {
+        "name": name,
+        "image": png_data_uri(_fit(to_color(picture, "RGB"), THUMB)),
+        "overlay": png_data_uri(_fit(overlay, THUMB)),
+        "box": [int(v) for v in result.box],
+        "top": [(label, float(result.probs[c])) for c, label in zip(result.classes, result.labels)],
+    }
+
+
+def render_report(title: str, rows: Sequence[dict], skipped: Sequence[tuple[str, str]]) -> str:
+    """A single HTML file, no server and no network: images are data URIs. On load it records in
+    <body data-images-loaded/-total> how many images decoded, for automated checks."""
+    cards = []
+    for row in rows:
+        labels = "".join(f"<li>{html.escape(label)} <b>{prob:.3f}</b></li>" for label, prob in row["top"])
+        cards.append(
+            f'<figure><div class="pair"><img src="{row["image"]}" alt="input"><img src="{row["overlay"]}" alt="CAM"></div>'
+            f"<figcaption><code>{html.escape(row['name'])}</code><ol>{labels}</ol>box {row['box']}</figcaption></figure>"
+        )
+    skipped_html = "".join(f"<li><code>{html.escape(name)}</code>: {html.escape(reason)}</li>" for name, reason in skipped)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 1em; }}
+figure {{ margin: 0; padding: .6em; background: white; border: 1px solid #ddd; border-radius: 6px; }}
+.pair {{ display: flex; gap: .4em; }} .pair img {{ width: 50%; image-rendering: auto; }}
+figcaption ol {{ margin: .3em 0; padding-left: 1.4em; }}
+</style></head>
+<body data-images-loaded="0" data-images-total="{2 * len(rows)}">
+<h1>{html.escape(title)}</h1>
+<p>{len(rows)} images explained{f", {len(skipped)} skipped" if skipped else ""}. Left: input; right: the CAM of the first
+listed class, with its box.</p>
+<div class="grid">{"".join(cards)}</div>
+{f"<h2>Skipped</h2><ul>{skipped_html}</ul>" if skipped else ""}
+<script>
+window.addEventListener("load", () => {{
+  const images = Array.from(document.images);
+  document.body.dataset.imagesLoaded = images.filter((img) => img.complete && img.naturalWidth > 0).length;
+}});
+</script>
+</body></html>
+"""

@@ -1,0 +1,68 @@
+"""gradcam and eigencam from logits and features, against pytorch-grad-cam on the torch model."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from runtime import CamError
+from runtime.cam import eigencam_maps, gradcam_maps, normalize_maps
+
+
+class LogitsOnly(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)[0]
+
+
+def at_feature_size(extractor, features_shape):
+    """Make pytorch-grad-cam scale its maps at the feature resolution (its resize becomes a no-op)."""
+    extractor.get_target_width_height = lambda input_tensor: (features_shape[-1], features_shape[-2])
+    return extractor
+
+
+def test_gradcam_is_relu_cam_over_area():
+    cams = np.array([[[[1.0, -2.0], [3.0, 0.0]]]], np.float32)
+    np.testing.assert_allclose(gradcam_maps(cams), [[[[0.25, 0.0], [0.75, 0.0]]]])
+
+
+def test_gradcam_matches_pytorch_grad_cam(session, tiny_model, shape_images):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    images = list(shape_images.images[:4])
+    classes = np.array([[1], [3], [0], [4]])
+    ours = session.run(images, classes=classes, method="gradcam")
+    x = torch.from_numpy(session.preprocess(images))
+    features_shape = ours[0].cams_raw.shape
+    extractor = at_feature_size(GradCAM(model=LogitsOnly(tiny_model), target_layers=[tiny_model.cam_conv]), features_shape)
+    theirs = extractor(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes[:, 0]])
+    cams = session.run(images, classes=classes, method="cam")
+    for result, reference, cam in zip(ours, theirs, cams):
+        np.testing.assert_allclose(normalize_maps(result.cams_raw)[0], reference, atol=1e-4)
+        h, w = result.cams_raw.shape[-2:]
+        np.testing.assert_allclose(result.cams_raw, np.maximum(cam.cams_raw, 0) / (h * w), rtol=1e-6)
+
+
+def test_eigencam_matches_pytorch_grad_cams_projection(session, tiny_model, shape_images):
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    images = list(shape_images.images[:4])
+    with torch.no_grad():
+        _, features = tiny_model(torch.from_numpy(session.preprocess(images)))
+    features = features.numpy()
+    theirs = get_2d_projection(features.copy())  # pytorch-grad-cam's Eigen-CAM, before its ReLU
+    ours = np.stack([r.cams_raw[0] for r in session.run(images, method="eigencam")])
+    for mine, reference, f in zip(ours, theirs, features):
+        oriented = reference if (reference.ravel() @ f.reshape(f.shape[0], -1).sum(0)) >= 0 else -reference
+        np.testing.assert_allclose(normalize_maps(mine), normalize_maps(np.maximum(oriented, 0)), atol=1e-3)
+    np.testing.assert_allclose(eigencam_maps(features), ours, rtol=1e-4, atol=1e-6)
+
+
+def test_eigencam_is_class_agnostic_and_methods_are_checked(session, shape_images):
+    result = session.run(shape_images.images[0], classes=[0, 2], method="eigencam")[0]
+    np.testing.assert_array_equal(result.cams_raw[0], result.cams_raw[1])
+    with pytest.raises(CamError, match="method"):
+        session.run(shape_images.images[0], method="lime")

@@ -1,0 +1,91 @@
+"""Folder runs, the HTML report (rendered in headless Chromium), the explain figure and overlays."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime.overlay import colorize, overlay
+
+
+def runtime_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "runtime", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory, tiny_onnx, shape_images):
+    root = tmp_path_factory.mktemp("folder_run")
+    images = root / "images"
+    (images / "nested").mkdir(parents=True)
+    for i, pixels in enumerate(shape_images.images[:5]):
+        Image.fromarray(pixels).save(images / f"s{i}.png")
+    Image.fromarray(shape_images.images[5]).convert("L").save(images / "nested" / "gray.jpg")
+    (images / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (images / "notes.txt").write_text("ignored: not an image suffix")
+    done = runtime_cli(tiny_onnx, images, "--out", "out", "--batch-size", 4, "--topk", 2, cwd=root)
+    return root, done
+
+
+def test_folder_run_skips_bad_files_and_writes_everything(folder_run):
+    root, done = folder_run
+    assert done.returncode == 0, done.stderr
+    assert "skipped" in done.stderr and "broken.jpg" in done.stderr
+    lines = (root / "out" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 6
+    records = [json.loads(line) for line in lines]
+    assert all(len(r["explained"]) == 2 for r in records)
+    assert all((root / "out" / r["overlay"]).is_file() for r in records)
+    summary = json.loads((root / "out" / "results.json").read_text())
+    assert [s["file"].endswith("broken.jpg") for s in summary["skipped"]] == [True]
+    html = (root / "out" / "report.html").read_text()
+    assert html.count("<figure>") == 6 and "broken.jpg" in html and "http" not in html.replace("https://", "").split("<body")[0]
+
+
+def chromium_binary():
+    """Debian's chromium; installed with apt-get when missing and possible, else the test is skipped."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+        found = shutil.which("chromium")
+    if not found:
+        pytest.skip("Chromium is not installed and `apt-get install chromium` did not provide it")
+    return found
+
+
+def test_report_renders_in_headless_chromium_with_every_image(folder_run, tmp_path):
+    root, _ = folder_run
+    command = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+               "--dump-dom", (root / "out" / "report.html").as_uri()]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
+    body = dom[dom.index("<body"): dom.index(">", dom.index("<body"))]
+    assert 'data-images-total="12"' in body
+    assert 'data-images-loaded="12"' in body, body
+
+
+def test_explain_all_classes_figure(tiny_onnx, shape_images, tmp_path):
+    Image.fromarray(shape_images.images[0]).save(tmp_path / "face.png")
+    done = runtime_cli("explain", tiny_onnx, "face.png", "--all-classes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    probabilities = [float(line.split()[-1]) for line in done.stdout.splitlines() if not line.startswith("wrote")]
+    assert len(probabilities) == 5 and sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+    figure = Image.open(tmp_path / "face_explain.png")
+    assert figure.width > 6 * 224  # the input and five class tiles side by side
+
+
+def test_overlay_colormaps_alpha_box_and_label():
+    cam = np.tile(np.linspace(0, 1, 50, dtype=np.float32), (40, 1))
+    assert tuple(colorize(np.array([[0.0]]))[0, 0]) == (0, 0, 128)  # jet starts dark blue
+    assert tuple(colorize(np.array([[1.0]]), "gray")[0, 0]) == (255, 255, 255)
+    gray = np.full((40, 50), 90, np.uint8)
+    plain = np.asarray(overlay(gray, cam, alpha=0.0))
+    assert (plain == 90).all()  # a grayscale image is shown in gray under the heatmap
+    full = np.asarray(overlay(gray, cam, alpha=1.0, colormap="hot"))
+    assert tuple(full[0, -1]) == (255, 255, 255)
+    boxed = np.asarray(overlay(gray, cam, alpha=0.0, box=(10, 15, 30, 35), label="x", box_color=(255, 0, 0)))
+    assert tuple(boxed[25, 10]) == (255, 0, 0) and tuple(boxed[25, 20]) == (90, 90, 90)  # edge drawn, inside untouched
