@@ -138,10 +138,9 @@ class CamSession:
         # A package's model loads from memory: onnxruntime then cannot follow external-data
         # references out of the package to other files on disk.
         source = self.package.read(MODEL) if self.package else str(self.path)
+        chosen = choose_providers(providers)
         try:
-            self._session = ort.InferenceSession(source, sess_options=options, providers=choose_providers(providers))
-        except CamError:
-            raise
+            self._session = ort.InferenceSession(source, sess_options=options, providers=chosen)
         except Exception as err:  # onnxruntime raises several unrelated types for unreadable files
             reason = str(err).splitlines()[0][:200]
             if self.package and "external" in reason.lower():

@@ -50,6 +50,7 @@ def chromium_binary():
     if found:
         return found
     if shutil.which("apt-get"):
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
         subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
         found = shutil.which("chromium")
     if not found:

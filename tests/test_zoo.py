@@ -129,45 +129,32 @@ def test_pack_verify_publish_fetch_session_over_http(packed, server, private_sto
     assert not (private_store / "downloads").exists() or not any((private_store / "downloads").iterdir())
 
 
-def test_fetch_refuses_checksum_mismatch(packed, server, private_store):
-    root, base = server
-    shutil.copy(packed.archive, root / "tiny.zip")
-    entry = {"name": "tiny", "version": "0.1.0", "url": "tiny.zip", "sha256": "0" * 64, "size": packed.archive.stat().st_size}
-    (root / "index.json").write_text(json.dumps({"format": "gapcam-index", "packages": [entry]}))
-    with pytest.raises(ZooError, match="does not match the index"):
-        fetch("tiny", f"{base}/index.json", progress=False)
-    assert store_is_empty(private_store)
-
-
-def test_fetch_refuses_more_bytes_than_the_index_allows(packed, server, private_store):
+def serve_index(packed, server, **changes):
+    """Publish the tiny archive on the test server under an index entry with `changes` applied."""
     root, base = server
     shutil.copy(packed.archive, root / "tiny.zip")
     data = packed.archive.read_bytes()
-    entry = {"name": "tiny", "version": "0.1.0", "url": "tiny.zip", "sha256": hashlib.sha256(data).hexdigest(), "size": 1000}
-    (root / "index.json").write_text(json.dumps({"format": "gapcam-index", "packages": [entry]}))
-    with pytest.raises(ZooError, match="index allows 1000"):
-        fetch("tiny", f"{base}/index.json", progress=False)
-    assert store_is_empty(private_store)
+    entry = {"name": "tiny", "version": "0.1.0", "url": "tiny.zip", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    (root / "index.json").write_text(json.dumps({"format": "gapcam-index", "packages": [{**entry, **changes}]}))
+    return f"{base}/index.json"
 
 
-def test_interrupted_transfer_leaves_nothing(packed, server, private_store):
-    root, base = server
-    shutil.copy(packed.archive, root / "tiny.zip")
-    data = packed.archive.read_bytes()
-    entry = {"name": "tiny", "version": "0.1.0", "url": f"{base}/broken/tiny.zip", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    (root / "index.json").write_text(json.dumps({"format": "gapcam-index", "packages": [entry]}))
-    with pytest.raises(ZooError, match="truncated download|download failed"):
-        fetch("tiny", f"{base}/index.json", progress=False)
+@pytest.mark.parametrize("changes,message", [
+    ({"sha256": "0" * 64}, "does not match the index"),
+    ({"size": 1000}, "index allows 1000"),
+    ({"url": "broken/tiny.zip"}, "truncated download|download failed"),  # the server hangs up halfway
+])
+def test_fetch_refusals_leave_nothing_in_the_store(packed, server, private_store, changes, message):
+    with pytest.raises(ZooError, match=message):
+        fetch("tiny", serve_index(packed, server, **changes), progress=False)
     assert store_is_empty(private_store)
 
 
 def test_fetch_times_out(packed, server, private_store):
-    root, base = server
-    entry = {"name": "tiny", "version": "0.1.0", "url": f"{base}/silent/tiny.zip", "sha256": "0" * 64, "size": 10}
-    (root / "index.json").write_text(json.dumps({"format": "gapcam-index", "packages": [entry]}))
+    index = serve_index(packed, server, url="silent/tiny.zip")
     started = time.time()
     with pytest.raises(ZooError, match="download failed"):
-        fetch("tiny", f"{base}/index.json", timeout=0.5, progress=False)
+        fetch("tiny", index, timeout=0.5, progress=False)
     assert time.time() - started < 3
     assert store_is_empty(private_store)
 
