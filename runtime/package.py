@@ -7,6 +7,7 @@ untrusted input: archive entries that escape, links, unlisted or altered files a
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -16,13 +17,14 @@ import sys
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
 from runtime.errors import CamError
 
 FORMAT = "gapcam-package"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 1 << 20
 MODEL = "model.onnx"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+$")
@@ -93,62 +95,70 @@ def safe_member_name(name: str, source: str) -> str:
 
 
 class Package:
-    """An opened package whose files all match its manifest; read-only access to their bytes."""
+    """An opened package whose files all match its manifest; read-only access to their bytes.
+
+    Sizes are checked against the manifest before anything but the manifest is read, so an archive
+    that would unpack to more than it declares (a zip bomb) is refused without being inflated.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._files = self._read_all()
-        if MANIFEST not in self._files:
-            raise CamError(f"{self.path}: not a gapcam package (no {MANIFEST})")
-        self.manifest = Manifest.from_json(self._files[MANIFEST], str(self.path))
-        self._check_files()
-
-    def _read_all(self) -> dict[str, bytes]:
         if self.path.is_dir():
-            return self._read_folder()
-        if self.path.is_file() and zipfile.is_zipfile(self.path):
-            return self._read_zip()
-        raise CamError(f"{self.path}: not a package folder or .zip archive")
+            self._files = self._load(self._folder_entries())
+        elif self.path.is_file() and zipfile.is_zipfile(self.path):
+            try:
+                with zipfile.ZipFile(self.path) as archive:
+                    self._files = self._load(self._zip_entries(archive))
+            except (zipfile.BadZipFile, OSError, EOFError) as err:
+                raise CamError(f"{self.path}: damaged or truncated archive ({err})") from None
+        else:
+            raise CamError(f"{self.path}: not a package folder or .zip archive")
 
-    def _read_folder(self) -> dict[str, bytes]:
-        files = {}
+    def _folder_entries(self) -> dict[str, tuple[int, Callable[[], bytes]]]:
+        entries = {}
         for item in sorted(self.path.rglob("*")):
             if item.is_symlink():
                 raise CamError(f"{self.path}: {item.relative_to(self.path)} is a link; packages hold plain files only")
             if item.is_file():
-                files[item.relative_to(self.path).as_posix()] = item.read_bytes()
-        return files
+                entries[item.relative_to(self.path).as_posix()] = (item.stat().st_size, item.read_bytes)
+        return entries
 
-    def _read_zip(self) -> dict[str, bytes]:
-        files = {}
-        try:
-            with zipfile.ZipFile(self.path) as archive:
-                for info in archive.infolist():
-                    name = safe_member_name(info.filename, str(self.path))
-                    if stat.S_ISLNK(info.external_attr >> 16):
-                        raise CamError(f"{self.path}: archive entry {info.filename!r} is a link; refused")
-                    if info.is_dir():
-                        continue
-                    if name in files:
-                        raise CamError(f"{self.path}: archive holds {name!r} twice; refused")
-                    files[name] = archive.read(info)
-        except (zipfile.BadZipFile, OSError, EOFError) as err:
-            raise CamError(f"{self.path}: damaged or truncated archive ({err})") from None
-        return files
+    def _zip_entries(self, archive: zipfile.ZipFile) -> dict[str, tuple[int, Callable[[], bytes]]]:
+        entries = {}
+        for info in archive.infolist():
+            name = safe_member_name(info.filename, str(self.path))
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise CamError(f"{self.path}: archive entry {info.filename!r} is a link; refused")
+            if info.is_dir():
+                continue
+            if name in entries:
+                raise CamError(f"{self.path}: archive holds {name!r} twice; refused")
+            entries[name] = (info.file_size, functools.partial(archive.read, info))
+        return entries
 
-    def _check_files(self) -> None:
+    def _load(self, entries: dict[str, tuple[int, Callable[[], bytes]]]) -> dict[str, bytes]:
+        """Read the manifest, check every entry's presence and size against it, then read and hash."""
+        if MANIFEST not in entries:
+            raise CamError(f"{self.path}: not a gapcam package (no {MANIFEST})")
+        if entries[MANIFEST][0] > MAX_MANIFEST_BYTES:
+            raise CamError(f"{self.path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes; refused")
+        files = {MANIFEST: entries[MANIFEST][1]()}
+        self.manifest = Manifest.from_json(files[MANIFEST], str(self.path))
         listed = self.manifest.files
-        unlisted = sorted(set(self._files) - set(listed) - {MANIFEST})
+        unlisted = sorted(set(entries) - set(listed) - {MANIFEST})
         if unlisted:
             raise CamError(f"{self.path}: files not in the manifest: {unlisted}")
         for name, entry in listed.items():
-            if name not in self._files:
+            if name not in entries:
                 raise CamError(f"{self.path}: {name} is listed in the manifest but missing")
-            data = self._files[name]
-            if len(data) != entry["size"]:
-                raise CamError(f"{self.path}: {name} has {len(data)} bytes, the manifest says {entry['size']} (checksum check failed)")
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            size, read = entries[name]
+            if size != entry["size"]:
+                raise CamError(f"{self.path}: {name} has {size} bytes, the manifest says {entry['size']} (checksum check failed)")
+            data = read()
+            if len(data) != size or hashlib.sha256(data).hexdigest() != entry["sha256"]:
                 raise CamError(f"{self.path}: {name} does not match its sha256 in the manifest (checksum check failed)")
+            files[name] = data
+        return files
 
     def read(self, name: str) -> bytes:
         if name not in self._files:

@@ -161,7 +161,7 @@ def test_fetch_times_out(packed, server, private_store):
 
 def rezip(folder, archive, extra=()):
     """Zip a package folder plus raw (name, bytes, mode) entries that a hostile archive might hold."""
-    with zipfile.ZipFile(archive, "w") as out:
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             out.write(path, path.relative_to(folder).as_posix())
         for name, data, mode in extra:
@@ -333,3 +333,13 @@ def test_zoo_cli(packed, tmp_path, private_store):
     bad = zoo("verify", folder)
     assert bad.returncode == 1 and "FAIL checksums and manifest" in bad.stdout
     assert "verification failed at 'checksums and manifest'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_archive_that_inflates_beyond_its_manifest_is_refused_unread(packed, tmp_path):
+    """A zip bomb: an entry declared small in the manifest but huge in the archive."""
+    folder = copy_package(packed, tmp_path)
+    (folder / "samples" / "00.png").write_bytes(b"\0" * 50_000_000)  # compresses to almost nothing
+    archive = rezip(folder, tmp_path / "bomb.zip")
+    assert archive.stat().st_size < packed.archive.stat().st_size + 200_000
+    with pytest.raises(CamError, match="has 50000000 bytes, the manifest says"):
+        Package(archive)
