@@ -25,7 +25,7 @@ from PIL import Image
 from runtime.cam import box_iou, cam_box
 from runtime.errors import CamError
 from runtime.files import atomic_path, write_text_atomic
-from runtime.image import IMAGE_SUFFIXES, load_image
+from runtime.image import load_image
 from runtime.plot import line_chart
 from runtime.session import CamSession
 from runtime.shapes import render_split
@@ -106,6 +106,11 @@ def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
     )
 
 
+def best_iou(box: Sequence[float], true_boxes: np.ndarray) -> float:
+    """IoU with the best-matching true box, as Choe et al. match an image's several boxes."""
+    return max(box_iou(box, true) for true in true_boxes)
+
+
 def pixel_average_precision(positive_hist: np.ndarray, negative_hist: np.ndarray) -> float:
     """AP from histograms of CAM values on object and background pixels (bins in ascending value)."""
     tp = np.cumsum(positive_hist[::-1])
@@ -139,12 +144,11 @@ def evaluate_localization(
         pictures = [load_image(image) for image in truth.images[start:stop]]
         results = session.run(pictures, classes=truth.labels[start:stop, None], method=method)
         for i, result in zip(range(start, stop), results):
-            best_iou = lambda box: max(box_iou(box, true) for true in truth.boxes[i])  # noqa: E731
             cam = result.cam
             correct[i] = int(np.argmax(result.logits)) == truth.labels[i]
-            known[i] = best_iou(cam_box(cam, session.box_threshold)) >= 0.5
+            known[i] = best_iou(cam_box(cam, session.box_threshold), truth.boxes[i]) >= 0.5
             top1[i] = known[i] and correct[i]
-            ious[i] = [best_iou(cam_box(cam, t)) for t in thresholds]
+            ious[i] = [best_iou(cam_box(cam, t), truth.boxes[i]) for t in thresholds]
             mask = truth.masks[i]
             if mask is not None:
                 if mask.shape != cam.shape:

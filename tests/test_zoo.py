@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from runtime import CamError, CamSession
-from runtime.package import BUNDLED, DEFAULT_INDEX, Manifest, Package, store_path
+from runtime.package import BUNDLED, DEFAULT_INDEX, Package, store_path
 from zoo import ZooError, fetch, pack, publish, read_index, triton_repository, verify
 
 
@@ -94,6 +94,13 @@ def test_pack_writes_folder_and_archive(packed):
     assert "# tiny 0.1.0" in card and "circle, square, triangle, star, cross" in card
     with zipfile.ZipFile(packed.archive) as archive:
         assert all(not info.filename.startswith(("/", "..")) for info in archive.infolist())
+
+
+def test_pack_without_images_still_has_vectors_and_samples(tiny_onnx, tmp_path):
+    result = pack(tiny_onnx, "bare", "1.0.0", tmp_path)
+    names = Package(result.archive).names()
+    assert "test_vectors.npz" in names and sum(n.startswith("samples/") for n in names) == 4
+    assert verify(result.archive).passed
 
 
 def test_pack_refuses_bad_names_and_existing_packages(packed, tiny_onnx):

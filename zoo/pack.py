@@ -35,18 +35,22 @@ class PackResult:
     manifest: Manifest
 
 
-def _vector_images(session: CamSession, images: Sequence[str | os.PathLike]) -> list[np.ndarray]:
-    """Model-size uint8 images: the given ones, then a few seeded random ones."""
+def _random_images(session: CamSession) -> list[np.ndarray]:
+    """A few seeded random uint8 images at model size: test inputs that need no data."""
     spec = session.preprocessing
-    arrays = [np.asarray(resize(load_image(path), spec)) for path in images]
     rng = np.random.default_rng(0)
     shape = (*spec.size, spec.channels) if spec.channels == 3 else spec.size
-    arrays += [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(RANDOM_VECTORS)]
-    return arrays
+    return [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(RANDOM_VECTORS)]
 
 
-def _overlays(session: CamSession, images: Sequence[str | os.PathLike]) -> dict[str, bytes]:
-    """samples/NN.png: the CAM of the predicted class over each given image, box and label drawn."""
+def _vector_images(session: CamSession, images: Sequence[str | os.PathLike]) -> list[np.ndarray]:
+    """Model-size uint8 images: the given ones, then the seeded random ones."""
+    spec = session.preprocessing
+    return [np.asarray(resize(load_image(path), spec)) for path in images] + _random_images(session)
+
+
+def _overlays(session: CamSession, images: Sequence[str | os.PathLike | np.ndarray]) -> dict[str, bytes]:
+    """samples/NN.png: the CAM of the predicted class over each image, box and label drawn."""
     files = {}
     for i, path in enumerate(images):
         result = session.run(path)[0]
@@ -97,7 +101,8 @@ def pack(
     files: dict[str, bytes] = {
         MODEL: Path(session.path).read_bytes(),
         VECTORS: make_vectors(session, _vector_images(session, images)),
-        **_overlays(session, images),
+        # Without --images the samples show the random test inputs: honest, if not pretty.
+        **_overlays(session, list(images) or _random_images(session)),
     }
     entries = {path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for path, data in files.items()}
     provenance = info.provenance

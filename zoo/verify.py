@@ -42,7 +42,7 @@ def verify(path: str | os.PathLike) -> VerifyReport:
     except CamError as err:
         report.checks.append(Check("model", False, str(err)))
         return report
-    report.checks.append(Check("model", True, f"loads; labels, input and output shapes agree with the manifest"))
+    report.checks.append(Check("model", True, "loads; labels, input and output shapes agree with the manifest"))
     replay = replay_vectors(session, package.read(VECTORS))
     report.checks.append(Check(
         "test vectors",
