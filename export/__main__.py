@@ -31,7 +31,7 @@ def main(checkpoint: str, out: str | None, opset: int, arch: str | None, labels_
             raise ExportError("--arch needs --labels FILE (class names, one per line)")
         labels = [line.strip() for line in Path(labels_file).read_text(encoding="utf-8").splitlines() if line.strip()]
         target = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
-        report = export_torchvision(arch, checkpoint, labels, target, size=tuple(input_size), mean=mean, std=std, features=features, fc=fc)
+        report = export_torchvision(arch, checkpoint, labels, target, size=tuple(input_size), mean=mean, std=std, features=features, fc=fc, opset=opset)
     else:
         report = export_checkpoint(checkpoint, out, opset)
     parity = report.parity

@@ -12,21 +12,22 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import runtime
 from export.errors import ExportError
-from export.onnx_export import ExportReport, export_model
+from export.onnx_export import OPSET, ExportReport, export_model
+from runtime.compare import TOLERANCE
 from runtime.files import sha256_file
 from runtime.image import Preprocess
 from runtime.metadata import ModelInfo
+from train.models import read_state_dict
 
-HEAD_TOLERANCE = 1e-4  # relative to the logits' magnitude, as the export parity check
-
-# Where torchvision's GAP + linear classifiers keep the feature maps and the linear layer, and whether
-# their forward applies a ReLU between the two without a module (DenseNet does).
+# Where torchvision's classifiers keep the feature maps and the final linear layer. Whether a head
+# really is GAP + linear (and whether a functional ReLU sits between, as in DenseNet) is measured.
 TORCHVISION_HEADS = {
     "resnet": ("layer4", "fc"),
     "resnext": ("layer4", "fc"),
@@ -80,12 +81,12 @@ def gap_linear_head(model: nn.Module, feature_module: nn.Module, fc: nn.Module, 
         with torch.no_grad():
             rebuilt = fc((F.relu(features) if relu else features).mean(dim=(2, 3)))
         gaps[relu] = float((rebuilt - logits).abs().max()) / max(float(logits.abs().max()), 1e-12)
-        if gaps[relu] <= HEAD_TOLERANCE:
+        if gaps[relu] <= TOLERANCE:
             head.relu = relu
             return head
     raise ExportError(
         f"the head is not global average pooling + one linear layer: fc(mean(features)) differs from the "
-        f"model's logits by {min(gaps.values()):.2e} of their scale (tolerance {HEAD_TOLERANCE:.0e}); "
+        f"model's logits by {min(gaps.values()):.2e} of their scale (tolerance {TOLERANCE:.0e}); "
         "CAMs from this model would not explain its predictions"
     )
 
@@ -101,6 +102,7 @@ def export_torch_model(
     samples: torch.Tensor | None = None,
     architecture: dict | None = None,
     source: str | os.PathLike | None = None,
+    opset: int = OPSET,
 ) -> ExportReport:
     """Export a torch classifier with a GAP + linear head as a gapcam ONNX file (same checks as a checkpoint).
 
@@ -119,9 +121,9 @@ def export_torch_model(
         architecture=architecture or {"model": type(model).__name__},
         source_sha256=sha256_file(source) if source else "",
         gapcam_version=runtime.__version__,
-        provenance={"recipe": "bring-your-own", "exported_with": {"torch": str(torch.__version__)}},
+        provenance={"recipe": "bring-your-own", "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset}},
     )
-    return export_model(head, info, out, samples)
+    return export_model(head, info, out, samples, opset)
 
 
 def torchvision_head(arch: str) -> tuple[str, str]:
@@ -143,31 +145,30 @@ def export_torchvision(
     std: Sequence[float] = IMAGENET["std"],
     features: str | None = None,
     fc: str | None = None,
+    opset: int = OPSET,
 ) -> ExportReport:
     """`python -m export WEIGHTS --arch NAME --labels FILE`: a torchvision architecture with a local state dict."""
     from torchvision import models
 
     if arch not in models.list_models(module=models):
         raise ExportError(f"--arch {arch}: not a torchvision classification model")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # any failure to read means the file is unusable
-        raise ExportError(f"{weights}: not a readable state dict ({err.__class__.__name__})") from None
-    if not isinstance(state, dict):
-        raise ExportError(f"{weights}: expected a state dict of torchvision's {arch}")
-    default_features, default_fc = torchvision_head(arch) if features is None or fc is None else (features, fc)
+    state = read_state_dict(weights, f"torchvision's {arch}")
+    if features is None or fc is None:
+        known_features, known_fc = torchvision_head(arch)
+        features, fc = features or known_features, fc or known_fc
     model = models.get_model(arch, weights=None, num_classes=len(labels))
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise ExportError(f"{weights}: does not fit {arch} with {len(labels)} classes ({str(err).splitlines()[0][:160]})") from None
     try:
-        feature_module, linear = model.get_submodule(features or default_features), model.get_submodule(fc or default_fc)
+        feature_module, linear = model.get_submodule(features), model.get_submodule(fc)
     except AttributeError as err:
         raise ExportError(f"--arch {arch}: {err}") from None
     spec = Preprocess(height=size[0], width=size[1], color="RGB", mean=tuple(mean), std=tuple(std))
     return export_torch_model(
         model, feature_module, linear, labels, spec, out,
-        architecture={"torchvision": arch, "features": features or default_features, "fc": fc or default_fc},
+        architecture={"torchvision": arch, "features": features, "fc": fc},
         source=Path(weights),
+        opset=opset,
     )

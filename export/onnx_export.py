@@ -15,6 +15,7 @@ import torch
 import runtime
 from export.errors import ExportError
 from export.parity import measure_parity, parity_inputs
+from runtime.cam import PAPER_BOX_THRESHOLD
 from runtime.files import atomic_path, sha256_file
 from runtime.image import Preprocess
 from runtime.metadata import ModelInfo
@@ -116,7 +117,7 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
         fc_weight=model.fc.weight.detach().numpy().astype(np.float32),
         fc_bias=model.fc.bias.detach().numpy().astype(np.float32),
         pool=model.arch.pool,
-        box_threshold=checkpoint.get("localization", {}).get("box_threshold", 0.2),
+        box_threshold=checkpoint.get("localization", {}).get("box_threshold", PAPER_BOX_THRESHOLD),
         architecture=model.arch.to_dict(),
         source_sha256=sha256_file(checkpoint_path),
         gapcam_version=runtime.__version__,

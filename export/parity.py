@@ -7,14 +7,10 @@ import numpy as np
 import torch
 
 from runtime.cam import class_activation_maps
+from runtime.compare import TOLERANCE, relative_difference
 from runtime.image import Preprocess, normalize
 from runtime.session import CPU, CamSession
 
-# float32 convolutions sum thousands of products, and oneDNN (torch) and MLAS (onnxruntime) add them
-# in different orders: measured differences are ~1e-6 of the largest magnitude. 1e-4 leaves 100x
-# headroom for other kernels and CPUs, while a real export fault (a lost BatchNorm, a wrong weight
-# layout, a wrong pooling) moves outputs by 1e-2 of their scale or more.
-TOLERANCE = 1e-4
 BATCH_SIZES = (1, 5)
 
 
@@ -29,13 +25,6 @@ def parity_inputs(samples: torch.Tensor | None, spec: Preprocess, seed: int = 0)
         for size in BATCH_SIZES:
             batches[f"samples x{size}"] = real[np.arange(size) % len(real)]
     return batches
-
-
-def relative_difference(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
-    """(max abs difference, that divided by the reference's largest magnitude)."""
-    diff = float(np.max(np.abs(reference.astype(np.float64) - other)))
-    scale = float(np.max(np.abs(reference)))
-    return diff, diff / scale if scale > 0 else diff
 
 
 def measure_parity(model: torch.nn.Module, onnx_path: str | Path, batches: dict[str, np.ndarray]) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -45,10 +46,21 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def staging_dir(dest: str | os.PathLike) -> Path:
-    """A fresh hidden folder beside `dest`, with ordinary permissions, to be renamed onto it when complete."""
+@contextlib.contextmanager
+def atomic_folder(dest: str | os.PathLike, files: dict[str, bytes]) -> Iterator[Path]:
+    """Write `files` (relative path -> bytes) into a hidden folder beside `dest` and yield it for
+    checks; only if the block succeeds does it replace `dest`, in one rename."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    os.chmod(folder, default_mode(directory=True))
-    return folder
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        os.chmod(staging, default_mode(directory=True))  # mkdtemp makes 0700 folders
+        for name, data in files.items():
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            (staging / name).write_bytes(data)
+        yield staging
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from runtime.cam import box_iou, cam_box
+from runtime.cam import best_iou, cam_box, threshold_ious
 from runtime.errors import CamError
 from runtime.files import atomic_path, write_text_atomic
 from runtime.image import load_image
@@ -106,11 +106,6 @@ def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
     )
 
 
-def best_iou(box: Sequence[float], true_boxes: np.ndarray) -> float:
-    """IoU with the best-matching true box, as Choe et al. match an image's several boxes."""
-    return max(box_iou(box, true) for true in true_boxes)
-
-
 def pixel_average_precision(positive_hist: np.ndarray, negative_hist: np.ndarray) -> float:
     """AP from histograms of CAM values on object and background pixels (bins in ascending value)."""
     tp = np.cumsum(positive_hist[::-1])
@@ -148,7 +143,7 @@ def evaluate_localization(
             correct[i] = int(np.argmax(result.logits)) == truth.labels[i]
             known[i] = best_iou(cam_box(cam, session.box_threshold), truth.boxes[i]) >= 0.5
             top1[i] = known[i] and correct[i]
-            ious[i] = [best_iou(cam_box(cam, t), truth.boxes[i]) for t in thresholds]
+            ious[i] = threshold_ious(cam, truth.boxes[i], thresholds)
             mask = truth.masks[i]
             if mask is not None:
                 if mask.shape != cam.shape:

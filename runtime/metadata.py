@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.cam import PAPER_BOX_THRESHOLD
 from runtime.errors import CamError
 from runtime.image import Preprocess
 
@@ -42,7 +43,7 @@ class ModelInfo:
     fc_weight: np.ndarray  # [num_classes, K] float32: the CAM weights w[c, k]
     fc_bias: np.ndarray  # [num_classes] float32
     pool: str = "gap"  # pooling between features and fc: "gap" (average) or "gmp" (max)
-    box_threshold: float = 0.2  # CAM share of max for boxes: calibrated on validation boxes, else the paper's 0.2
+    box_threshold: float = PAPER_BOX_THRESHOLD  # CAM share of max for boxes: calibrated on validation boxes, else the paper's
     architecture: dict[str, Any] = field(default_factory=dict)  # builder arguments, for the record
     source_sha256: str = ""  # sha256 of the checkpoint the model was exported from
     gapcam_version: str = ""  # gapcam version that exported the model
@@ -105,7 +106,7 @@ class ModelInfo:
                 fc_weight=decode_array(values["fc_weight"]),
                 fc_bias=decode_array(values["fc_bias"]),
                 pool=values["pool"],
-                box_threshold=float(values.get("box_threshold", 0.2)),
+                box_threshold=float(values.get("box_threshold", PAPER_BOX_THRESHOLD)),
                 architecture=values.get("architecture", {}),
                 source_sha256=values.get("source_sha256", ""),
                 gapcam_version=values.get("gapcam_version", ""),

@@ -32,6 +32,11 @@ BUNDLED = Path(__file__).parent / "models"  # packages that ship inside gapcam, 
 DEFAULT_INDEX = BUNDLED / "index.json"  # the zoo's default index: lists the bundled packages
 
 
+def file_entry(data: bytes) -> dict[str, Any]:
+    """How a manifest (and an index) records a file: its sha256 and size."""
+    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
 def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 

@@ -249,8 +249,9 @@ class CamSession:
         """Predict and explain one or many images (a list runs as one inference call).
 
         classes=None explains the top-k predicted classes; an index, a label, or a list of them
-        explains those classes for every image; an [N, k] index array chooses per image. method: "cam" (the paper's), "gradcam" (equal to
-        ReLU(CAM) / (h w) for this head) or "eigencam" (class-agnostic), all from the same two outputs.
+        explains those classes for every image; an [N, k] index array chooses per image.
+        method: "cam" (the paper's), "gradcam" (equal to ReLU(CAM) / (h w) for this head) or
+        "eigencam" (class-agnostic), all from the same two outputs.
         """
         if method not in METHODS:
             raise CamError(f"method must be one of {list(METHODS)}, got {method!r}")

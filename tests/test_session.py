@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from runtime import CamError, CamSession
 from runtime.cam import cam_box, normalize_maps, upsample_bilinear
 
-TOL = 1e-4  # relative to the largest magnitude, as export.parity.TOLERANCE
+TOL = 1e-4  # relative to the largest magnitude, as runtime.compare.TOLERANCE
 
 
 def close(ours, reference):

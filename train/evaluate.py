@@ -69,19 +69,36 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """Softmax probabilities [N, num_classes]."""
+def logits_of(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """The model's logits [N, num_classes] for a preprocessed set, in eval mode, batch by batch, on the CPU."""
     model.eval()
-    out = [torch.softmax(model(x[i : i + batch_size].to(device))[0], dim=1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    return torch.cat([model(x[i : i + batch_size].to(device))[0].cpu() for i in range(0, len(x), batch_size)])
 
 
-def plot_confusion(metrics: dict, path: Path, title: str) -> None:
+def predict(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    """Softmax probabilities [N, num_classes]."""
+    return torch.softmax(logits_of(model, x, device), dim=1).numpy()
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported here: only reports need it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a figure as PNG, atomically, and release it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    pyplot().close(fig)
+
+
+def plot_confusion(metrics: dict, path: Path, title: str) -> None:
+    plt = pyplot()
     matrix = np.array(metrics["confusion_matrix"])
     labels = metrics["labels"]
     size = 1.2 + 0.75 * len(labels)
@@ -96,18 +113,12 @@ def plot_confusion(metrics: dict, path: Path, title: str) -> None:
         ax.text(j, i, str(value), ha="center", va="center", color="white" if value > matrix.max() / 2 else "black")
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_history(history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch, training and validation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for key, style in (("train", "-"), ("val", "--")):
@@ -119,9 +130,7 @@ def plot_history(history: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(prefix: Path, split: str, metrics: dict, history: list[dict] | None) -> list[Path]:

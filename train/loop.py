@@ -27,7 +27,7 @@ from runtime.cam import box_accuracy_curve, normalize_maps
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.data import Splits, augment
 from train.errors import TrainError
-from train.evaluate import classification_metrics, predict, write_report
+from train.evaluate import classification_metrics, logits_of, predict, write_report
 from train.models import BackboneInit, GapCam
 from train.recipes import DataOptions, Recipe, get_recipe
 
@@ -126,17 +126,10 @@ def make_optimizer(model: GapCam, recipe: Recipe, lr: float) -> torch.optim.Opti
     raise TrainError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
 
 
-@torch.no_grad()
-def evaluate(model: GapCam, x: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 256) -> dict:
+def evaluate(model: GapCam, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict:
     """Loss and accuracy of `model` on a preprocessed set."""
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
-        logits, _ = model(xb)
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    return {"loss": loss_sum / max(1, len(x)), "accuracy": correct / max(1, len(x))}
+    logits, count = logits_of(model, x, device), max(1, len(x))
+    return {"loss": F.cross_entropy(logits, y, reduction="sum").item() / count, "accuracy": (logits.argmax(1) == y).sum().item() / count}
 
 
 BOX_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95

@@ -5,6 +5,7 @@ CAM_c = sum_k fc.weight[c, k] * features_k, where `features` is exactly what the
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -60,6 +61,17 @@ def small_cnn(
     return nn.Sequential(*layers), cin
 
 
+def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
+    """A state dict from a local file, loaded with weights_only=True; a TrainError if it is none."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any failure to read means the file is unusable
+        raise TrainError(f"{path}: not a readable state dict ({err.__class__.__name__})") from None
+    if not isinstance(state, dict):
+        raise TrainError(f"{path}: expected a state dict of {what}")
+    return state
+
+
 def torchvision_model(name: str, init: BackboneInit) -> nn.Module:
     """A torchvision classifier, with ImageNet weights (downloaded by torchvision) or a local file."""
     from torchvision import models
@@ -75,12 +87,7 @@ def torchvision_model(name: str, init: BackboneInit) -> nn.Module:
             "connect to the internet once (torchvision caches them), or pass --weights FILE"
         ) from None
     if init.weights:
-        try:
-            state = torch.load(init.weights, map_location="cpu", weights_only=True)
-        except Exception as err:  # any failure to read means the file is unusable
-            raise TrainError(f"{init.weights}: not a readable state dict ({err.__class__.__name__})") from None
-        if not isinstance(state, dict):
-            raise TrainError(f"{init.weights}: expected a state dict of a torchvision {name}")
+        state = read_state_dict(init.weights, f"torchvision's {name}")
         try:
             result = net.load_state_dict(state, strict=False)
         except RuntimeError as err:  # shapes that do not fit

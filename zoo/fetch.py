@@ -9,34 +9,26 @@ import hashlib
 import http.client
 import io
 import os
-import shutil
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Callable
 
 import click
 
 from runtime.errors import CamError
-from runtime.files import atomic_path, staging_dir
+from runtime.files import atomic_folder, atomic_path
 from runtime.package import Package, gapcam_home, store_path
 from zoo.errors import ZooError
-from zoo.index import is_url, read_index, resolve_url, select
+from zoo.index import is_url, open_location, read_index, resolve_url, select
 
 CHUNK = 1 << 16
-
-
-def _open(url: str, timeout: float):
-    if is_url(url):
-        return urllib.request.urlopen(url, timeout=timeout)
-    return open(url, "rb")
 
 
 def download(url: str, dest: Path, size: int, sha256: str, timeout: float = 60.0, progress: bool = True) -> None:
     """Stream `url` to `dest` (atomically) only if it has exactly `size` bytes with this sha256."""
     digest, received = hashlib.sha256(), 0
     try:
-        with atomic_path(dest) as tmp, open(tmp, "wb") as out, _open(url, timeout) as response:
+        with atomic_path(dest) as tmp, open(tmp, "wb") as out, open_location(url, timeout) as response:
             announced = response.headers.get("Content-Length") if is_url(url) else None
             if announced is not None and int(announced) > size:
                 raise ZooError(f"{url}: server announces {announced} bytes, the index allows {size}; refused")
@@ -75,18 +67,8 @@ def unpack(archive: Path, dest: Path, name: str, version: str) -> None:
         raise ZooError(str(err)) from None
     if (package.manifest.name, package.manifest.version) != (name, version):
         raise ZooError(f"{archive}: holds {package.label}, the index promised {name}@{version}; refused")
-    staging = staging_dir(dest)
-    try:
-        for member in package.names():
-            target = staging / member
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(package.read(member))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
+    with atomic_folder(dest, {member: package.read(member) for member in package.names()}):
+        pass  # the archive was checked above; nothing is left to check before the rename
 
 def fetch(
     reference: str,

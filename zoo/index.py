@@ -1,16 +1,15 @@
 """Package indexes: a JSON file or URL listing packages with version, URL, sha256 and size."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from runtime.files import write_text_atomic
-from runtime.package import DEFAULT_INDEX, Package, VERSION_PATTERN, split_reference, version_key
+from runtime.package import DEFAULT_INDEX, VERSION_PATTERN, Package, file_entry, split_reference, version_key
 from zoo.errors import ZooError
 
 FORMAT = "gapcam-index"
@@ -22,15 +21,19 @@ def is_url(location: str) -> bool:
     return urllib.parse.urlparse(location).scheme in ("http", "https", "file")
 
 
+def open_location(location: str, timeout: float) -> BinaryIO:
+    """A readable binary stream for an http(s) or file URL, or a local path."""
+    if is_url(location):
+        return urllib.request.urlopen(location, timeout=timeout)
+    return open(location, "rb")
+
+
 def read_index(location: str | os.PathLike | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
     """The entries of an index at a path or URL (default: the index that ships with gapcam)."""
     location = str(location or DEFAULT_INDEX)
     try:
-        if is_url(location):
-            with urllib.request.urlopen(location, timeout=timeout) as response:
-                text = response.read(MAX_INDEX_BYTES + 1)
-        else:
-            text = Path(location).read_bytes()
+        with open_location(location, timeout) as stream:
+            text = stream.read(MAX_INDEX_BYTES + 1)
     except (OSError, ValueError) as err:
         raise ZooError(f"{location}: cannot read the index ({err})") from None
     if len(text) > MAX_INDEX_BYTES:
@@ -80,15 +83,13 @@ def publish(archive: str | os.PathLike, index_path: str | os.PathLike, url: str 
     if archive.suffix != ".zip":
         raise ZooError(f"{archive}: publish takes a package .zip archive")
     manifest = Package(archive).manifest
-    data = archive.read_bytes()
     if url is None:
         url = os.path.relpath(archive.resolve(), index_path.resolve().parent).replace(os.sep, "/")
     entry = {
         "name": manifest.name,
         "version": manifest.version,
         "url": url,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
+        **file_entry(archive.read_bytes()),
         "task": manifest.task,
         "license": manifest.license,
         "labels": manifest.labels,

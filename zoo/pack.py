@@ -1,11 +1,9 @@
 """`python -m zoo pack`: an exported ONNX file -> a versioned, checksummed package folder and .zip."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import shutil
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,9 +13,9 @@ from typing import Sequence
 import numpy as np
 
 import runtime
-from runtime.files import atomic_path, staging_dir
+from runtime.files import atomic_folder, atomic_path
 from runtime.image import load_image, resize
-from runtime.package import MANIFEST, MODEL, NAME_PATTERN, VERSION_PATTERN, Manifest, Package
+from runtime.package import MANIFEST, MODEL, NAME_PATTERN, VERSION_PATTERN, Manifest, Package, file_entry
 from runtime.session import CPU, CamSession, onnxruntime_version
 from zoo.card import render_card
 from zoo.errors import ZooError
@@ -104,7 +102,7 @@ def pack(
         # Without --images the samples show the random test inputs: honest, if not pretty.
         **_overlays(session, list(images) or _random_images(session)),
     }
-    entries = {path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for path, data in files.items()}
+    entries = {path: file_entry(data) for path, data in files.items()}
     provenance = info.provenance
     manifest = Manifest(
         name=name,
@@ -138,21 +136,12 @@ def pack(
         },
     )
     files["README.md"] = render_card(manifest, description).encode()
-    manifest.files["README.md"] = {"sha256": hashlib.sha256(files["README.md"]).hexdigest(), "size": len(files["README.md"])}
+    manifest.files["README.md"] = file_entry(files["README.md"])
 
-    staging = staging_dir(folder)
-    try:
-        for path, data in {**files, MANIFEST: manifest.to_json().encode()}.items():
-            (staging / path).parent.mkdir(parents=True, exist_ok=True)
-            (staging / path).write_bytes(data)
+    with atomic_folder(folder, {**files, MANIFEST: manifest.to_json().encode()}) as staging:
         replay = replay_vectors(CamSession(staging, providers=[CPU]), files[VECTORS])
         if not replay["passed"]:
             raise ZooError(f"{folder}: the new package's test vectors do not replay ({json.dumps(replay)})")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     write_zip(folder, archive)
     Package(archive)  # the archive must open and check like any fetched one
     return PackResult(folder, archive, manifest)

@@ -10,12 +10,10 @@ import io
 import numpy as np
 
 from runtime.cam import box_iou
+from runtime.compare import TOLERANCE, relative_difference
 from runtime.session import CamSession
 
 VECTORS = "test_vectors.npz"
-# Same bound as the export parity check: float32 kernels on other CPUs or providers add their
-# products in other orders (~1e-6 relative); a wrong model or preprocessing moves outputs by far more.
-TOLERANCE = 1e-4
 MIN_BOX_IOU = 0.9  # a CAM pixel sitting on the threshold may move a box edge by a pixel
 
 
@@ -34,20 +32,15 @@ def make_vectors(session: CamSession, images: list[np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
-    scale = float(np.abs(expected).max()) or 1.0
-    return float(np.abs(expected.astype(np.float64) - actual).max()) / scale
-
-
 def replay_vectors(session: CamSession, data: bytes) -> dict:
     """Rerun the stored inputs; report the worst differences and whether they are within tolerance."""
     with np.load(io.BytesIO(data), allow_pickle=False) as stored:
         vectors = {key: stored[key] for key in stored.files}
     results = session.run(list(vectors["images"]), classes=None)
     classes = np.stack([r.classes for r in results])
-    logits_error = relative_error(vectors["logits"], np.stack([r.logits for r in results]))
+    logits_error = relative_difference(vectors["logits"], np.stack([r.logits for r in results]))[1]
     same_classes = bool(np.array_equal(classes, vectors["classes"]))
-    cams_error = relative_error(vectors["cams_raw"], np.stack([r.cams_raw for r in results])) if same_classes else float("inf")
+    cams_error = relative_difference(vectors["cams_raw"], np.stack([r.cams_raw for r in results]))[1] if same_classes else float("inf")
     ious = [box_iou(a, b) for r, boxes in zip(results, vectors["boxes"]) for a, b in zip(r.boxes, boxes)]
     return {
         "count": len(results),

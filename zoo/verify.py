@@ -5,10 +5,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.compare import TOLERANCE
 from runtime.errors import CamError
 from runtime.package import Package
 from runtime.session import CPU, CamSession
-from zoo.vectors import TOLERANCE, VECTORS, replay_vectors
+from zoo.vectors import VECTORS, replay_vectors
 
 
 @dataclass
