@@ -19,7 +19,7 @@ import torch
 from export import export_checkpoint
 from runtime import CamSession
 from runtime.cam import class_activation_maps
-from runtime.session import CPU, CUDA, cuda_driver_present
+from runtime.providers import CPU, CUDA, cuda_driver_present
 from runtime.shapes import render_split
 from train.loop import TrainConfig, fit, last_path
 from train.checkpoint import load_checkpoint
@@ -45,14 +45,14 @@ def main(out: Path) -> None:
         checkpoint = Path(tmp) / "shapes.pt"
         device = "cuda" if gpu else "cpu"
         fit(TrainConfig(recipe="shapes", out=str(checkpoint), samples=2000, epochs=2, device=device), log=lambda line: None)
-        seconds = load_checkpoint(last_path(checkpoint))["training"]["history"][-1]["seconds"]
+        seconds = load_checkpoint(last_path(checkpoint)).training["history"][-1]["seconds"]
         say(f"- `python -m train shapes --samples 2000 --device {device}`: {seconds:.2f} s for the second epoch")
         model = export_checkpoint(checkpoint).path
         cpu = CamSession(model, providers=[CPU])
         default = CamSession(model)
         say(f"- CamSession(providers=None) uses {default.providers}")
         images = list(render_split(64, 0, "test").images)
-        batch = cpu.preprocess(images)
+        batch = cpu.to_batch(images)
         classes = np.tile(np.arange(len(cpu.labels)), (len(batch), 1))
         reference = cpu.infer(batch)
         if CUDA in default.providers:

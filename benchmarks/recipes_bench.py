@@ -36,11 +36,11 @@ def main() -> None:
                 out = tmp / f"{recipe}-{backbone}.pt"
                 fit(TrainConfig(recipe=recipe, out=str(out), data=str(path), epochs=2, batch_size=16, backbone=backbone), log=lambda line: None)
                 last = load_checkpoint(last_path(out))
-                spec = last["preprocess"]
+                spec = last.preprocess
                 parity = export_checkpoint(out).parity
                 print(
                     f"| {recipe} | {backbone} | {spec['height']}x{spec['width']}x{len(spec['mean'])} | "
-                    f"{last['provenance']['images']['train']} | {last['training']['history'][-1]['seconds']:.2f} | "
+                    f"{last.provenance['images']['train']} | {last.training['history'][-1]['seconds']:.2f} | "
                     f"{parity['logits']['relative']:.1e} | {parity['features']['relative']:.1e} | {parity['cams']['relative']:.1e} | "
                     f"{'yes' if parity['argmax_agree'] else 'NO'} |",
                     flush=True,

@@ -38,7 +38,7 @@ def main(model: str) -> None:
         print(f"| infer | {batch} | {height}x{width} | {seconds * 1e3:.2f} ms | {batch / seconds:.0f} |")
     for size in ((height, width), (512, 512)):
         images = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(64)]
-        seconds = median_seconds(lambda: session.preprocess(images), repeats=5)
+        seconds = median_seconds(lambda: session.to_batch(images), repeats=5)
         print(f"| preprocess | 64 | {size[0]}x{size[1]} | {seconds * 1e3:.2f} ms | {64 / seconds:.0f} |")
         for batch in (1, 64):
             seconds = median_seconds(lambda: session.run(images[:batch]), repeats=5)

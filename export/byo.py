@@ -21,10 +21,11 @@ import runtime
 from export.errors import ExportError
 from export.onnx_export import OPSET, ExportReport, export_model
 from runtime.compare import TOLERANCE
+from runtime.errors import first_line
 from runtime.files import sha256_file
 from runtime.image import Preprocess
-from runtime.metadata import ModelInfo
-from train.models import read_state_dict
+from runtime.onnx_model import ModelInfo
+from train.models import STATE_DICT_DETAIL, read_state_dict
 
 # Where torchvision's classifiers keep the feature maps and the final linear layer. Whether a head
 # really is GAP + linear (and whether a functional ReLU sits between, as in DenseNet) is measured.
@@ -160,7 +161,7 @@ def export_torchvision(
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise ExportError(f"{weights}: does not fit {arch} with {len(labels)} classes ({str(err).splitlines()[0][:160]})") from None
+        raise ExportError(f"{weights}: does not fit {arch} with {len(labels)} classes ({first_line(err, STATE_DICT_DETAIL)})") from None
     try:
         feature_module, linear = model.get_submodule(features), model.get_submodule(fc)
     except AttributeError as err:

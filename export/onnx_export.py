@@ -5,7 +5,7 @@ import contextlib
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +15,11 @@ import torch
 import runtime
 from export.errors import ExportError
 from export.parity import measure_parity, parity_inputs
-from runtime.cam import PAPER_BOX_THRESHOLD
+from runtime.boxes import PAPER_BOX_THRESHOLD
+from runtime.errors import GapcamError, first_line
 from runtime.files import atomic_path, sha256_file
 from runtime.image import Preprocess
-from runtime.metadata import ModelInfo
-from runtime.session import INPUT_NAME, OUTPUT_NAMES
+from runtime.onnx_model import INPUT_NAME, OUTPUT_NAMES, ModelInfo
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 
 OPSET = 18
@@ -74,56 +74,62 @@ def export_model(
     samples: torch.Tensor | None = None,
     opset: int = OPSET,
 ) -> ExportReport:
-    """Write `model` with `info` as metadata to `out`, but only if the checker and parity pass.
+    """Write `model` with `info` (plus the measured parity) as metadata to `out`, but only if the
+    checker and parity pass; `info` itself is left as given.
 
     `samples` are uint8 [k, H, W, C] real images at model size for the parity check.
+    Raises ExportError when the checker refuses the graph or parity fails; nothing is written then.
     """
     out = Path(out)
     proto = to_onnx_proto(model, info.preprocess, opset)
-    for key, value in info.to_props().items():
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as err:
+        raise ExportError(f"{out}: the ONNX checker refused the exported graph: {first_line(err)}") from None
+    try:
+        parity = measure_parity(model, proto.SerializeToString(), info.fc_weight, parity_inputs(samples, info.preprocess))
+    except GapcamError as err:  # onnxruntime could not load or run what torch exported
+        raise ExportError(f"{out}: {err}") from None
+    if not parity["passed"]:
+        raise ExportError(
+            f"{out}: torch-vs-onnxruntime parity failed (relative logits {parity['logits']['relative']:.2e}, "
+            f"features {parity['features']['relative']:.2e}, cams {parity['cams']['relative']:.2e}, "
+            f"tolerance {parity['tolerance']:.0e}, argmax agree {parity['argmax_agree']}); nothing written"
+        )
+    for key, value in replace(info, parity=parity).to_props().items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name, proto.producer_version = "gapcam", runtime.__version__
     with atomic_path(out) as tmp:
-        onnx.save_model(proto, tmp, save_as_external_data=False)
-        try:
-            onnx.checker.check_model(str(tmp), full_check=True)
-        except onnx.checker.ValidationError as err:
-            raise ExportError(f"{out}: the ONNX checker refused the exported graph: {str(err).splitlines()[0]}") from None
-        parity = measure_parity(model, tmp, parity_inputs(samples, info.preprocess))
-        if not parity["passed"]:
-            raise ExportError(
-                f"{out}: torch-vs-onnxruntime parity failed (relative logits {parity['logits']['relative']:.2e}, "
-                f"features {parity['features']['relative']:.2e}, cams {parity['cams']['relative']:.2e}, "
-                f"tolerance {parity['tolerance']:.0e}, argmax agree {parity['argmax_agree']}); nothing written"
-            )
-        # Store the measured figures in the artifact itself, then write the final file.
-        info.parity = parity
-        del proto.metadata_props[:]
-        for key, value in info.to_props().items():
-            proto.metadata_props.add(key=key, value=value)
         onnx.save_model(proto, tmp, save_as_external_data=False)
         size = tmp.stat().st_size
     return ExportReport(out, opset, size, _graph_signature(proto.graph.input), _graph_signature(proto.graph.output), parity)
 
 
 def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET) -> ExportReport:
-    """`python -m export CHECKPOINT`: the checkpoint's model and metadata as `CHECKPOINT.onnx` (or `out`)."""
+    """`python -m export CHECKPOINT`: the checkpoint's model and metadata as `CHECKPOINT.onnx` (or `out`).
+
+    Raises ExportError for an unreadable checkpoint, an output that would replace it, or a failed check.
+    """
     checkpoint_path = Path(checkpoint_path)
-    checkpoint = load_checkpoint(checkpoint_path)
-    model = model_from_checkpoint(checkpoint, str(checkpoint_path))
+    try:
+        checkpoint = load_checkpoint(checkpoint_path)
+        model = model_from_checkpoint(checkpoint, str(checkpoint_path))
+        preprocess = Preprocess.from_dict(checkpoint.preprocess)
+    except GapcamError as err:  # the checkpoint's own errors (TrainError, CamError) become the export's
+        raise ExportError(str(err)) from None
     info = ModelInfo(
-        labels=list(checkpoint["labels"]),
-        preprocess=Preprocess.from_dict(checkpoint["preprocess"]),
+        labels=list(checkpoint.labels),
+        preprocess=preprocess,
         fc_weight=model.fc.weight.detach().numpy().astype(np.float32),
         fc_bias=model.fc.bias.detach().numpy().astype(np.float32),
         pool=model.arch.pool,
-        box_threshold=checkpoint.get("localization", {}).get("box_threshold", PAPER_BOX_THRESHOLD),
+        box_threshold=checkpoint.localization.get("box_threshold", PAPER_BOX_THRESHOLD),
         architecture=model.arch.to_dict(),
         source_sha256=sha256_file(checkpoint_path),
         gapcam_version=runtime.__version__,
         provenance={
-            **checkpoint["provenance"],
-            "localization": checkpoint.get("localization", {}),
+            **checkpoint.provenance,
+            "localization": checkpoint.localization,
             "checkpoint": checkpoint_path.name,
             "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset},
         },
@@ -131,4 +137,4 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
     out = Path(out) if out is not None else checkpoint_path.with_suffix(".onnx")
     if out.resolve() == checkpoint_path.resolve():
         raise ExportError(f"{out}: refusing to overwrite the checkpoint with the ONNX file")
-    return export_model(model, info, out, checkpoint.get("samples"), opset)
+    return export_model(model, info, out, checkpoint.samples, opset)

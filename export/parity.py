@@ -9,7 +9,8 @@ import torch
 from runtime.cam import class_activation_maps
 from runtime.compare import TOLERANCE, relative_difference
 from runtime.image import Preprocess, normalize
-from runtime.session import CPU, CamSession
+from runtime.onnx_model import INPUT_NAME, OUTPUT_NAMES
+from runtime.providers import CPU, open_inference_session
 
 BATCH_SIZES = (1, 5)
 
@@ -27,19 +28,19 @@ def parity_inputs(samples: torch.Tensor | None, spec: Preprocess, seed: int = 0)
     return batches
 
 
-def measure_parity(model: torch.nn.Module, onnx_path: str | Path, batches: dict[str, np.ndarray]) -> dict:
-    """Largest torch-vs-onnxruntime differences for logits, features and all-class CAMs, and argmax agreement.
+def measure_parity(model: torch.nn.Module, onnx_model: str | Path | bytes, weight: np.ndarray, batches: dict[str, np.ndarray]) -> dict:
+    """Largest torch-vs-onnxruntime differences for logits, features and all-class CAMs (with fc
+    `weight` [num_classes, K]), and argmax agreement. `onnx_model` is a path or serialized bytes.
 
     onnxruntime runs on its CPU provider, so the figures are reproducible on any machine.
     """
-    session = CamSession(onnx_path, providers=[CPU])
-    weight = session.info.fc_weight
+    session = open_inference_session(onnx_model if isinstance(onnx_model, bytes) else str(onnx_model), [CPU], "exported model")
     worst = {name: {"max_abs": 0.0, "relative": 0.0} for name in ("logits", "features", "cams")}
     argmax_agree = True
     for batch in batches.values():
         with torch.no_grad():
             logits_t, features_t = (t.numpy() for t in model(torch.from_numpy(batch)))
-        logits_o, features_o = session.infer(batch)
+        logits_o, features_o = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
         classes = np.tile(np.arange(weight.shape[0]), (len(batch), 1))
         pairs = {
             "logits": (logits_t, logits_o),

@@ -3,7 +3,7 @@ from importlib import metadata as _metadata
 
 from runtime.errors import CamError, GapcamError
 from runtime.image import Preprocess, load_image, preprocess
-from runtime.metadata import ModelInfo
+from runtime.onnx_model import ModelInfo
 from runtime.session import CamResult, CamSession
 
 try:

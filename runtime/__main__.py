@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from runtime.boxes import THRESHOLD_STEP
 from runtime.cam import METHODS
 from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
@@ -116,7 +117,7 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
 @click.argument("data")
 @click.option("--count", default=300, show_default=True, type=click.IntRange(min=1), help="Images of the built-in shapes test split.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the built-in shapes test split.")
-@click.option("--threshold-step", default=0.01, show_default=True, type=click.FloatRange(0.001, 0.5), help="Grid of CAM thresholds for MaxBoxAcc.")
+@click.option("--threshold-step", default=THRESHOLD_STEP, show_default=True, type=click.FloatRange(0.001, 0.5), help="Grid of CAM thresholds for MaxBoxAcc.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="localization", show_default=True)
 @method_option
 @provider_option
@@ -141,6 +142,8 @@ def eval_command(model, data, count, seed, threshold_step, out_dir, method, prov
     for delta, best in metrics["max_box_accuracy"].items():
         click.echo(f"MaxBoxAcc @ IoU {delta}             {best['value']:.4f} (threshold {best['threshold']:.2f})")
     click.echo(f"mean MaxBoxAcc (0.3, 0.5, 0.7)   {metrics['mean_max_box_accuracy']:.4f}")
+    click.echo(f"MaxBoxAccV2 (all components)     {metrics['mean_max_box_accuracy_v2']:.4f} "
+               f"(" + ", ".join(f"@{d} {best['value']:.4f}" for d, best in metrics["max_box_accuracy_v2"].items()) + ")")
     click.echo(f"PxAP                             {metrics['pxap']:.4f}" if metrics["pxap"] is not None else "PxAP: no masks")
     click.echo("wrote " + ", ".join(str(p) for p in written))
 

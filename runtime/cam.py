@@ -1,4 +1,4 @@
-"""Class activation maps from a GAP-CAM model's two outputs, in numpy.
+"""Class activation maps from a GAP-CAM model's outputs, in numpy: CAM, Grad-CAM, Eigen-CAM, resizing, scaling.
 
 For class c and feature maps f_k (the tensor global average pooling averages),
     CAM_c(x, y) = sum_k w[c, k] * f_k(x, y)
@@ -6,9 +6,9 @@ so that, for GAP, logits[c] = mean_xy CAM_c(x, y) + bias[c] (Zhou et al., CVPR 2
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
+
+from runtime.errors import CamError
 
 
 def class_activation_maps(features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -62,9 +62,12 @@ def eigencam_maps(features: np.ndarray) -> np.ndarray:
 
 
 def explanation_maps(method: str, features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Raw maps [N, k, h, w] of `method` ("cam", "gradcam" or "eigencam") for class indices [N, k]."""
+    """Raw maps [N, k, h, w] of `method` ("cam", "gradcam" or "eigencam") for class indices [N, k].
+
+    Raises CamError for an unknown method.
+    """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise CamError(f"method must be one of {METHODS}, got {method!r}")
     if method == "eigencam":
         classes = np.asarray(classes).reshape(len(features), -1)
         return np.repeat(eigencam_maps(features)[:, None], classes.shape[1], axis=1)
@@ -108,89 +111,3 @@ def normalize_maps(maps: np.ndarray) -> np.ndarray:
     flat = spread <= np.maximum(1e-6 * magnitude, np.finfo(np.float32).tiny)
     scaled = (maps - lo) / np.where(flat, 1.0, spread)
     return np.where(flat, 0.0, np.clip(scaled, 0.0, 1.0)).astype(np.float32)
-
-
-def largest_component_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Box (x0, y0, x1, y1), end-exclusive, of the largest 8-connected component of a bool mask.
-
-    Works on runs of set pixels per row with a union-find, so its cost follows the number of runs
-    (small for smooth CAMs), not the number of pixels. Returns None for an empty mask.
-    """
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)
-    run_rows, run_starts = np.nonzero(edges == 1)
-    _, run_ends = np.nonzero(edges == -1)  # same row-major order as the starts
-    count = len(run_rows)
-    if count == 0:
-        return None
-    parent = list(range(count))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    row_first = np.searchsorted(run_rows, np.arange(mask.shape[0] + 1))
-    for row in range(1, mask.shape[0]):
-        above = range(row_first[row - 1], row_first[row])
-        for i in range(row_first[row], row_first[row + 1]):
-            for j in above:
-                # 8-connectivity: runs touch when they overlap or meet at a corner.
-                if run_starts[j] <= run_ends[i] and run_starts[i] <= run_ends[j]:
-                    a, b = find(i), find(j)
-                    if a != b:
-                        parent[a] = b
-    roots = np.array([find(i) for i in range(count)])
-    areas = np.bincount(roots, weights=run_ends - run_starts, minlength=count)
-    members = roots == int(np.argmax(areas))
-    return (
-        int(run_starts[members].min()),
-        int(run_rows[members].min()),
-        int(run_ends[members].max()),
-        int(run_rows[members].max()) + 1,
-    )
-
-
-PAPER_BOX_THRESHOLD = 0.2  # Zhou et al.: "segment the regions above 20% of the max value of the CAM"
-
-
-def cam_box(cam: np.ndarray, threshold: float = PAPER_BOX_THRESHOLD) -> tuple[int, int, int, int]:
-    """The CAM paper's box: keep pixels >= threshold * max(cam), box the largest connected component.
-
-    `cam` is a [0, 1]-scaled map at image size; a map with nothing above threshold gives the whole image.
-    """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
-    box = largest_component_box(cam >= threshold * cam.max())
-    return box if box is not None else (0, 0, cam.shape[1], cam.shape[0])
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) end-exclusive boxes."""
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def best_iou(box: Sequence[float], true_boxes: np.ndarray) -> float:
-    """IoU with the best-matching true box ([m, 4]), as Choe et al. match an image's several boxes."""
-    return max(box_iou(box, true) for true in np.asarray(true_boxes).reshape(-1, 4))
-
-
-def threshold_ious(cam: np.ndarray, true_boxes: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    """[T] best IoU of the CAM's box at each threshold; box accuracy at IoU d is the share >= d."""
-    return np.array([best_iou(cam_box(cam, t), true_boxes) for t in thresholds])
-
-
-def box_accuracy_curve(cams: np.ndarray, true_boxes: np.ndarray, thresholds: Sequence[float], iou: float = 0.5) -> np.ndarray:
-    """Share of images whose CAM box has IoU >= `iou` with the true box, at each CAM threshold.
-
-    cams: [N, H, W] in [0, 1] at image size; true_boxes: [N, 4]. The curve's maximum is the
-    MaxBoxAcc of Choe et al. (CVPR 2020); its argmax is the threshold a model should be used with.
-    """
-    ious = np.array([threshold_ious(cam, box, thresholds) for cam, box in zip(cams, true_boxes)])
-    return (ious >= iou).mean(axis=0) if len(ious) else np.zeros(len(thresholds))

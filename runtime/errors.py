@@ -1,5 +1,7 @@
-"""User-facing errors shared by every gapcam package."""
+"""User-facing errors shared by every gapcam package, and the checks every file format repeats."""
 from __future__ import annotations
+
+from typing import Any
 
 
 class GapcamError(Exception):
@@ -8,3 +10,31 @@ class GapcamError(Exception):
 
 class CamError(GapcamError):
     """A user-facing failure in the runtime: loading a model, reading an image, bad arguments."""
+
+
+def first_line(err: BaseException, prefer: tuple[str, ...] = (), limit: int = 200) -> str:
+    """One line of an exception's message for a one-line error, at most `limit` characters: the first
+    line that contains one of `prefer`, else the first non-empty line, else the exception's type name.
+
+    Libraries (torch, onnxruntime, onnx) raise messages of many lines, and the telling one is not
+    always the first (torch puts "size mismatch for fc.weight: ..." under a header line).
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    preferred = [line for line in lines if any(marker in line for marker in prefer)]
+    return ((preferred or lines)[0] if lines else err.__class__.__name__)[:limit]
+
+
+def check_format(
+    data: Any, name: str, version: int, source: str, what: str, error: type[GapcamError] = CamError
+) -> None:
+    """Every gapcam file carries {"format": name, "format_version": version}; refuse anything else.
+
+    Raises `error` (the caller's package's type) naming `source` and `what` the file should be.
+    """
+    if not isinstance(data, dict) or data.get("format") != name:
+        raise error(f"{source}: not a {what} (no {name!r} format field)")
+    if data.get("format_version") != version:
+        raise error(
+            f"{source}: {what} format version {data.get('format_version')!r} is not supported "
+            f"(this gapcam reads version {version})"
+        )

@@ -1,4 +1,4 @@
-"""Model packages (contract 4), as the runtime reads them: layout, manifest, checks, the local store.
+"""Model packages (contract 4), as the runtime reads them: layout, manifest, checks.
 
 A package is a folder or a `.zip` holding `manifest.json`, `model.onnx`, a model card, test vectors
 and sample overlays. The manifest lists the sha256 and size of every other file. `zoo` writes
@@ -13,7 +13,6 @@ import json
 import os
 import re
 import stat
-import sys
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -28,8 +27,6 @@ MAX_MANIFEST_BYTES = 1 << 20
 MODEL = "model.onnx"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+$")
-BUNDLED = Path(__file__).parent / "models"  # packages that ship inside gapcam, as <name>-<version>.zip
-DEFAULT_INDEX = BUNDLED / "index.json"  # the zoo's default index: lists the bundled packages
 
 
 def file_entry(data: bytes) -> dict[str, Any]:
@@ -174,46 +171,6 @@ class Package:
         return sorted(self._files)
 
     @property
-    def label(self) -> str:
+    def reference(self) -> str:
+        """`name@version`, as `CamSession`, `zoo fetch` and indexes name a package."""
         return f"{self.manifest.name}@{self.manifest.version}"
-
-
-def gapcam_home() -> Path:
-    """The local store: $GAPCAM_HOME, else the user's cache folder (XDG, macOS Caches, LOCALAPPDATA)."""
-    if os.environ.get("GAPCAM_HOME"):
-        return Path(os.environ["GAPCAM_HOME"])
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "gapcam"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "gapcam"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gapcam"
-
-
-def store_path(name: str, version: str) -> Path:
-    """Where `zoo fetch` puts a package: GAPCAM_HOME/packages/NAME/VERSION (an unpacked folder)."""
-    return gapcam_home() / "packages" / name / version
-
-
-def split_reference(reference: str) -> tuple[str, str | None]:
-    """'shapes@1.0.0' -> ('shapes', '1.0.0'); 'shapes' -> ('shapes', None)."""
-    name, _, version = reference.partition("@")
-    return name, version or None
-
-
-def find_package(reference: str) -> Path | None:
-    """The newest (or the named) version of a package, in the local store first, then bundled."""
-    name, version = split_reference(reference)
-    if not NAME_PATTERN.match(name) or (version is not None and not VERSION_PATTERN.match(version)):
-        return None
-    candidates: dict[str, Path] = {}
-    for path in sorted(BUNDLED.glob(f"{name}-*.zip")):
-        candidates[path.stem[len(name) + 1 :]] = path
-    store = gapcam_home() / "packages" / name
-    if store.is_dir():
-        for path in store.iterdir():
-            if VERSION_PATTERN.match(path.name) and (path / MANIFEST).is_file():
-                candidates[path.name] = path  # the store wins over a bundled copy of the same version
-    candidates = {v: p for v, p in candidates.items() if VERSION_PATTERN.match(v)}
-    if version is not None:
-        return candidates.get(version)
-    return candidates[max(candidates, key=version_key)] if candidates else None

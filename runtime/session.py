@@ -1,29 +1,23 @@
 """`CamSession`: an exported gapcam model in onnxruntime, from images to labels, CAMs and boxes."""
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
-from runtime.cam import METHODS, cam_box, explanation_maps, normalize_maps, upsample_bilinear
+from runtime.boxes import cam_box
+from runtime.cam import METHODS, explanation_maps, normalize_maps, upsample_bilinear
 from runtime.errors import CamError
 from runtime.image import ImageInput, Preprocess, load_image, preprocess
-from runtime.metadata import ModelInfo
-from runtime.package import MODEL, Package, find_package, gapcam_home
+from runtime.onnx_model import INPUT_NAME, OUTPUT_NAMES, ModelInfo
 from runtime.overlay import overlay
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-INPUT_NAME = "input"
-OUTPUT_NAMES = ("logits", "features")
+from runtime.package import MODEL
+from runtime.providers import open_inference_session
+from runtime.store import resolve_model
 
 ClassChoice = Union[None, int, str, Sequence[Union[int, str]], np.ndarray]
 
@@ -74,49 +68,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def resolve_model(model: str | os.PathLike) -> tuple[Path, Package | None]:
-    """(path, package or None) behind `model`: an `.onnx` file, a package folder or archive, or a
-    package name (`shapes`, `shapes@1.0.0`) in the local store or bundled with gapcam."""
-    path = Path(model)
-    if path.is_dir() or (path.is_file() and zipfile.is_zipfile(path)):
-        return path, Package(path)
-    if path.is_file():
-        return path, None
-    found = find_package(str(model))
-    if found is not None:
-        return found, Package(found)
-    raise CamError(
-        f"{model}: no such model file or package folder, and no package of that name in {gapcam_home()} "
-        f"or bundled with gapcam (try `python -m zoo fetch {model}`)"
-    )
-
-
-def cuda_driver_present() -> bool:
-    """Whether the NVIDIA driver library loads: without it onnxruntime's CUDA provider cannot start,
-    and trying would only print a loader error before falling back to the CPU."""
-    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
-    try:
-        ctypes.CDLL(name)
-        return True
-    except OSError:
-        return False
-
-
-def onnxruntime_version() -> str:
-    return ort.__version__
-
-
-def choose_providers(providers: Sequence[str] | None) -> list[str]:
-    """CUDA then CPU when onnxruntime offers CUDA and a driver is present, else CPU; an explicit list is checked as given."""
-    available = ort.get_available_providers()
-    if providers is None:
-        return [CUDA, CPU] if CUDA in available and cuda_driver_present() else [CPU]
-    unknown = [p for p in providers if p not in available]
-    if unknown:
-        raise CamError(f"providers: {unknown} not available in this onnxruntime (available: {available})")
-    return list(providers)
-
-
 class CamSession:
     """Run a gapcam ONNX model and explain its predictions with class activation maps.
 
@@ -133,19 +84,9 @@ class CamSession:
         if box_threshold is not None and not 0.0 <= box_threshold <= 1.0:
             raise CamError(f"box_threshold must be within [0, 1], got {box_threshold}")
         self.path, self.package = resolve_model(model)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # a CUDA provider that cannot start falls back; we report it below
-        # A package's model loads from memory: onnxruntime then cannot follow external-data
-        # references out of the package to other files on disk.
+        # A package's model loads from memory, so it cannot reach files outside the package.
         source = self.package.read(MODEL) if self.package else str(self.path)
-        chosen = choose_providers(providers)
-        try:
-            self._session = ort.InferenceSession(source, sess_options=options, providers=chosen)
-        except Exception as err:  # onnxruntime raises several unrelated types for unreadable files
-            reason = str(err).splitlines()[0][:200]
-            if self.package and "external" in reason.lower():
-                raise CamError(f"{self.path}: {MODEL} references external data; a package holds one self-contained ONNX file") from None
-            raise CamError(f"{self.path}: not a loadable ONNX model ({reason})") from None
+        self._session = open_inference_session(source, providers, str(self.path))
         self.providers: list[str] = self._session.get_providers()
         self.info = ModelInfo.from_props(self._session.get_modelmeta().custom_metadata_map, source=str(self.path))
         # The model's own threshold (calibrated on validation boxes at training) unless the caller sets one.
@@ -202,8 +143,8 @@ class CamSession:
         """(height, width) of the model input."""
         return self.info.preprocess.size
 
-    def preprocess(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
-        """float32 [N, C, H, W], exactly what the model sees."""
+    def to_batch(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
+        """float32 [N, C, H, W], exactly what the model sees; `preprocessing` says how it is made."""
         return preprocess(images, self.preprocessing)
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +198,7 @@ class CamSession:
             raise CamError(f"method must be one of {list(METHODS)}, got {method!r}")
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         pictures = [load_image(item) for item in items]
-        logits, features = self.infer(self.preprocess(pictures))
+        logits, features = self.infer(self.to_batch(pictures))
         indices = self._class_indices(classes, logits, topk)
         raw = explanation_maps(method, features, self.info.fc_weight, indices)
         probs = softmax(logits)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from runtime.errors import CamError
+
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 SUPERSAMPLE = 4  # shapes are drawn 4x larger and averaged down, for anti-aliased edges
@@ -45,7 +47,7 @@ def _outline(kind: str, radius: float, angle: float) -> np.ndarray:
         xy = np.array(points, dtype=np.float64)
         theta, radii = np.arctan2(xy[:, 1], xy[:, 0]), np.hypot(xy[:, 0], xy[:, 1])
     else:
-        raise ValueError(kind)
+        raise CamError(f"shapes: unknown shape {kind!r} (choose from {CLASSES})")
     theta = theta + angle
     return np.stack([radii * np.cos(theta), radii * np.sin(theta)], axis=1)
 

@@ -10,7 +10,7 @@ import torchvision
 from export import export_model
 from runtime import CamSession
 from runtime.image import Preprocess
-from runtime.metadata import ModelInfo
+from runtime.onnx_model import ModelInfo
 from train import TrainError
 from train.models import BACKBONES, Architecture, BackboneInit, GapCam
 
@@ -50,7 +50,7 @@ def test_backbone_exports_with_parity(backbone, pool, tmp_path):
     assert report.parity["passed"], report.parity
     session = CamSession(report.path)
     result = session.run(np.zeros((64, 64, 3), np.uint8), classes=[0, 1, 2])[0]
-    logits, features = session.infer(session.preprocess(np.zeros((64, 64, 3), np.uint8)))
+    logits, features = session.infer(session.to_batch(np.zeros((64, 64, 3), np.uint8)))
     pooled = features.mean(axis=(2, 3)) if pool == "gap" else features.max(axis=(2, 3))
     np.testing.assert_allclose(pooled @ session.info.fc_weight.T + session.info.fc_bias, logits, rtol=1e-4, atol=1e-5)
     assert result.cams.shape == (3, 64, 64)

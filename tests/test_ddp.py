@@ -14,7 +14,7 @@ def test_two_processes_train_a_checkpoint_that_exports(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("epoch 2/2") == 1  # rank 0 alone reports
     checkpoint = load_checkpoint(tmp_path / "ddp.pt")
-    assert checkpoint["provenance"]["processes"] == 2
-    assert not any(key.startswith("module.") for key in checkpoint["model"])
+    assert checkpoint.provenance["processes"] == 2
+    assert not any(key.startswith("module.") for key in checkpoint.model)
     session = CamSession(export_checkpoint(tmp_path / "ddp.pt").path)
     assert session.labels[0] == "circle"

@@ -9,7 +9,7 @@ import torch
 
 import export.onnx_export as onnx_export
 from export import ExportError, export_checkpoint
-from runtime.metadata import ModelInfo
+from runtime.onnx_model import ModelInfo
 from runtime.session import CamSession
 
 
@@ -58,8 +58,8 @@ def test_metadata_carries_labels_preprocessing_weights_and_parity(tiny_onnx, tin
 def test_failed_parity_leaves_no_file(tiny_checkpoint, tmp_path, monkeypatch):
     real = onnx_export.measure_parity
 
-    def broken(model, path, batches):
-        report = real(model, path, batches)
+    def broken(model, onnx_model, weight, batches):
+        report = real(model, onnx_model, weight, batches)
         report["features"]["relative"], report["passed"] = 0.5, False
         return report
 
@@ -75,10 +75,11 @@ def test_parity_catches_a_real_mismatch(tiny_checkpoint, tiny_onnx):
     from export.parity import measure_parity, parity_inputs
     from train.checkpoint import load_model
 
-    model, meta = load_model(tiny_checkpoint)
+    model, _, preprocess = load_model(tiny_checkpoint)
+    weight = model.fc.weight.detach().numpy()
     with torch.no_grad():
         model.fc.bias += 0.05
-    report = measure_parity(model, tiny_onnx, parity_inputs(None, meta["preprocess"]))
+    report = measure_parity(model, tiny_onnx, weight, parity_inputs(None, preprocess))
     assert not report["passed"] and report["logits"]["max_abs"] == pytest.approx(0.05, rel=1e-3)
 
 
@@ -91,7 +92,7 @@ def test_gmp_model_exports_with_parity(tmp_path):
     assert report.parity["passed"]
     session = CamSession(report.path)
     assert session.info.pool == "gmp"
-    logits, features = session.infer(session.preprocess(np.zeros((64, 64, 3), np.uint8)))
+    logits, features = session.infer(session.to_batch(np.zeros((64, 64, 3), np.uint8)))
     pooled = features.max(axis=(2, 3))  # GMP: the fc sees each map's maximum
     np.testing.assert_allclose(pooled @ session.info.fc_weight.T + session.info.fc_bias, logits, rtol=1e-4, atol=1e-4)
 
@@ -101,8 +102,23 @@ def test_refuses_to_overwrite_checkpoint_and_bad_checkpoints(tiny_checkpoint, tm
         export_checkpoint(tiny_checkpoint, tiny_checkpoint)
     truncated = tmp_path / "cut.pt"
     truncated.write_bytes(tiny_checkpoint.read_bytes()[:2000])
-    from train import TrainError
-
-    with pytest.raises(TrainError, match="cut.pt: not a readable gapcam checkpoint"):
+    with pytest.raises(ExportError, match="cut.pt: not a readable gapcam checkpoint"):  # never a TrainError
         export_checkpoint(truncated)
     assert not (tmp_path / "cut.onnx").exists()
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    raw["model"]["fc.weight"] = torch.zeros(3, 7)
+    torch.save(raw, tmp_path / "misfit.pt")
+    with pytest.raises(ExportError, match=r"misfit.pt: weights do not fit the stored architecture \(.*size mismatch"):
+        export_checkpoint(tmp_path / "misfit.pt")
+
+
+def test_export_model_leaves_the_callers_info_alone(tiny_checkpoint, tmp_path):
+    from export.onnx_export import export_model
+    from train.checkpoint import load_model
+
+    model, checkpoint, preprocess = load_model(tiny_checkpoint)
+    info = ModelInfo(labels=checkpoint.labels, preprocess=preprocess, fc_weight=model.fc.weight.detach().numpy(),
+                     fc_bias=model.fc.bias.detach().numpy())
+    report = export_model(model, info, tmp_path / "m.onnx")
+    assert info.parity == {} and report.parity["passed"]
+    assert CamSession(report.path).info.parity == report.parity

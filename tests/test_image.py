@@ -39,8 +39,8 @@ def test_paths_pil_and_arrays_give_the_same_tensor(tmp_path):
 
 
 def test_training_eval_transform_is_the_runtime_preprocess(tmp_path):
-    """One image through train.data (the training loop's evaluation input) and through CamSession's preprocess."""
-    from train.data import preprocess_all
+    """One image through train.prepared (the training loop's evaluation input) and through CamSession's preprocess."""
+    from train.prepared import preprocess_all
     from train.recipes import SHAPES
 
     pixels = np.random.default_rng(3).integers(0, 256, (90, 70, 3), dtype=np.uint8)

@@ -35,7 +35,7 @@ def test_gradcam_matches_pytorch_grad_cam(session, tiny_model, shape_images):
     images = list(shape_images.images[:4])
     classes = np.array([[1], [3], [0], [4]])
     ours = session.run(images, classes=classes, method="gradcam")
-    x = torch.from_numpy(session.preprocess(images))
+    x = torch.from_numpy(session.to_batch(images))
     features_shape = ours[0].cams_raw.shape
     extractor = at_feature_size(GradCAM(model=LogitsOnly(tiny_model), target_layers=[tiny_model.cam_conv]), features_shape)
     theirs = extractor(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes[:, 0]])
@@ -51,7 +51,7 @@ def test_eigencam_matches_pytorch_grad_cams_projection(session, tiny_model, shap
 
     images = list(shape_images.images[:4])
     with torch.no_grad():
-        _, features = tiny_model(torch.from_numpy(session.preprocess(images)))
+        _, features = tiny_model(torch.from_numpy(session.to_batch(images)))
     features = features.numpy()
     theirs = get_2d_projection(features.copy())  # pytorch-grad-cam's Eigen-CAM, before its ReLU
     ours = np.stack([r.cams_raw[0] for r in session.run(images, method="eigencam")])

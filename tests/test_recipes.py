@@ -8,7 +8,7 @@ from export import export_checkpoint
 from runtime import CamSession
 from train import TrainError
 from train.checkpoint import load_checkpoint
-from train.datasets import read_chest_xray, read_fer, stratified_split
+from train.readers import read_chest_xray, read_fer, stratified_split
 from train.loop import TrainConfig, fit, inverse_frequency_weights
 from train.recipes import CHEST_XRAY, FER, DataOptions
 
@@ -82,9 +82,9 @@ def test_chest_xray_pools_official_val_and_carves(chest):
 
 
 def test_chest_xray_decodes_every_size_and_mode_and_skips_broken_files(chest):
-    splits = CHEST_XRAY.load(DataOptions(chest, seed=0))
-    assert splits.train_x.shape[1:] == (1, 200, 256)
-    assert any("skipped 1 unreadable" in note and "broken.jpeg" in note for note in splits.notes)
+    data = CHEST_XRAY.load(DataOptions(chest, seed=0))
+    assert data.train_x.shape[1:] == (1, 200, 256)
+    assert any("skipped 1 unreadable" in note and "broken.jpeg" in note for note in data.notes)
 
 
 def test_class_weights_balance_the_classes():
@@ -106,7 +106,7 @@ def test_recipe_end_to_end(recipe, data, request, tmp_path):
     out = tmp_path / f"{recipe}.pt"
     fit(TrainConfig(recipe=recipe, out=str(out), data=str(path), epochs=1, cam_channels=32, batch_size=16), log=lambda s: None)
     checkpoint = load_checkpoint(out)
-    assert checkpoint["provenance"]["recipe"] == recipe
+    assert checkpoint.provenance["recipe"] == recipe
     for suffix in (".val.metrics.json", ".val.confusion.png", ".curves.png"):
         assert (tmp_path / f"{recipe}{suffix}").is_file()
     session = CamSession(export_checkpoint(out).path)

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from runtime import CamError, CamSession
-from runtime.cam import cam_box, normalize_maps, upsample_bilinear
+from runtime.boxes import cam_box
+from runtime.cam import normalize_maps, upsample_bilinear
 
 TOL = 1e-4  # relative to the largest magnitude, as runtime.compare.TOLERANCE
 
@@ -22,7 +23,7 @@ def close(ours, reference):
 def test_run_matches_torch(session, tiny_model, shape_images, batch_size):
     images = list(shape_images.images[:batch_size])
     results = session.run(images, topk=2)
-    x = torch.from_numpy(session.preprocess(images))
+    x = torch.from_numpy(session.to_batch(images))
     with torch.no_grad():
         logits, features = tiny_model(x)
         top = logits.argsort(dim=1, descending=True, stable=True)[:, :2]
@@ -41,7 +42,7 @@ def test_run_matches_torch(session, tiny_model, shape_images, batch_size):
 
 
 def test_infer_features_match_torch(session, tiny_model, shape_images):
-    batch = session.preprocess(list(shape_images.images[:4]))
+    batch = session.to_batch(list(shape_images.images[:4]))
     logits, features = session.infer(batch)
     with torch.no_grad():
         t_logits, t_features = tiny_model(torch.from_numpy(batch))
@@ -59,7 +60,7 @@ def test_logits_are_mean_cam_plus_bias(session, shape_images):
 def test_torch_cams_equal_torchcam(tiny_model, shape_images, session):
     from torchcam.methods import CAM
 
-    x = torch.from_numpy(session.preprocess(list(shape_images.images[:3])))
+    x = torch.from_numpy(session.to_batch(list(shape_images.images[:3])))
     extractor = CAM(tiny_model, target_layer="cam_conv", fc_layer="fc")
     try:
         with torch.no_grad():

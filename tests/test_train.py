@@ -47,8 +47,8 @@ def test_checkpoint_is_self_describing_and_weights_only(tiny_checkpoint):
     assert raw["preprocess"]["height"] == 64 and raw["architecture"]["cam_channels"] == 32
     assert raw["provenance"]["seed"] == 0 and raw["provenance"]["data_fingerprint"]
     assert {"optimizer", "scheduler", "rng", "epoch", "history"} <= set(raw["training"])
-    model, meta = load_model(tiny_checkpoint)
-    assert not model.training and meta["labels"] == list(CLASSES)
+    model, checkpoint, preprocess = load_model(tiny_checkpoint)
+    assert not model.training and checkpoint.labels == list(CLASSES) and preprocess.size == (64, 64)
     assert last_path(tiny_checkpoint).exists()
 
 
@@ -66,20 +66,35 @@ def test_bad_checkpoints_are_refused(tmp_path, tiny_checkpoint):
         load_checkpoint(tmp_path / "future.pt")
     with pytest.raises(TrainError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "absent.pt")
+    wrong = dict(raw, format_version=1, labels="circle")
+    torch.save(wrong, tmp_path / "wrong.pt")
+    with pytest.raises(TrainError, match="wrong.pt: checkpoint field 'labels' has type str"):
+        load_checkpoint(tmp_path / "wrong.pt")
+    torch.save({k: v for k, v in raw.items() if k != "model"} | {"format_version": 1}, tmp_path / "nomodel.pt")
+    with pytest.raises(TrainError, match=r"lacks \['model'\]"):
+        load_checkpoint(tmp_path / "nomodel.pt")
+
+
+def test_checkpoint_keys_are_defined_once():
+    """Every key of the dataclass has a type check on load, and nothing else does."""
+    from train.checkpoint import KEYS, KINDS, REQUIRED
+
+    assert set(KINDS) == set(KEYS)
+    assert set(REQUIRED) == {"architecture", "labels", "preprocess", "provenance", "model"}
 
 
 def test_two_epochs_equal_one_plus_resume(tmp_path):
     settings = dict(recipe="shapes", samples=96, epochs=2, batch_size=32, cam_channels=16)
     fit(TrainConfig(out=str(tmp_path / "straight.pt"), **settings), log=lambda s: None)
     fit(TrainConfig(out=str(tmp_path / "split.pt"), stop_after=1, **settings), log=lambda s: None)
-    assert load_checkpoint(last_path(tmp_path / "split.pt"))["training"]["epoch"] == 1
+    assert load_checkpoint(last_path(tmp_path / "split.pt")).training["epoch"] == 1
     resume(last_path(tmp_path / "split.pt"), log=lambda s: None)
     straight = load_checkpoint(last_path(tmp_path / "straight.pt"))
     resumed = load_checkpoint(last_path(tmp_path / "split.pt"))
-    assert resumed["training"]["epoch"] == 2
-    for key, value in straight["model"].items():
-        assert torch.equal(value, resumed["model"][key]), key
-    assert straight["training"]["history"][-1]["val_loss"] == resumed["training"]["history"][-1]["val_loss"]
+    assert resumed.training["epoch"] == 2
+    for key, value in straight.model.items():
+        assert torch.equal(value, resumed.model[key]), key
+    assert straight.training["history"][-1]["val_loss"] == resumed.training["history"][-1]["val_loss"]
 
 
 def test_resume_refuses_another_recipe_and_a_weights_only_file(tmp_path, tiny_checkpoint):

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from runtime import CamError, CamSession
-from runtime.package import BUNDLED, DEFAULT_INDEX, Package, store_path
+from runtime.package import Package
+from runtime.store import BUNDLED, DEFAULT_INDEX, store_path
 from zoo import ZooError, fetch, pack, publish, read_index, triton_repository, verify
 
 

@@ -1,5 +1,5 @@
 """gapcam training: GAP-CAM models, datasets, recipes, the training loop and checkpoints."""
-from train.checkpoint import load_checkpoint, load_model, save_checkpoint
+from train.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from train.errors import TrainError
 from train.loop import TrainConfig, fit, resume
 from train.models import BACKBONES, Architecture, GapCam
@@ -9,6 +9,7 @@ __all__ = [
     "BACKBONES",
     "RECIPES",
     "Architecture",
+    "Checkpoint",
     "GapCam",
     "Recipe",
     "TrainConfig",

@@ -12,7 +12,7 @@ import torch
 from runtime.files import atomic_path, write_text_atomic
 from runtime.image import Preprocess
 from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.data import preprocess_all
+from train.prepared import preprocess_all
 from train.errors import TrainError
 from train.recipes import DataOptions, get_recipe
 
@@ -150,16 +150,17 @@ def evaluate_checkpoint(
     """Score a checkpoint on a split of its recipe's data; write the report next to it (or in out_dir)."""
     checkpoint_path = Path(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path)
-    recipe = get_recipe(checkpoint["provenance"].get("recipe", ""))
-    config = checkpoint.get("training", {}).get("config", {})
+    recipe = get_recipe(checkpoint.provenance.get("recipe", ""))
+    training = checkpoint.training or {}
+    config = training.get("config", {})
     options = DataOptions(Path(data) if data else (Path(config["data"]) if config.get("data") else None), config.get("samples"), config.get("seed", 0))
-    spec = Preprocess.from_dict(checkpoint["preprocess"])
+    spec = Preprocess.from_dict(checkpoint.preprocess)
     part = recipe.read_split(options, split)
     x, kept, skipped = preprocess_all(part.images, spec, f"decoding {split} images")
     if not kept:
         raise TrainError(f"{split} split: no readable images")
     model = model_from_checkpoint(checkpoint, str(checkpoint_path)).to(device)
-    metrics = classification_metrics(part.labels[kept], predict(model, x, torch.device(device)), checkpoint["labels"])
+    metrics = classification_metrics(part.labels[kept], predict(model, x, torch.device(device)), checkpoint.labels)
     metrics.update({"checkpoint": str(checkpoint_path), "split": split, "skipped_images": skipped, "notes": part.notes})
     prefix = (Path(out_dir) if out_dir else checkpoint_path.parent) / checkpoint_path.stem
-    return metrics, write_report(prefix, split, metrics, checkpoint.get("training", {}).get("history"))
+    return metrics, write_report(prefix, split, metrics, training.get("history"))

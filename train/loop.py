@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,13 +21,14 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import runtime
-from runtime.cam import box_accuracy_curve, normalize_maps
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.data import Splits, augment
+from runtime.boxes import box_accuracy_curve, threshold_grid, threshold_ious
+from runtime.cam import normalize_maps
+from runtime.errors import first_line
+from train.checkpoint import Checkpoint, load_checkpoint, run_checkpoint, save_checkpoint
 from train.errors import TrainError
 from train.evaluate import classification_metrics, logits_of, predict, write_report
 from train.models import BackboneInit, GapCam
+from train.prepared import PreparedData, augment
 from train.recipes import DataOptions, Recipe, get_recipe
 
 
@@ -126,13 +126,10 @@ def make_optimizer(model: GapCam, recipe: Recipe, lr: float) -> torch.optim.Opti
     raise TrainError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
 
 
-def evaluate(model: GapCam, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict:
+def validation_metrics(model: GapCam, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict:
     """Loss and accuracy of `model` on a preprocessed set."""
     logits, count = logits_of(model, x, device), max(1, len(x))
     return {"loss": F.cross_entropy(logits, y, reduction="sum").item() / count, "accuracy": (logits.argmax(1) == y).sum().item() / count}
-
-
-BOX_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 
 
 @torch.no_grad()
@@ -149,28 +146,30 @@ def calibrate_box_threshold(model: GapCam, x: torch.Tensor, y: torch.Tensor, box
         raw = model.cams(features, y[start : start + batch_size, None].to(device))
         up = F.interpolate(raw, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         cams.append(normalize_maps(up.cpu().numpy()))
-    curve = box_accuracy_curve(np.concatenate(cams), boxes, BOX_THRESHOLDS)
+    thresholds = threshold_grid()
+    ious = np.array([threshold_ious(cam, box, thresholds)[0] for cam, box in zip(np.concatenate(cams), boxes)])
+    curve = box_accuracy_curve(ious, 0.5)
     best = int(np.argmax(curve))
     return {
-        "box_threshold": BOX_THRESHOLDS[best],
+        "box_threshold": float(thresholds[best]),
         "val_max_box_accuracy": float(curve[best]),
-        "val_box_accuracy_curve": {str(t): float(a) for t, a in zip(BOX_THRESHOLDS, curve)},
+        "val_box_accuracy_curve": {str(t): float(a) for t, a in zip(thresholds, curve)},
     }
 
 
-def train_one_epoch(net, optimizer, scheduler, splits: Splits, recipe: Recipe, config: TrainConfig, epoch: int, device,
+def train_one_epoch(net, optimizer, scheduler, data: PreparedData, recipe: Recipe, config: TrainConfig, epoch: int, device,
                     class_weights: torch.Tensor | None = None, rank: int = 0, world: int = 1) -> dict:
     """One pass over the training set; with several processes each takes every world-th image of a batch."""
     net.train()
     generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    order = torch.randperm(len(splits.train_x), generator=generator)
+    order = torch.randperm(len(data.train_x), generator=generator)
     loss_sum, correct, seen = 0.0, 0, 0
     batches = range(0, len(order), config.batch_size)
     with tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None if rank == 0 else True, unit="batch") as bar:
         for start in bar:
             index = order[start : start + config.batch_size][rank::world]
-            xb = augment(splits.train_x[index], generator, recipe.hflip, recipe.shift).to(device)
-            yb = splits.train_y[index].to(device)
+            xb = augment(data.train_x[index], generator, recipe.hflip, recipe.shift).to(device)
+            yb = data.train_y[index].to(device)
             logits, _ = net(xb)
             loss = F.cross_entropy(logits, yb, weight=class_weights)
             optimizer.zero_grad(set_to_none=True)
@@ -193,16 +192,19 @@ def inverse_frequency_weights(labels: torch.Tensor, count: int) -> torch.Tensor:
 def resume(path: str | Path, log: Callable[[str], None] = print, **overrides) -> Path:
     """Continue the run saved in checkpoint `path`; `overrides` replace saved config fields (epochs, device, out, ...)."""
     state = load_checkpoint(path)
-    if "training" not in state:
+    if state.training is None:
         raise TrainError(f"{path}: checkpoint holds no training state to resume from")
-    saved = replace(TrainConfig(**state["training"]["config"]), stop_after=None)
+    try:
+        saved = replace(TrainConfig(**state.training["config"]), stop_after=None)
+    except (KeyError, TypeError) as err:
+        raise TrainError(f"{path}: checkpoint's training config is malformed ({first_line(err)})") from None
     if overrides.get("recipe", saved.recipe) != saved.recipe:
         raise TrainError(f"{path}: checkpoint is from recipe {saved.recipe!r}, not {overrides['recipe']!r}")
-    log(f"resuming {path} after epoch {state['training']['epoch']}")
+    log(f"resuming {path} after epoch {state.training['epoch']}")
     return fit(replace(saved, **overrides), log, state)
 
 
-def fit(config: TrainConfig, log: Callable[[str], None] = print, state: dict | None = None) -> Path:
+def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoint | None = None) -> Path:
     """Train per `config`, or continue from a loaded checkpoint `state`; returns the best checkpoint path."""
     recipe = config.build_recipe()
     config = config.resolved(recipe)
@@ -218,12 +220,12 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print, state: dict | N
             dist.destroy_process_group()
 
 
-def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log, state: dict | None) -> Path:
+def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log, state: Checkpoint | None) -> Path:
     started = time.time()
-    splits = recipe.load(DataOptions(Path(config.data) if config.data else None, config.samples, config.seed))
-    for note in splits.notes:
+    data = recipe.load(DataOptions(Path(config.data) if config.data else None, config.samples, config.seed))
+    for note in data.notes:
         log(note)
-    log(f"{recipe.name}: {len(splits.train_x)} training and {len(splits.val_x)} validation images "
+    log(f"{recipe.name}: {len(data.train_x)} training and {len(data.val_x)} validation images "
         f"({time.time() - started:.1f}s to prepare), device {device}" + (f", {world} processes" if world > 1 else ""))
 
     torch.manual_seed(config.seed)
@@ -231,27 +233,27 @@ def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log
     model = GapCam(recipe.architecture, init).to(device)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     optimizer = make_optimizer(model, recipe, config.lr)
-    steps_per_epoch = math.ceil(len(splits.train_x) / config.batch_size)
+    steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
     schedule = warmup_cosine(config.epochs * steps_per_epoch, warmup_steps=max(1, steps_per_epoch // 2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    class_weights = inverse_frequency_weights(splits.train_y, len(recipe.labels)).to(device) if recipe.class_weighted else None
+    class_weights = inverse_frequency_weights(data.train_y, len(recipe.labels)).to(device) if recipe.class_weighted else None
     if class_weights is not None:
         log("class weights (inverse frequency): " + ", ".join(f"{l} {w:.2f}" for l, w in zip(recipe.labels, class_weights.tolist())))
     start_epoch, history, best = 0, [], -1.0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["training"]["optimizer"])
-        scheduler.load_state_dict(state["training"]["scheduler"])
-        torch.set_rng_state(state["training"]["rng"])
-        start_epoch, history = state["training"]["epoch"], state["training"]["history"]
-        best = state["training"]["best_accuracy"]
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.training["optimizer"])
+        scheduler.load_state_dict(state.training["scheduler"])
+        torch.set_rng_state(state.training["rng"])
+        start_epoch, history = state.training["epoch"], state.training["history"]
+        best = state.training["best_accuracy"]
 
     out, last = Path(config.out), last_path(config.out)
     for epoch in range(start_epoch, config.epochs):
         tick = time.time()
-        train_metrics = train_one_epoch(net, optimizer, scheduler, splits, recipe, config, epoch, device, class_weights, rank, world)
+        train_metrics = train_one_epoch(net, optimizer, scheduler, data, recipe, config, epoch, device, class_weights, rank, world)
         if rank == 0:
-            val_metrics = evaluate(model, splits.val_x, splits.val_y, device)
+            val_metrics = validation_metrics(model, data.val_x, data.val_y, device)
             history.append({
                 "epoch": epoch + 1,
                 "train_loss": train_metrics["loss"],
@@ -263,7 +265,10 @@ def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log
             })
             improved = val_metrics["accuracy"] > best
             best = max(best, val_metrics["accuracy"])
-            checkpoint = make_checkpoint(config, recipe, splits, model, optimizer, scheduler, history, best, epoch + 1, world)
+            checkpoint = run_checkpoint(
+                config=config, recipe=recipe, data=data, model=model, optimizer=optimizer, scheduler=scheduler,
+                history=history, best_accuracy=best, processes=world,
+            )
             save_checkpoint(last, checkpoint)
             if improved:
                 save_checkpoint(out, checkpoint)
@@ -274,56 +279,25 @@ def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log
             log(f"stopped after {config.stop_after} epoch(s); continue with --resume {last}")
             break
     if rank == 0 and out.exists():
-        report = finish(out, model, splits, device, history, log)
+        report = calibrate_and_report(out, model, data, device, history, log)
         log(f"best validation accuracy {best:.3f}; wrote {out} (best), {last} (latest) and {', '.join(p.name for p in report)} "
             f"in {time.time() - started:.0f}s")
     return out
 
 
-def make_checkpoint(config, recipe, splits, model, optimizer, scheduler, history, best, epoch, world) -> dict:
-    """Contract 1: everything needed to export, evaluate and resume the run after `epoch` epochs."""
-    return {
-        "architecture": recipe.architecture.to_dict(),
-        "labels": list(recipe.labels),
-        "preprocess": recipe.preprocess.to_dict(),
-        "provenance": {
-            "recipe": recipe.name,
-            "data_fingerprint": splits.fingerprint,
-            "images": {"train": len(splits.train_x), "val": len(splits.val_x)},
-            "epochs": epoch,
-            "seed": config.seed,
-            "metrics": {"val_accuracy": history[-1]["val_accuracy"], "val_loss": history[-1]["val_loss"]},
-            "notes": splits.notes,
-            "processes": world,
-            "init": "imagenet" if config.pretrained else ("weights file" if config.weights else "random"),
-            "gapcam_version": runtime.__version__,
-            "torch_version": str(torch.__version__),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "samples": splits.samples,
-        "training": {
-            "epoch": epoch,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": torch.get_rng_state(),
-            "history": history,
-            "best_accuracy": best,
-            "config": asdict(config),
-        },
-    }
+def calibrate_and_report(out: Path, model: GapCam, data: PreparedData, device, history: list[dict], log) -> list[Path]:
+    """With the best weights: calibrate the CAM box threshold where there are boxes (stored in the best
+    checkpoint), and write the validation metrics and plots beside the checkpoint.
 
-
-def finish(out: Path, model: GapCam, splits: Splits, device, history: list[dict], log) -> list[Path]:
-    """With the best weights: calibrate the CAM box threshold where there are boxes, and write the
-    validation metrics and plots beside the checkpoint."""
+    Calibration runs once, on the final best weights, rather than at every improvement: on the
+    shapes demo it costs about 5 s, which every improved epoch would pay again.
+    """
     best_checkpoint = load_checkpoint(out)
-    model.load_state_dict(best_checkpoint["model"])
-    if splits.val_boxes is not None:
-        best_checkpoint["localization"] = calibrate_box_threshold(model, splits.val_x, splits.val_y, splits.val_boxes, device)
-        save_checkpoint(out, best_checkpoint)
-        loc = best_checkpoint["localization"]
+    model.load_state_dict(best_checkpoint.model)
+    if data.val_boxes is not None:
+        loc = calibrate_box_threshold(model, data.val_x, data.val_y, data.val_boxes, device)
+        save_checkpoint(out, replace(best_checkpoint, localization=loc))
         log(f"CAM box threshold {loc['box_threshold']:.2f} (validation box accuracy {loc['val_max_box_accuracy']:.3f}; "
             f"{loc['val_box_accuracy_curve']['0.2']:.3f} at the paper's 0.2)")
-    metrics = classification_metrics(splits.val_y.numpy(), predict(model, splits.val_x, device), best_checkpoint["labels"])
+    metrics = classification_metrics(data.val_y.numpy(), predict(model, data.val_x, device), best_checkpoint.labels)
     return write_report(out.with_suffix(""), "val", {**metrics, "checkpoint": str(out), "split": "val"}, history)

@@ -12,8 +12,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from runtime.errors import first_line
 from train.errors import TrainError
 
+STATE_DICT_DETAIL = ("size mismatch", "Missing key", "Unexpected key")  # the telling lines of load_state_dict errors
 BackboneBuilder = Callable[..., tuple[nn.Module, int]]
 BACKBONES: dict[str, BackboneBuilder] = {}
 
@@ -91,7 +93,7 @@ def torchvision_model(name: str, init: BackboneInit) -> nn.Module:
         try:
             result = net.load_state_dict(state, strict=False)
         except RuntimeError as err:  # shapes that do not fit
-            raise TrainError(f"{init.weights}: does not fit torchvision's {name} ({str(err).splitlines()[-1].strip()[:160]})") from None
+            raise TrainError(f"{init.weights}: does not fit torchvision's {name} ({first_line(err, STATE_DICT_DETAIL)})") from None
         missing = [key for key in result.missing_keys if not key.startswith(("fc.", "classifier."))]
         if missing or result.unexpected_keys:
             raise TrainError(f"{init.weights}: does not fit torchvision's {name} (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")

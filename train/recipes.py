@@ -7,8 +7,8 @@ from typing import Callable
 
 from runtime.image import Preprocess
 from runtime import shapes
-from train.data import Splits, make_splits
-from train.datasets import SplitData, read_chest_xray, read_fer
+from train.prepared import PreparedData, prepare
+from train.readers import LabeledImages, read_chest_xray, read_fer
 from train.errors import TrainError
 from train.models import Architecture
 
@@ -21,7 +21,7 @@ class DataOptions:
 
     path: Path | None = None  # --data
     samples: int | None = None  # --samples, for generated datasets
-    seed: int = 0  # --seed: generated data and carved validation splits
+    seed: int = 0  # --seed: generated data and carved validation data
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Recipe:
     labels: tuple[str, ...]  # class names in logit order
     preprocess: Preprocess  # input size, color mode, mean, std, resize method
     architecture: Architecture  # default model; --backbone and friends override it
-    read: Callable[["Recipe", DataOptions, str], SplitData]  # one split: "train", "val" or "test"
+    read: Callable[["Recipe", DataOptions, str], LabeledImages]  # one split: "train", "val" or "test"
     epochs: int = 10  # default --epochs
     batch_size: int = 64  # default --batch-size
     lr: float = 3e-3  # default --lr, peak of the warm-up + cosine schedule
@@ -45,34 +45,34 @@ class Recipe:
     def with_arch(self, **changes) -> "Recipe":
         return replace(self, architecture=replace(self.architecture, **changes))
 
-    def read_split(self, options: DataOptions, split: str) -> SplitData:
+    def read_split(self, options: DataOptions, split: str) -> LabeledImages:
         if split not in SPLITS:
             raise TrainError(f"split must be one of {SPLITS}, got {split!r}")
         if self.needs_data and (options.path is None or not options.path.exists()):
             raise TrainError(f"recipe {self.name} needs --data PATH: {self.data_help}")
         return self.read(self, options, split)
 
-    def load(self, options: DataOptions) -> Splits:
+    def load(self, options: DataOptions) -> PreparedData:
         """Training and validation sets, preprocessed."""
         train, val = self.read_split(options, "train"), self.read_split(options, "val")
         notes = list(dict.fromkeys(train.notes + val.notes))
-        return make_splits(train.images, train.labels, val.images, val.labels, self.preprocess, notes, val_boxes=val.boxes)
+        return prepare(train.images, train.labels, val.images, val.labels, self.preprocess, notes, val_boxes=val.boxes)
 
 
-def read_shapes(recipe: Recipe, options: DataOptions, split: str) -> SplitData:
+def read_shapes(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
     """The built-in synthetic set: `samples` training images; validation and test a fifth as many."""
     count = options.samples if options.samples is not None else 6000
     if count < 10:
         raise TrainError(f"--samples must be at least 10, got {count}")
     data = shapes.render_split(count if split == "train" else max(count // 5, 5), options.seed, split, recipe.preprocess.height)
-    return SplitData(list(data.images), data.labels, boxes=data.boxes)
+    return LabeledImages(list(data.images), data.labels, boxes=data.boxes)
 
 
-def read_fer_recipe(recipe: Recipe, options: DataOptions, split: str) -> SplitData:
+def read_fer_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
     return read_fer(options.path, split, recipe.labels, options.seed)
 
 
-def read_chest_recipe(recipe: Recipe, options: DataOptions, split: str) -> SplitData:
+def read_chest_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
     return read_chest_xray(options.path, split, recipe.labels, options.seed)
 
 

@@ -17,7 +17,8 @@ import click
 
 from runtime.errors import CamError
 from runtime.files import atomic_folder, atomic_path
-from runtime.package import Package, gapcam_home, store_path
+from runtime.package import Package
+from runtime.store import gapcam_home, store_path
 from zoo.errors import ZooError
 from zoo.index import is_url, open_location, read_index, resolve_url, select
 
@@ -66,7 +67,7 @@ def unpack(archive: Path, dest: Path, name: str, version: str) -> None:
     except CamError as err:
         raise ZooError(str(err)) from None
     if (package.manifest.name, package.manifest.version) != (name, version):
-        raise ZooError(f"{archive}: holds {package.label}, the index promised {name}@{version}; refused")
+        raise ZooError(f"{archive}: holds {package.reference}, the index promised {name}@{version}; refused")
     with atomic_folder(dest, {member: package.read(member) for member in package.names()}):
         pass  # the archive was checked above; nothing is left to check before the rename
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runtime.files import write_text_atomic
-from runtime.package import DEFAULT_INDEX, VERSION_PATTERN, Package, file_entry, split_reference, version_key
+from runtime.package import VERSION_PATTERN, Package, file_entry, version_key
+from runtime.store import DEFAULT_INDEX, split_reference
 from zoo.errors import ZooError
 
 FORMAT = "gapcam-index"

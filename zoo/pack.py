@@ -16,7 +16,8 @@ import runtime
 from runtime.files import atomic_folder, atomic_path
 from runtime.image import load_image, resize
 from runtime.package import MANIFEST, MODEL, NAME_PATTERN, VERSION_PATTERN, Manifest, Package, file_entry
-from runtime.session import CPU, CamSession, onnxruntime_version
+from runtime.providers import CPU, onnxruntime_version
+from runtime.session import CamSession
 from zoo.card import render_card
 from zoo.errors import ZooError
 from zoo.vectors import VECTORS, make_vectors, replay_vectors

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from runtime.files import atomic_path, write_text_atomic
 from runtime.package import MODEL
-from runtime.session import CPU, CamSession
+from runtime.providers import CPU
+from runtime.session import CamSession
 from zoo.errors import ZooError
 
 TRITON_TYPES = {"float32": "TYPE_FP32"}

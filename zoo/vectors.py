@@ -9,7 +9,7 @@ import io
 
 import numpy as np
 
-from runtime.cam import box_iou
+from runtime.boxes import box_iou
 from runtime.compare import TOLERANCE, relative_difference
 from runtime.session import CamSession
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from runtime.compare import TOLERANCE
 from runtime.errors import CamError
 from runtime.package import Package
-from runtime.session import CPU, CamSession
+from runtime.providers import CPU
+from runtime.session import CamSession
 from zoo.vectors import VECTORS, replay_vectors
 
 
@@ -37,7 +38,7 @@ def verify(path: str | os.PathLike) -> VerifyReport:
     except CamError as err:
         report.checks.append(Check("checksums and manifest", False, str(err)))
         return report
-    report.checks.append(Check("checksums and manifest", True, f"{package.label}: {len(package.manifest.files)} files match their sha256"))
+    report.checks.append(Check("checksums and manifest", True, f"{package.reference}: {len(package.manifest.files)} files match their sha256"))
     try:
         session = CamSession(path, providers=[CPU])
     except CamError as err:

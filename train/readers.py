@@ -22,7 +22,9 @@ FER_SIDE = 48
 
 
 @dataclass
-class SplitData:
+class LabeledImages:
+    """One split as a reader finds it: image sources and their labels, not yet decoded."""
+
     images: list  # paths or uint8 arrays
     labels: np.ndarray  # int64 [N]
     notes: list[str] = field(default_factory=list)
@@ -42,15 +44,15 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(carved))
 
 
-def carve(pool: SplitData, split: str, seed: int, what: str) -> SplitData:
+def carve(pool: LabeledImages, split: str, seed: int, what: str) -> LabeledImages:
     """The train or val part of a pool whose validation is carved out of it."""
     keep, carved = stratified_split(pool.labels, VAL_FRACTION, seed)
     chosen = keep if split == "train" else carved
     note = f"validation: a stratified {VAL_FRACTION:.0%} of {what} ({len(carved)} images, seed {seed}); training keeps {len(keep)}"
-    return SplitData([pool.images[i] for i in chosen], pool.labels[chosen], pool.notes + [note])
+    return LabeledImages([pool.images[i] for i in chosen], pool.labels[chosen], pool.notes + [note])
 
 
-def class_folders(root: Path, labels: Sequence[str]) -> SplitData:
+def class_folders(root: Path, labels: Sequence[str]) -> LabeledImages:
     """Images under root/<label>/ (label folders matched case-insensitively), labels by position."""
     if not root.is_dir():
         raise TrainError(f"{root}: missing folder (expected {root}/<class>/ with images)")
@@ -65,10 +67,10 @@ def class_folders(root: Path, labels: Sequence[str]) -> SplitData:
     if not images:
         raise TrainError(f"{root}: no images in class folders {list(labels)}")
     notes = [f"{root}: ignored folders {unknown} (not classes of this recipe)"] if unknown else []
-    return SplitData(images, np.array(indices, dtype=np.int64), notes)
+    return LabeledImages(images, np.array(indices, dtype=np.int64), notes)
 
 
-def read_fer_csv(path: Path, split: str) -> SplitData:
+def read_fer_csv(path: Path, split: str) -> LabeledImages:
     """Kaggle's fer2013.csv: emotion, pixels (2304 values of a 48x48 face), Usage."""
     images, labels = [], []
     try:
@@ -90,10 +92,10 @@ def read_fer_csv(path: Path, split: str) -> SplitData:
         raise TrainError(f"{path}: unreadable CSV ({err.__class__.__name__}: {err})") from None
     if not images:
         raise TrainError(f"{path}: no rows with Usage {FER_USAGE[split]!r}")
-    return SplitData(images, np.array(labels, dtype=np.int64))
+    return LabeledImages(images, np.array(labels, dtype=np.int64))
 
 
-def read_fer(path: Path, split: str, labels: Sequence[str], seed: int) -> SplitData:
+def read_fer(path: Path, split: str, labels: Sequence[str], seed: int) -> LabeledImages:
     """FER2013 as fer2013.csv (Training / PublicTest / PrivateTest) or as train/ and test/ class folders."""
     if path.is_file():
         return read_fer_csv(path, split)
@@ -104,7 +106,7 @@ def read_fer(path: Path, split: str, labels: Sequence[str], seed: int) -> SplitD
     return carve(class_folders(path / "train", labels), split, seed, f"{path / 'train'}")
 
 
-def read_chest_xray(path: Path, split: str, labels: Sequence[str], seed: int) -> SplitData:
+def read_chest_xray(path: Path, split: str, labels: Sequence[str], seed: int) -> LabeledImages:
     """chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}: the official val (16 images) joins the training
     pool, and a stratified share of that pool is the validation split."""
     root = path / "chest_xray" if (path / "chest_xray").is_dir() and not (path / "train").is_dir() else path
@@ -113,6 +115,6 @@ def read_chest_xray(path: Path, split: str, labels: Sequence[str], seed: int) ->
     pool = class_folders(root / "train", labels)
     if (root / "val").is_dir():
         official = class_folders(root / "val", labels)
-        pool = SplitData(pool.images + official.images, np.concatenate([pool.labels, official.labels]), pool.notes + official.notes)
+        pool = LabeledImages(pool.images + official.images, np.concatenate([pool.labels, official.labels]), pool.notes + official.notes)
         pool.notes.append(f"the official val split ({len(official.images)} images) joins the training pool: too small to select models on")
     return carve(pool, split, seed, "the training pool")

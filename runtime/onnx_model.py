@@ -1,8 +1,8 @@
-"""The gapcam metadata stored in an ONNX file's metadata_props (contract 2).
+"""What a gapcam ONNX file is (contract 2): its graph's input and output names, and its metadata.
 
-`export` writes a `ModelInfo` with `to_props()`; `CamSession` reads it back through onnxruntime's
-`custom_metadata_map` with `from_props()`, so the runtime needs no onnx package. Every field is
-defined here once.
+`export` names the graph's tensors with INPUT_NAME and OUTPUT_NAMES and writes a `ModelInfo` with
+`to_props()`; `CamSession` reads it back through onnxruntime's `custom_metadata_map` with
+`from_props()`, so the runtime needs no onnx package. Every field is defined here once.
 """
 from __future__ import annotations
 
@@ -13,14 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from runtime.cam import PAPER_BOX_THRESHOLD
-from runtime.errors import CamError
+from runtime.boxes import PAPER_BOX_THRESHOLD
+from runtime.errors import CamError, check_format
 from runtime.image import Preprocess
 
 FORMAT = "gapcam-onnx"
 FORMAT_VERSION = 1
 POOLINGS = ("gap", "gmp")
 PREFIX = "gapcam."
+INPUT_NAME = "input"  # float32 [N, C, H, W], N dynamic
+OUTPUT_NAMES = ("logits", "features")  # [N, num_classes] and [N, K, h, w]: the tensor pooling reduces
 
 
 def encode_array(array: np.ndarray) -> dict:
@@ -88,18 +90,16 @@ class ModelInfo:
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> "ModelInfo":
-        """Parse metadata_props; any missing or malformed field is a one-line CamError naming `source`."""
+        """Parse metadata_props.
+
+        Raises CamError naming `source` for missing gapcam metadata, another format or version, or
+        any missing or malformed field.
+        """
         if PREFIX + "format" not in props:
             raise CamError(f"{source}: not a gapcam model (no gapcam metadata; export it with `python -m export`)")
         try:
             values = {key[len(PREFIX):]: json.loads(text) for key, text in props.items() if key.startswith(PREFIX)}
-            if values["format"] != FORMAT:
-                raise CamError(f"{source}: metadata format {values['format']!r} is not {FORMAT!r}")
-            if values["format_version"] != FORMAT_VERSION:
-                raise CamError(
-                    f"{source}: metadata format version {values['format_version']} is not supported "
-                    f"(this gapcam reads version {FORMAT_VERSION})"
-                )
+            check_format(values, FORMAT, FORMAT_VERSION, source, "gapcam model's metadata")
             return cls(
                 labels=[str(label) for label in values["labels"]],
                 preprocess=Preprocess.from_dict(values["preprocess"]),

@@ -1,4 +1,4 @@
-"""Training data in memory: images through the runtime's preprocessing, plus batch augmentation.
+"""Training data prepared in memory: decoded through the runtime's preprocessing, plus batch augmentation.
 
 Every image goes through `runtime.image.preprocess`, the same function `CamSession` uses, so the
 evaluation pixels are the deployment pixels. Augmentation stays here, applied to whole batches.
@@ -22,7 +22,7 @@ PARITY_SAMPLES = 8  # validation images stored in each checkpoint, for the expor
 
 
 @dataclass
-class Splits:
+class PreparedData:
     """Preprocessed train and validation sets, ready for the training loop."""
 
     train_x: torch.Tensor  # float32 [N, C, H, W]
@@ -58,9 +58,9 @@ def raw_samples(images: Iterable[ImageInput], spec: Preprocess) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays))
 
 
-def make_splits(
+def prepare(
     train_images, train_labels, val_images, val_labels, spec: Preprocess, notes: list[str] | None = None, val_boxes=None
-) -> Splits:
+) -> PreparedData:
     """Preprocess both sets (skipping unreadable images, with a note), keep a few raw validation images, fingerprint."""
     notes = list(notes or [])
     train_x, train_kept, train_skipped = preprocess_all(train_images, spec, "decoding training images")
@@ -70,7 +70,7 @@ def make_splits(
             notes.append(f"skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
     if len(train_kept) == 0 or len(val_kept) == 0:
         raise TrainError("no readable images left in the training or validation split")
-    splits = Splits(
+    splits = PreparedData(
         train_x=train_x,
         train_y=torch.as_tensor(np.asarray(train_labels)[train_kept], dtype=torch.int64),
         val_x=val_x,

@@ -1,0 +1,176 @@
+"""Boxes from CAMs, and how well they match true boxes.
+
+The CAM paper's box (Zhou et al., CVPR 2016): keep the pixels at or above a share of the map's
+maximum and box the largest connected component. MaxBoxAccV2 (Choe et al., "Evaluating Weakly
+Supervised Object Localization Methods Right", CVPR 2020) instead takes, at each threshold, the
+best-matching box among all connected components. Boxes are (x0, y0, x1, y1), end-exclusive.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from runtime.errors import CamError
+
+PAPER_BOX_THRESHOLD = 0.2  # Zhou et al.: "segment the regions above 20% of the max value of the CAM"
+THRESHOLD_STEP = 0.01  # the grid of CAM thresholds that calibration and evaluation search
+
+
+def threshold_grid(step: float = THRESHOLD_STEP) -> np.ndarray:
+    """CAM thresholds 0, step, 2 step, ... below 1: the one grid box accuracy is measured on."""
+    if not 0.0 < step <= 0.5:
+        raise CamError(f"threshold step must be within (0, 0.5], got {step}")
+    return np.round(np.arange(0.0, 1.0, step), 6)
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, start, end) of every run of set pixels in a bool [R, W] mask, in row-major order; end exclusive."""
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)  # same row-major order as the starts
+    return rows, starts, ends
+
+
+def _label_runs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+    """Component index (0..m-1, in raster order of first appearance) of each run, 8-connected.
+
+    Runs of adjacent rows touch when they overlap or meet at a corner. The touching pairs come from
+    two binary searches per run; components from a vectorized union-find (hook roots on the smaller
+    label, then jump pointers), so no Python loop runs per pixel or per run.
+    """
+    count = len(rows)
+    stride = width + 2
+    start_keys, end_keys = rows * stride + starts, rows * stride + ends  # both ascending
+    first = np.searchsorted(end_keys, (rows - 1) * stride + starts, side="left")
+    stop = np.searchsorted(start_keys, (rows - 1) * stride + ends, side="right")
+    touching = np.maximum(stop - first, 0)
+    below = np.repeat(np.arange(count), touching)
+    above = np.repeat(first, touching) + np.arange(len(below)) - np.repeat(np.cumsum(touching) - touching, touching)
+    parent = np.arange(count)
+    while True:
+        a, b = parent[below], parent[above]
+        differ = a != b
+        if not differ.any():
+            break
+        a, b = a[differ], b[differ]
+        np.minimum.at(parent, np.maximum(a, b), np.minimum(a, b))
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    _, labels = np.unique(parent, return_inverse=True)
+    return labels
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes [m, 4] int64 in mask rows, areas [m]) of the 8-connected components of a bool [R, W] mask."""
+    rows, starts, ends = _runs(mask)
+    if len(rows) == 0:
+        return np.zeros((0, 4), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    labels = _label_runs(rows, starts, ends, mask.shape[1])
+    count = int(labels.max()) + 1
+    areas = np.bincount(labels, weights=ends - starts, minlength=count).astype(np.int64)
+    x0, y0 = np.full(count, mask.shape[1], np.int64), np.full(count, mask.shape[0], np.int64)
+    x1, y1 = np.zeros(count, np.int64), np.zeros(count, np.int64)
+    np.minimum.at(x0, labels, starts)
+    np.minimum.at(y0, labels, rows)
+    np.maximum.at(x1, labels, ends)
+    np.maximum.at(y1, labels, rows + 1)
+    return np.stack([x0, y0, x1, y1], axis=1), areas
+
+
+def component_boxes(mask: np.ndarray) -> np.ndarray:
+    """Boxes [m, 4] int64 of the 8-connected components of a bool mask, the largest (by area) first;
+    equal areas keep raster order. An empty mask gives an empty [0, 4] array."""
+    boxes, areas = _components(np.asarray(mask, dtype=bool))
+    return boxes[np.argsort(-areas, kind="stable")]
+
+
+def largest_component_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Box of the largest 8-connected component of a bool mask, or None for an empty mask."""
+    boxes = component_boxes(mask)
+    return tuple(int(v) for v in boxes[0]) if len(boxes) else None  # type: ignore[return-value]
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise CamError(f"threshold must be within [0, 1], got {threshold}")
+
+
+def cam_box(cam: np.ndarray, threshold: float = PAPER_BOX_THRESHOLD) -> tuple[int, int, int, int]:
+    """The CAM paper's box: keep pixels >= threshold * max(cam), box the largest connected component.
+
+    `cam` is a [0, 1]-scaled map; a map with nothing above threshold gives the whole image.
+    Raises CamError for a threshold outside [0, 1].
+    """
+    _check_threshold(threshold)
+    box = largest_component_box(cam >= threshold * cam.max())
+    return box if box is not None else (0, 0, cam.shape[1], cam.shape[0])
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) end-exclusive boxes."""
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def best_iou(box: Sequence[float], true_boxes: np.ndarray) -> float:
+    """IoU with the best-matching true box ([m, 4]), as Choe et al. match an image's several boxes."""
+    return max(box_iou(box, true) for true in np.asarray(true_boxes).reshape(-1, 4))
+
+
+def box_ious(boxes: np.ndarray, true_boxes: np.ndarray) -> np.ndarray:
+    """[m] IoU of each box [m, 4] with its best-matching true box [t, 4]; vectorized `best_iou`."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 1, 4)
+    true = np.asarray(true_boxes, dtype=np.float64).reshape(1, -1, 4)
+    width = np.clip(np.minimum(boxes[..., 2], true[..., 2]) - np.maximum(boxes[..., 0], true[..., 0]), 0, None)
+    height = np.clip(np.minimum(boxes[..., 3], true[..., 3]) - np.maximum(boxes[..., 1], true[..., 1]), 0, None)
+    inter = width * height
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+    union = area(boxes) + area(true) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0).max(axis=1)
+
+
+def threshold_ious(cam: np.ndarray, true_boxes: np.ndarray, thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """IoUs [T] at each CAM threshold: (of the largest component's box, of the best of all components' boxes).
+
+    The first is the CAM paper's box (MaxBoxAcc as gapcam reports it), the second MaxBoxAccV2's.
+    A threshold that keeps no pixel boxes the whole image, as `cam_box` does. All thresholds are
+    labelled in one pass: their masks are stacked with an empty row between them.
+    Raises CamError for a threshold outside [0, 1].
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    for threshold in thresholds:
+        _check_threshold(float(threshold))
+    height, width = cam.shape
+    stacked = np.zeros((len(thresholds), height + 1, width), dtype=bool)
+    stacked[:, :height] = cam[None] >= thresholds[:, None, None] * cam.max()
+    boxes, areas = _components(stacked.reshape(-1, width))
+    level = boxes[:, 1] // (height + 1)  # the threshold each component belongs to
+    boxes[:, [1, 3]] -= (level * (height + 1))[:, None]
+    ious = box_ious(boxes, true_boxes)
+    whole = box_ious(np.array([0, 0, width, height]), true_boxes)[0]
+    largest, best = np.full(len(thresholds), whole), np.full(len(thresholds), whole)
+    order = np.lexsort((np.arange(len(areas)), -areas, level))  # per level: largest area first, then raster order
+    firsts = order[np.r_[True, level[order][1:] != level[order][:-1]]] if len(order) else order
+    largest[level[firsts]] = ious[firsts]
+    best[:] = np.where(np.isin(np.arange(len(thresholds)), level), -np.inf, whole)
+    np.maximum.at(best, level, ious)
+    return largest, best
+
+
+def box_accuracy_curve(ious: np.ndarray, iou: float = 0.5) -> np.ndarray:
+    """[T] share of images whose box has IoU >= `iou` at each threshold, from ious [N, T].
+
+    The curve's maximum is MaxBoxAcc at IoU `iou` (Choe et al.); its argmax is the threshold a model
+    should be used with.
+    """
+    ious = np.asarray(ious)
+    return (ious >= iou).mean(axis=0) if len(ious) else np.zeros(ious.shape[-1] if ious.ndim == 2 else 0)

@@ -1,0 +1,60 @@
+"""onnxruntime sessions: which execution providers to ask for (CUDA when it truly works, else the
+CPU), and opening a model file or bytes with one-line errors."""
+from __future__ import annotations
+
+import ctypes
+import sys
+from typing import Sequence
+
+import onnxruntime as ort
+
+from runtime.errors import CamError, first_line
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def cuda_driver_present() -> bool:
+    """Whether the NVIDIA driver library loads: without it onnxruntime's CUDA provider cannot start,
+    and trying would only print a loader error before falling back to the CPU."""
+    name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        ctypes.CDLL(name)
+        return True
+    except OSError:
+        return False
+
+
+def onnxruntime_version() -> str:
+    return ort.__version__
+
+
+def choose_providers(providers: Sequence[str] | None) -> list[str]:
+    """CUDA then CPU when onnxruntime offers CUDA and a driver is present, else CPU; an explicit list is checked as given.
+
+    Raises CamError naming the providers this onnxruntime does not offer.
+    """
+    available = ort.get_available_providers()
+    if providers is None:
+        return [CUDA, CPU] if CUDA in available and cuda_driver_present() else [CPU]
+    unknown = [p for p in providers if p not in available]
+    if unknown:
+        raise CamError(f"providers: {unknown} not available in this onnxruntime (available: {available})")
+    return list(providers)
+
+
+def open_inference_session(source: str | bytes, providers: Sequence[str] | None, name: str) -> ort.InferenceSession:
+    """An onnxruntime session for a model path or serialized bytes, on `choose_providers(providers)`.
+
+    A model given as bytes (a package's, or one being exported) cannot follow external-data
+    references to other files on disk. Raises CamError naming `name` when the model does not load.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # a CUDA provider that cannot start falls back; callers report get_providers()
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=choose_providers(providers))
+    except Exception as err:  # onnxruntime raises several unrelated types for unreadable files
+        reason = first_line(err)
+        if isinstance(source, bytes) and "external" in reason.lower():
+            raise CamError(f"{name}: the ONNX model references external data; a package holds one self-contained ONNX file") from None
+        raise CamError(f"{name}: not a loadable ONNX model ({reason})") from None
