@@ -25,22 +25,8 @@ from runtime.errors import first_line
 from runtime.files import sha256_file
 from runtime.image import Preprocess
 from runtime.onnx_model import ModelInfo
-from train.models import STATE_DICT_DETAIL, read_state_dict
+from train.models import STATE_DICT_DETAIL, read_state_dict, torchvision_layout
 
-# Where torchvision's classifiers keep the feature maps and the final linear layer. Whether a head
-# really is GAP + linear (and whether a functional ReLU sits between, as in DenseNet) is measured.
-TORCHVISION_HEADS = {
-    "resnet": ("layer4", "fc"),
-    "resnext": ("layer4", "fc"),
-    "wide_resnet": ("layer4", "fc"),
-    "regnet": ("trunk_output", "fc"),
-    "densenet": ("features", "classifier"),
-    "efficientnet": ("features", "classifier.1"),
-    "mobilenet_v2": ("features", "classifier.1"),
-    "mobilenet_v3": ("features", "classifier.3"),
-    "vgg": ("features", "classifier.6"),
-    "convnext": ("features", "classifier.2"),
-}
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 
@@ -127,14 +113,6 @@ def export_torch_model(
     return export_model(head, info, out, samples, opset)
 
 
-def torchvision_head(arch: str) -> tuple[str, str]:
-    """(feature module name, linear layer name) of a torchvision classifier family."""
-    for prefix, names in TORCHVISION_HEADS.items():
-        if arch.startswith(prefix):
-            return names
-    raise ExportError(f"--arch {arch}: no known head layout; pass --features MODULE and --fc MODULE")
-
-
 def export_torchvision(
     arch: str,
     weights: str | os.PathLike,
@@ -155,8 +133,10 @@ def export_torchvision(
         raise ExportError(f"--arch {arch}: not a torchvision classification model")
     state = read_state_dict(weights, f"torchvision's {arch}")
     if features is None or fc is None:
-        known_features, known_fc = torchvision_head(arch)
-        features, fc = features or known_features, fc or known_fc
+        layout = torchvision_layout(arch)
+        if layout is None:
+            raise ExportError(f"--arch {arch}: no known head layout; pass --features MODULE and --fc MODULE")
+        features, fc = features or layout.features, fc or layout.classifier
     model = models.get_model(arch, weights=None, num_classes=len(labels))
     try:
         model.load_state_dict(state)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from runtime.errors import CamError
+from runtime.errors import CamError, check_format
 
 FORMAT = "gapcam-package"
 FORMAT_VERSION = 1
@@ -65,10 +65,7 @@ class Manifest:
             data = json.loads(text)
         except ValueError as err:
             raise CamError(f"{source}: manifest is not valid JSON ({err})") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise CamError(f"{source}: manifest format is not {FORMAT!r}")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise CamError(f"{source}: manifest format version {data.get('format_version')!r} is not supported")
+        check_format(data, FORMAT, FORMAT_VERSION, source, "gapcam package manifest")
         expected = {
             "name": str, "version": str, "task": str, "labels": list, "input": dict, "outputs": list,
             "preprocess": dict, "files": dict, "metrics": dict, "parity": dict, "license": str, "provenance": dict,

@@ -40,3 +40,25 @@ def shape_images():
     from runtime.shapes import render_split
 
     return render_split(8, seed=7, split="test")
+
+
+@pytest.fixture()
+def private_store(tmp_path, monkeypatch):
+    """A local store (GAPCAM_HOME) of this test's own."""
+    monkeypatch.setenv("GAPCAM_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def packed(tmp_path_factory, tiny_onnx, shape_images):
+    """The tiny model packed as tiny@0.1.0 with two sample images."""
+    from PIL import Image
+
+    from zoo import pack
+
+    out = tmp_path_factory.mktemp("packed")
+    images = []
+    for i, pixels in enumerate(shape_images.images[:2]):
+        Image.fromarray(pixels).save(out / f"in{i}.png")
+        images.append(out / f"in{i}.png")
+    return pack(tiny_onnx, "tiny", "0.1.0", out / "dist", license="MIT", images=images, metrics={"note_accuracy": 0.5})

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +72,27 @@ def write_chest_xray(root: Path, counts=(("train", 8, 24), ("val", 2, 2), ("test
     if corrupt:
         (root / "chest_xray" / "train" / "PNEUMONIA" / "broken.jpeg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     return root
+
+
+def rezip(folder, archive, extra=()):
+    """Zip a package folder plus raw (name, bytes, mode) entries that a hostile archive might hold."""
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            out.write(path, path.relative_to(folder).as_posix())
+        for name, data, mode in extra:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = mode << 16
+            out.writestr(info, data)
+    return archive
+
+
+def copy_package(packed, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(packed.folder, folder)
+    return folder
+
+
+def rewrite_manifest(folder, change):
+    data = json.loads((folder / "manifest.json").read_text())
+    change(data)
+    (folder / "manifest.json").write_text(json.dumps(data))

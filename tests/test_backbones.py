@@ -102,3 +102,26 @@ def test_bad_initializations_are_refused(tmp_path):
     (tmp_path / "text.pth").write_text("nope")
     with pytest.raises(TrainError, match="text.pth: not a readable state dict"):
         GapCam(Architecture(backbone="resnet18", num_classes=2, cam_channels=8), BackboneInit(weights=str(tmp_path / "text.pth")))
+
+
+def test_a_backbone_name_registers_once():
+    from train.models import register_backbone
+
+    with pytest.raises(TrainError, match="'resnet18' is already registered"):
+        register_backbone("resnet18")(lambda in_channels, init: (torch.nn.Identity(), 1))
+    assert BACKBONES["resnet18"].__qualname__ == "torchvision_backbone[resnet18]"
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg16", "mobilenet_v3_large", "densenet121", "efficientnet_b0", "regnet_y_400mf"])
+def test_torchvision_layouts_describe_the_real_models(name):
+    """Each recorded layout names a real feature module, a real nn.Linear and the feature width."""
+    from train.models import torchvision_layout
+
+    layout = torchvision_layout(name)
+    net = torchvision.models.get_model(name, weights=None).eval()
+    assert isinstance(net.get_submodule(layout.classifier), torch.nn.Linear)
+    seen = {}
+    net.get_submodule(layout.features).register_forward_hook(lambda module, inputs, output: seen.setdefault("f", output))
+    with torch.no_grad():
+        net(torch.zeros(1, 3, 64, 64))
+    assert seen["f"].shape[1] == layout.feature_channels(net)

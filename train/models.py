@@ -21,9 +21,15 @@ BACKBONES: dict[str, BackboneBuilder] = {}
 
 
 def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Add a builder `fn(in_channels, init, **args) -> (module, out_channels)` to BACKBONES."""
+    """Add a builder `fn(in_channels, init, **args) -> (module, out_channels)` to BACKBONES.
+
+    Raises TrainError when `name` is taken: a second builder would silently change what old
+    checkpoints of that name rebuild.
+    """
 
     def add(fn: BackboneBuilder) -> BackboneBuilder:
+        if name in BACKBONES:
+            raise TrainError(f"backbone {name!r} is already registered (by {BACKBONES[name].__qualname__})")
         BACKBONES[name] = fn
         return fn
 
@@ -116,45 +122,76 @@ def adapt_first_conv(body: nn.Module, in_channels: int) -> None:
     setattr(parent, name.rpartition(".")[2], new)
 
 
-def _ceil_pools(body: nn.Module) -> nn.Module:
-    """Max pools that round up, so an odd-sized map keeps its last row and column."""
+@dataclass(frozen=True)
+class TorchvisionLayout:
+    """Where a torchvision classifier family keeps its parts, recorded once (as timm's model configs
+    keep `first_conv` and `classifier`): training cuts its backbone at `features`, and
+    bring-your-own export hooks `features` and checks that `classifier` is GAP + one linear layer."""
+
+    features: str  # the top-level module whose output the head pools
+    classifier: str  # the final nn.Linear
+    channels: int | None = None  # channels of the features; None: the classifier's in_features
+    trim: int = 0  # trailing layers of `features` a GAP-CAM backbone drops (VGG's pool5, as in the paper)
+
+    def feature_channels(self, net: nn.Module) -> int:
+        return self.channels if self.channels is not None else net.get_submodule(self.classifier).in_features
+
+
+TORCHVISION_LAYOUTS = {  # by name prefix; the longest matching prefix wins
+    "resnet": TorchvisionLayout("layer4", "fc"),
+    "resnext": TorchvisionLayout("layer4", "fc"),
+    "wide_resnet": TorchvisionLayout("layer4", "fc"),
+    "regnet": TorchvisionLayout("trunk_output", "fc"),
+    "densenet": TorchvisionLayout("features", "classifier"),
+    "efficientnet": TorchvisionLayout("features", "classifier.1"),
+    "mobilenet_v2": TorchvisionLayout("features", "classifier.1"),
+    "mobilenet_v3_large": TorchvisionLayout("features", "classifier.3", channels=960),
+    "mobilenet_v3_small": TorchvisionLayout("features", "classifier.3", channels=576),
+    "vgg": TorchvisionLayout("features", "classifier.6", channels=512, trim=1),
+    "convnext": TorchvisionLayout("features", "classifier.2"),
+}
+
+
+def torchvision_layout(name: str) -> TorchvisionLayout | None:
+    """The layout of a torchvision classifier by name (resnet50, vgg16, ...), or None if unknown."""
+    matches = [prefix for prefix in TORCHVISION_LAYOUTS if name.startswith(prefix)]
+    return TORCHVISION_LAYOUTS[max(matches, key=len)] if matches else None
+
+
+def torchvision_backbone(name: str, in_channels: int, init: BackboneInit) -> tuple[nn.Module, int]:
+    """A torchvision classifier's layers up to its layout's `features` (trimmed as recorded), first
+    conv adapted to `in_channels`. Unpadded max pools round up, so that odd-sized maps keep their
+    last row and column (padded ones, as in ResNet's stem, already cover them)."""
+    net = torchvision_model(name, init)
+    layout = torchvision_layout(name)
+    layers = []
+    for child_name, child in net.named_children():
+        layers.append(child)
+        if child_name == layout.features:
+            break
+    if layout.trim:
+        layers[-1] = nn.Sequential(*list(layers[-1].children())[: -layout.trim])
+    body = layers[0] if len(layers) == 1 else nn.Sequential(*layers)  # keeps the state-dict keys flat
     for module in body.modules():
-        if isinstance(module, nn.MaxPool2d):
+        if isinstance(module, nn.MaxPool2d) and module.padding == 0:
             module.ceil_mode = True
-    return body
-
-
-@register_backbone("vgg16")
-def vgg16(in_channels: int, init: BackboneInit) -> tuple[nn.Module, int]:
-    """The paper's VGGnet-GAP: VGG-16 up to conv5_3 (+ReLU), pool5 and the FC layers removed: 14x14 maps at 224."""
-    net = torchvision_model("vgg16", init)
-    body = _ceil_pools(nn.Sequential(*list(net.features.children())[:-1]))
     adapt_first_conv(body, in_channels)
-    return body, 512
+    return body, layout.feature_channels(net)
 
 
-def _resnet(name: str, width: int) -> BackboneBuilder:
+def _register_torchvision(name: str, doc: str) -> None:
     def build(in_channels: int, init: BackboneInit) -> tuple[nn.Module, int]:
-        net = torchvision_model(name, init)
-        body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-        adapt_first_conv(body, in_channels)
-        return body, width
+        return torchvision_backbone(name, in_channels, init)
 
-    build.__doc__ = f"torchvision {name} up to layer4 (stride 32), without its average pool and fc."
-    return build
+    build.__doc__ = doc
+    build.__qualname__ = f"torchvision_backbone[{name}]"
+    register_backbone(name)(build)
 
 
-register_backbone("resnet18")(_resnet("resnet18", 512))
-register_backbone("resnet50")(_resnet("resnet50", 2048))
-
-
-@register_backbone("mobilenet_v3_large")
-def mobilenet_v3_large(in_channels: int, init: BackboneInit) -> tuple[nn.Module, int]:
-    """torchvision MobileNetV3-Large's feature extractor (960 channels, stride 32), without its classifier."""
-    net = torchvision_model("mobilenet_v3_large", init)
-    body = net.features
-    adapt_first_conv(body, in_channels)
-    return body, 960
+_register_torchvision("vgg16", "The paper's VGGnet-GAP: VGG-16 up to conv5_3 (+ReLU), pool5 and the FC layers removed: 14x14 maps at 224.")
+_register_torchvision("resnet18", "torchvision resnet18 up to layer4 (stride 32), without its average pool and fc.")
+_register_torchvision("resnet50", "torchvision resnet50 up to layer4 (stride 32), without its average pool and fc.")
+_register_torchvision("mobilenet_v3_large", "torchvision MobileNetV3-Large's feature extractor (960 channels, stride 32), without its classifier.")
 
 
 @dataclass

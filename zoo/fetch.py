@@ -19,7 +19,7 @@ from runtime.errors import CamError
 from runtime.files import atomic_folder, atomic_path
 from runtime.package import Package
 from runtime.store import gapcam_home, store_path
-from zoo.errors import ZooError
+from zoo.errors import ZooError, zoo_errors
 from zoo.index import is_url, open_location, read_index, resolve_url, select
 
 CHUNK = 1 << 16
@@ -62,15 +62,13 @@ def _cached(dest: Path, name: str, version: str) -> bool:
 
 def unpack(archive: Path, dest: Path, name: str, version: str) -> None:
     """Check the archive like any package, then place its files at `dest` in one rename."""
-    try:
-        package = Package(archive)
-    except CamError as err:
-        raise ZooError(str(err)) from None
+    package = Package(archive)
     if (package.manifest.name, package.manifest.version) != (name, version):
         raise ZooError(f"{archive}: holds {package.reference}, the index promised {name}@{version}; refused")
     with atomic_folder(dest, {member: package.read(member) for member in package.names()}):
         pass  # the archive was checked above; nothing is left to check before the rename
 
+@zoo_errors
 def fetch(
     reference: str,
     index: str | os.PathLike | None = None,

@@ -8,12 +8,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runtime.errors import check_format
 from runtime.files import write_text_atomic
 from runtime.package import VERSION_PATTERN, Package, file_entry, version_key
 from runtime.store import DEFAULT_INDEX, split_reference
-from zoo.errors import ZooError
+from zoo.errors import ZooError, zoo_errors
 
 FORMAT = "gapcam-index"
+FORMAT_VERSION = 1
 MAX_INDEX_BYTES = 10 * 1024 * 1024
 REQUIRED = (("name", str), ("version", str), ("url", str), ("sha256", str), ("size", int))
 
@@ -47,8 +49,9 @@ def parse_index(text: str | bytes, source: str) -> list[dict[str, Any]]:
         data = json.loads(text)
     except ValueError as err:
         raise ZooError(f"{source}: index is not valid JSON ({err})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("packages"), list):
-        raise ZooError(f"{source}: not a gapcam index (needs format {FORMAT!r} and a 'packages' list)")
+    check_format(data, FORMAT, FORMAT_VERSION, source, "gapcam index", ZooError)
+    if not isinstance(data.get("packages"), list):
+        raise ZooError(f"{source}: index has no 'packages' list")
     for entry in data["packages"]:
         for key, kind in REQUIRED:
             if not isinstance(entry, dict) or not isinstance(entry.get(key), kind):
@@ -78,6 +81,7 @@ def resolve_url(url: str, index_location: str | os.PathLike | None) -> str:
     return str(Path(location).parent / url)
 
 
+@zoo_errors
 def publish(archive: str | os.PathLike, index_path: str | os.PathLike, url: str | None = None) -> dict[str, Any]:
     """Add (or replace) a package archive's entry in an index file, creating the index if needed."""
     archive, index_path = Path(archive), Path(index_path)
@@ -98,5 +102,5 @@ def publish(archive: str | os.PathLike, index_path: str | os.PathLike, url: str 
     entries = read_index(index_path) if index_path.exists() else []
     entries = [e for e in entries if (e["name"], e["version"]) != (entry["name"], entry["version"])] + [entry]
     entries.sort(key=lambda e: (e["name"], version_key(e["version"])))
-    write_text_atomic(index_path, json.dumps({"format": FORMAT, "format_version": 1, "packages": entries}, indent=2) + "\n")
+    write_text_atomic(index_path, json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "packages": entries}, indent=2) + "\n")
     return entry

@@ -19,7 +19,7 @@ from runtime.package import MANIFEST, MODEL, NAME_PATTERN, VERSION_PATTERN, Mani
 from runtime.providers import CPU, onnxruntime_version
 from runtime.session import CamSession
 from zoo.card import render_card
-from zoo.errors import ZooError
+from zoo.errors import ZooError, zoo_errors
 from zoo.vectors import VECTORS, make_vectors, replay_vectors
 
 TASK = "image-classification-cam"
@@ -71,6 +71,7 @@ def write_zip(folder: Path, archive: Path) -> None:
                 out.writestr(info, path.read_bytes())
 
 
+@zoo_errors
 def pack(
     model: str | os.PathLike,
     name: str,
