@@ -21,8 +21,8 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m train shapes --out demo/shapes.pt
 	$(PY) -m export demo/shapes.pt
-	$(PY) -m train.demo demo/shapes.onnx --out demo
 	$(PY) -m runtime eval demo/shapes.onnx shapes --out demo/localization
+	$(PY) scripts/demo_figures.py demo/shapes.onnx --out demo
 	$(PY) -m runtime explain demo/shapes.onnx demo/images/03.png --all-classes --out demo/explain.png
 	$(PY) -m runtime demo/shapes.onnx demo/images --out demo/report --topk 2
 

@@ -29,3 +29,44 @@ def test_package_imports_only_what_the_design_allows(package):
     for path in sorted((ROOT / package).rglob("*.py")):
         extra = imported_top_levels(path) - ALLOWED[package]
         assert not extra, f"{path.relative_to(ROOT)} imports {sorted(extra)}"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Full dotted names of what a file imports (`from runtime.boxes import cam_box` -> runtime.boxes)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+# One home per contract: the modules inside `runtime` that hold each idea, and who may reach them.
+RUNTIME_RULES = {
+    "onnxruntime": {"runtime/providers.py"},  # the one place that opens onnxruntime sessions
+    # where a model comes from: the session resolves names; the zoo writes into the store and reads the default index
+    "runtime.store": {"runtime/session.py", "zoo/fetch.py", "zoo/index.py"},
+}
+LEAF_MODULES = {  # the math and formats at the bottom import no session, store or provider
+    "runtime/boxes.py": {"numpy", "runtime.errors"},
+    "runtime/cam.py": {"numpy", "runtime.errors"},
+    "runtime/onnx_model.py": {"numpy", "runtime.boxes", "runtime.errors", "runtime.image"},
+    "runtime/package.py": {"runtime.errors"},
+    "train/checkpoint.py": {"torch", "runtime", "runtime.errors", "runtime.files", "runtime.image", "train.errors",
+                            "train.models", "train.loop", "train.prepared", "train.recipes"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(RUNTIME_RULES))
+def test_each_contract_has_one_home(module):
+    importers = {
+        str(path.relative_to(ROOT)) for package in ALLOWED for path in (ROOT / package).rglob("*.py")
+        if module in imported_modules(path)
+    }
+    assert importers == RUNTIME_RULES[module]
+
+
+@pytest.mark.parametrize("name", sorted(LEAF_MODULES))
+def test_leaf_modules_import_only_their_few_neighbours(name):
+    assert imported_modules(ROOT / name) - set(sys.stdlib_module_names) - {"__future__"} <= LEAF_MODULES[name]

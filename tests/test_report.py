@@ -1,10 +1,9 @@
-"""Folder runs, the HTML report (rendered in headless Chromium), the explain figure and overlays."""
+"""Folder runs, the HTML report (rendered in headless Chromium) and the explain figure."""
 import json
 import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 

@@ -13,7 +13,6 @@ import zipfile
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
 
 from fixtures import copy_package, rewrite_manifest
 from runtime import CamSession
