@@ -76,7 +76,10 @@ class Preprocess:
 
 
 def load_image(image: ImageInput) -> Image.Image:
-    """Decode a path, PIL image or uint8 array (HxW, HxWx1, HxWx3, HxWx4) into a PIL image."""
+    """Decode a path, PIL image or uint8 array (HxW, HxWx1, HxWx3, HxWx4) into a PIL image.
+
+    Raises CamError naming the file or array when it is missing, unreadable or of another type.
+    """
     if isinstance(image, Image.Image):
         return image
     if isinstance(image, np.ndarray):
@@ -141,7 +144,10 @@ def normalize(pixels: np.ndarray, spec: Preprocess) -> np.ndarray:
 
 
 def preprocess(images: ImageInput | Sequence[ImageInput], spec: Preprocess) -> np.ndarray:
-    """One or many images -> float32 [N, C, H, W], exactly what the model sees."""
+    """One or many images -> float32 [N, C, H, W], exactly what the model sees.
+
+    Raises CamError for an empty list or any image `load_image` refuses.
+    """
     items = images if isinstance(images, (list, tuple)) else [images]
     if not items:
         raise CamError("preprocess: no images given")

@@ -176,6 +176,7 @@ def evaluate_localization(
         "pxap": pixel_average_precision(positive_hist, negative_hist) if with_masks else None,
         "images_with_masks": with_masks,
         "box_accuracy_curve": {"thresholds": thresholds.tolist(), **{d: c.tolist() for d, c in curves.items()}},
+        "box_accuracy_curve_v2": {"thresholds": thresholds.tolist(), **{d: c.tolist() for d, c in curves_v2.items()}},
         "definitions": DEFINITIONS,
     }
 

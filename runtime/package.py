@@ -98,6 +98,7 @@ class Package:
 
     Sizes are checked against the manifest before anything but the manifest is read, so an archive
     that would unpack to more than it declares (a zip bomb) is refused without being inflated.
+    Raises CamError naming the package and the failed check.
     """
 
     def __init__(self, path: str | os.PathLike):

@@ -77,6 +77,9 @@ class CamSession:
 
     `providers=None` asks for CUDA when onnxruntime offers it and falls back to the CPU;
     `session.providers` reports what onnxruntime really uses. Safe to call from several threads.
+
+    Raises CamError when the model cannot be found or loaded, is not a gapcam model, or a package's
+    manifest disagrees with it; `run` raises CamError for unreadable images or bad arguments.
     """
 
     def __init__(self, model: str | os.PathLike, providers: Sequence[str] | None = None, *, box_threshold: float | None = None):

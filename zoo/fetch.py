@@ -77,7 +77,10 @@ def fetch(
     progress: bool = True,
     log: Callable[[str], None] = lambda line: None,
 ) -> Path:
-    """Make NAME[@VERSION] from `index` available in the local store; returns its folder."""
+    """Make NAME[@VERSION] from `index` available in the local store; returns its folder.
+
+    Raises ZooError when the index or the download fails, or the package fails any check.
+    """
     entry = select(read_index(index, timeout), reference, str(index or "the default index"))
     name, version = entry["name"], entry["version"]
     dest = store_path(name, version)

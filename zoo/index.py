@@ -83,7 +83,10 @@ def resolve_url(url: str, index_location: str | os.PathLike | None) -> str:
 
 @zoo_errors
 def publish(archive: str | os.PathLike, index_path: str | os.PathLike, url: str | None = None) -> dict[str, Any]:
-    """Add (or replace) a package archive's entry in an index file, creating the index if needed."""
+    """Add (or replace) a package archive's entry in an index file, creating the index if needed.
+
+    Raises ZooError when the archive is no valid package or the index is unreadable.
+    """
     archive, index_path = Path(archive), Path(index_path)
     if archive.suffix != ".zip":
         raise ZooError(f"{archive}: publish takes a package .zip archive")

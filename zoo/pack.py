@@ -84,7 +84,11 @@ def pack(
     metrics: dict | None = None,
     overwrite: bool = False,
 ) -> PackResult:
-    """Write OUT_DIR/NAME-VERSION/ and OUT_DIR/NAME-VERSION.zip from an exported gapcam ONNX file."""
+    """Write OUT_DIR/NAME-VERSION/ and OUT_DIR/NAME-VERSION.zip from an exported gapcam ONNX file.
+
+    Raises ZooError for a bad name or version, an existing package (without `overwrite`), a model
+    that does not load, or test vectors that do not replay; nothing is written then.
+    """
     if not NAME_PATTERN.match(name):
         raise ZooError(f"--name {name!r}: use lowercase letters, digits, '.', '_' and '-' (64 at most)")
     if not VERSION_PATTERN.match(version):
