@@ -21,7 +21,7 @@ import runtime
 from export.errors import ExportError
 from export.onnx_export import OPSET, ExportReport, export_model
 from runtime.compare import TOLERANCE
-from runtime.errors import first_line
+from runtime.errors import first_line, raises_only
 from runtime.files import sha256_file
 from runtime.image import Preprocess
 from runtime.onnx_model import ModelInfo
@@ -78,6 +78,7 @@ def gap_linear_head(model: nn.Module, feature_module: nn.Module, fc: nn.Module, 
     )
 
 
+@raises_only(ExportError)
 def export_torch_model(
     model: nn.Module,
     feature_module: nn.Module,
@@ -113,6 +114,7 @@ def export_torch_model(
     return export_model(head, info, out, samples, opset)
 
 
+@raises_only(ExportError)
 def export_torchvision(
     arch: str,
     weights: str | os.PathLike,

@@ -16,7 +16,7 @@ import runtime
 from export.errors import ExportError
 from export.parity import measure_parity, parity_inputs
 from runtime.boxes import PAPER_BOX_THRESHOLD
-from runtime.errors import GapcamError, first_line
+from runtime.errors import first_line, raises_only
 from runtime.files import atomic_path, sha256_file
 from runtime.image import Preprocess
 from runtime.onnx_model import INPUT_NAME, OUTPUT_NAMES, ModelInfo
@@ -67,6 +67,7 @@ def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET) 
     return program.model_proto
 
 
+@raises_only(ExportError)
 def export_model(
     model: torch.nn.Module,
     info: ModelInfo,
@@ -86,10 +87,7 @@ def export_model(
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as err:
         raise ExportError(f"{out}: the ONNX checker refused the exported graph: {first_line(err)}") from None
-    try:
-        parity = measure_parity(model, proto.SerializeToString(), info.fc_weight, parity_inputs(samples, info.preprocess))
-    except GapcamError as err:  # onnxruntime could not load or run what torch exported
-        raise ExportError(f"{out}: {err}") from None
+    parity = measure_parity(model, proto.SerializeToString(), info.fc_weight, parity_inputs(samples, info.preprocess))
     if not parity["passed"]:
         raise ExportError(
             f"{out}: torch-vs-onnxruntime parity failed (relative logits {parity['logits']['relative']:.2e}, "
@@ -105,21 +103,18 @@ def export_model(
     return ExportReport(out, opset, size, _graph_signature(proto.graph.input), _graph_signature(proto.graph.output), parity)
 
 
+@raises_only(ExportError)
 def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET) -> ExportReport:
     """`python -m export CHECKPOINT`: the checkpoint's model and metadata as `CHECKPOINT.onnx` (or `out`).
 
     Raises ExportError for an unreadable checkpoint, an output that would replace it, or a failed check.
     """
     checkpoint_path = Path(checkpoint_path)
-    try:
-        checkpoint = load_checkpoint(checkpoint_path)
-        model = model_from_checkpoint(checkpoint, str(checkpoint_path))
-        preprocess = Preprocess.from_dict(checkpoint.preprocess)
-    except GapcamError as err:  # the checkpoint's own errors (TrainError, CamError) become the export's
-        raise ExportError(str(err)) from None
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint, str(checkpoint_path))
     info = ModelInfo(
         labels=list(checkpoint.labels),
-        preprocess=preprocess,
+        preprocess=Preprocess.from_dict(checkpoint.preprocess),
         fc_weight=model.fc.weight.detach().numpy().astype(np.float32),
         fc_bias=model.fc.bias.detach().numpy().astype(np.float32),
         pool=model.arch.pool,

@@ -1,7 +1,10 @@
 """User-facing errors shared by every gapcam package, and the checks every file format repeats."""
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable, TypeVar
+
+F = TypeVar("F", bound=Callable)
 
 
 class GapcamError(Exception):
@@ -38,3 +41,23 @@ def check_format(
             f"{source}: {what} format version {data.get('format_version')!r} is not supported "
             f"(this gapcam reads version {version})"
         )
+
+
+def raises_only(error: type[GapcamError]) -> Callable[[F], F]:
+    """Decorate a package's public function so that it raises only that package's `error`: another
+    package's GapcamError from inside (a CamError from a package the zoo read, a TrainError from a
+    checkpoint being exported) is re-raised as `error` with the same one-line message."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except error:
+                raise
+            except GapcamError as err:
+                raise error(str(err)) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -74,3 +74,12 @@ def test_cli_with_arch_and_labels(tmp_path):
     (tmp_path / "two.txt").write_text("a\nb\n")
     wrong = run(weights, "--arch", "resnet18", "--labels", "two.txt", "-o", "w.onnx")
     assert wrong.returncode == 1 and "does not fit resnet18 with 2 classes" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_export_raises_only_export_errors(tmp_path):
+    """What train refuses inside an export (an unreadable state dict) reaches the caller as ExportError."""
+    (tmp_path / "junk.pt").write_text("not a state dict")
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    with pytest.raises(ExportError, match="junk.pt: not a readable state dict"):
+        export_torchvision("resnet18", tmp_path / "junk.pt", ["a", "b"], tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()

@@ -112,6 +112,15 @@ def test_refuses_to_overwrite_checkpoint_and_bad_checkpoints(tiny_checkpoint, tm
         export_checkpoint(tmp_path / "misfit.pt")
 
 
+def test_a_checkpoint_the_runtime_refuses_is_an_export_error(tiny_checkpoint, tmp_path):
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    raw["preprocess"] = {"height": 64}
+    torch.save(raw, tmp_path / "nopre.pt")
+    with pytest.raises(ExportError, match="preprocess: malformed description"):
+        export_checkpoint(tmp_path / "nopre.pt")
+    assert not (tmp_path / "nopre.onnx").exists()
+
+
 def test_export_model_leaves_the_callers_info_alone(tiny_checkpoint, tmp_path):
     from export.onnx_export import export_model
     from train.checkpoint import load_model

@@ -15,11 +15,11 @@ from typing import Callable
 
 import click
 
-from runtime.errors import CamError
+from runtime.errors import CamError, raises_only
 from runtime.files import atomic_folder, atomic_path
 from runtime.package import Package
 from runtime.store import gapcam_home, store_path
-from zoo.errors import ZooError, zoo_errors
+from zoo.errors import ZooError
 from zoo.index import is_url, open_location, read_index, resolve_url, select
 
 CHUNK = 1 << 16
@@ -68,7 +68,7 @@ def unpack(archive: Path, dest: Path, name: str, version: str) -> None:
     with atomic_folder(dest, {member: package.read(member) for member in package.names()}):
         pass  # the archive was checked above; nothing is left to check before the rename
 
-@zoo_errors
+@raises_only(ZooError)
 def fetch(
     reference: str,
     index: str | os.PathLike | None = None,

@@ -8,11 +8,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from runtime.errors import check_format
+from runtime.errors import check_format, raises_only
 from runtime.files import write_text_atomic
 from runtime.package import VERSION_PATTERN, Package, file_entry, version_key
 from runtime.store import DEFAULT_INDEX, split_reference
-from zoo.errors import ZooError, zoo_errors
+from zoo.errors import ZooError
 
 FORMAT = "gapcam-index"
 FORMAT_VERSION = 1
@@ -81,7 +81,7 @@ def resolve_url(url: str, index_location: str | os.PathLike | None) -> str:
     return str(Path(location).parent / url)
 
 
-@zoo_errors
+@raises_only(ZooError)
 def publish(archive: str | os.PathLike, index_path: str | os.PathLike, url: str | None = None) -> dict[str, Any]:
     """Add (or replace) a package archive's entry in an index file, creating the index if needed.
 

@@ -13,13 +13,14 @@ from typing import Sequence
 import numpy as np
 
 import runtime
+from runtime.errors import raises_only
 from runtime.files import atomic_folder, atomic_path
 from runtime.image import load_image, resize
 from runtime.package import MANIFEST, MODEL, NAME_PATTERN, VERSION_PATTERN, Manifest, Package, file_entry
 from runtime.providers import CPU, onnxruntime_version
 from runtime.session import CamSession
 from zoo.card import render_card
-from zoo.errors import ZooError, zoo_errors
+from zoo.errors import ZooError
 from zoo.vectors import VECTORS, make_vectors, replay_vectors
 
 TASK = "image-classification-cam"
@@ -71,7 +72,7 @@ def write_zip(folder: Path, archive: Path) -> None:
                 out.writestr(info, path.read_bytes())
 
 
-@zoo_errors
+@raises_only(ZooError)
 def pack(
     model: str | os.PathLike,
     name: str,

@@ -9,11 +9,12 @@ import os
 import shutil
 from pathlib import Path
 
+from runtime.errors import raises_only
 from runtime.files import atomic_path, write_text_atomic
 from runtime.package import MODEL
 from runtime.providers import CPU
 from runtime.session import CamSession
-from zoo.errors import ZooError, zoo_errors
+from zoo.errors import ZooError
 
 TRITON_TYPES = {"float32": "TYPE_FP32"}
 
@@ -33,7 +34,7 @@ def config_pbtxt(name: str, signature: dict, max_batch_size: int) -> str:
     )
 
 
-@zoo_errors
+@raises_only(ZooError)
 def triton_repository(package: str | os.PathLike, out_dir: str | os.PathLike, max_batch_size: int = 64) -> Path:
     """Write OUT_DIR/NAME/{config.pbtxt, labels.txt, 1/model.onnx}; returns OUT_DIR/NAME."""
     session = CamSession(package, providers=[CPU])
