@@ -30,8 +30,7 @@ clean:
 	rm -rf demo .pytest_cache
 
 bench: $(STAMP)
-	test -f demo/shapes.onnx || $(MAKE) demo
-	$(PY) benchmarks/runtime_bench.py demo/shapes.onnx
+	$(PY) benchmarks/runtime_bench.py docs/benchmarks.md
 
 # Rebuild the shapes package that ships inside gapcam (runtime/models/) from the demo's model.
 bundle: $(STAMP)

@@ -1,21 +1,55 @@
-"""`make bench`: CamSession throughput on this machine, printed as a Markdown table.
+"""`make bench`: gapcam's CamSession against what users would otherwise run, in one process.
 
-Times the stages a deployment pays for: preprocessing, one inference call at several batch sizes,
-and the whole `run` (inference, CAMs upsampled to image size, boxes) for small and large images.
-Each figure is the median of several repeats after a warm-up call.
+    .venv/bin/python benchmarks/runtime_bench.py [docs/benchmarks.md]
+
+Two models with random weights: the FER recipe's architecture (small_cnn, K=1024, 48x48 gray, 7
+classes) and a chest-X-ray-like resnet18-GAP (K=1024, 200 high x 256 wide, gray, 2 classes). For
+each, at the model's input size, 480x640 and 1200x1500, batch 1 and 8, three paths from the same
+uint8 images to the top class's CAM at image size:
+- gapcam: `CamSession.run` (onnxruntime on the CPU; labels, probabilities, boxes, raw maps) plus
+  reading each result's full-size CAM (`result.cam`);
+- torch + torchcam `CAM`: preprocessing, forward, the top class's CAM, `F.interpolate` to the image
+  size (bilinear), min-max scaling; no box;
+- torch + pytorch-grad-cam `GradCAM` for the top class, resized the same way.
+Then: the share of `run` that comes after onnxruntime returns; cold start as whole processes
+(import, load, first result: wall time and peak RSS) of gapcam, the torch path and the floor (a
+script that only imports numpy, Pillow and onnxruntime and runs the model once); and the peak
+memory of one `run` on a 60-megapixel grayscale PNG against decoding it. The Markdown goes to
+stdout and replaces the `make bench` section of the given file.
 """
 from __future__ import annotations
 
+import os
+import platform
 import statistics
+import subprocess
 import sys
+import tempfile
+import textwrap
 import time
+from datetime import date
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
-from runtime import CamSession
+from export import export_model
+from runtime import CamSession, ModelInfo
+from runtime.image import Preprocess, preprocess
+from train.models import GapCam
+from train.recipes import CHEST_XRAY, FER
+
+THREADS = 2
+SIZES = ((None, "model input"), ((480, 640), "480x640"), ((1200, 1500), "1200x1500"))
+BATCHES = (1, 8)
+MEGAPIXELS_60 = (7000, 8600)  # height, width: 60.2 megapixels
+BEGIN, END = "<!-- make bench: begin -->", "<!-- make bench: end -->"
 
 
-def median_seconds(fn, repeats: int = 7) -> float:
+def median_seconds(fn, repeats: int) -> float:
     fn()  # warm-up: first calls allocate and plan
     times = []
     for _ in range(repeats):
@@ -25,25 +59,274 @@ def median_seconds(fn, repeats: int = 7) -> float:
     return statistics.median(times)
 
 
-def main(model: str) -> None:
-    session = CamSession(model)
-    height, width = session.input_size
+class Logits(torch.nn.Module):
+    """GapCam's logits alone, the output the torch CAM libraries expect."""
+
+    def __init__(self, model: GapCam):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[0]
+
+
+def build(recipe, folder: Path) -> tuple[GapCam, Path, Path]:
+    """A random-weight GapCam of the recipe's architecture, exported; (model, onnx path, state dict path)."""
+    torch.manual_seed(0)
+    model = GapCam(recipe.architecture).eval()
+    info = ModelInfo(
+        labels=list(recipe.labels), preprocess=recipe.preprocess,
+        fc_weight=model.fc.weight.detach().numpy(), fc_bias=model.fc.bias.detach().numpy(),
+        architecture=recipe.architecture.to_dict(),
+    )
+    onnx_path = export_model(model, info, folder / f"{recipe.name}.onnx").path
+    weights = folder / f"{recipe.name}.weights.pt"
+    torch.save(model.state_dict(), weights)
+    return model, onnx_path, weights
+
+
+def torch_cam_path(model: GapCam, spec: Preprocess):
+    """torch + torchcam: what a user of the torch tools runs for the top class's full-size CAM."""
+    from torchcam.methods import CAM
+
+    extractor = CAM(model, target_layer="cam_conv", fc_layer="fc")
+
+    def run(images):
+        x = torch.from_numpy(preprocess(images, spec))
+        with torch.no_grad():
+            logits, _ = model(x)
+        top = logits.argmax(1).tolist()
+        maps = extractor(top, logits, normalized=False)[0]
+        out = []
+        for image, cam in zip(images, maps):
+            up = F.interpolate(cam[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+            out.append((up - up.min()) / (up.max() - up.min()).clamp(min=1e-12))
+        return out
+
+    return run
+
+
+def gradcam_path(model: GapCam, spec: Preprocess):
+    """torch + pytorch-grad-cam's GradCAM for the top class, resized to the image."""
+    from pytorch_grad_cam import GradCAM
+
+    extractor = GradCAM(model=Logits(model), target_layers=[model.cam_conv])
+
+    def run(images):
+        x = torch.from_numpy(preprocess(images, spec))
+        maps = torch.from_numpy(extractor(input_tensor=x, targets=None))  # [N, H_in, W_in], scaled to [0, 1]
+        return [F.interpolate(cam[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+                for image, cam in zip(images, maps)]
+
+    return run
+
+
+def gapcam_path(session: CamSession):
+    def run(images):
+        return [result.cam for result in session.run(images)]  # the full-size CAM, as the torch paths give
+
+    return run
+
+
+def speed_rows(recipe, model: GapCam, onnx_path: Path, repeats: int) -> list[str]:
+    session = CamSession(onnx_path, providers=["CPUExecutionProvider"])
+    spec = recipe.preprocess
+    paths = {"gapcam": gapcam_path(session), "torchcam": torch_cam_path(model, spec), "gradcam": gradcam_path(model, spec)}
     rng = np.random.default_rng(0)
-    print(f"model {model}, input {height}x{width}, providers {session.providers}\n")
-    print("| stage | batch | image size | median time | images/s |")
-    print("| --- | --- | --- | --- | --- |")
-    for batch in (1, 8, 64):
-        x = rng.standard_normal((batch, session.preprocessing.channels, height, width)).astype(np.float32)
-        seconds = median_seconds(lambda: session.infer(x))
-        print(f"| infer | {batch} | {height}x{width} | {seconds * 1e3:.2f} ms | {batch / seconds:.0f} |")
-    for size in ((height, width), (512, 512)):
-        images = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(64)]
-        seconds = median_seconds(lambda: session.to_batch(images), repeats=5)
-        print(f"| preprocess | 64 | {size[0]}x{size[1]} | {seconds * 1e3:.2f} ms | {64 / seconds:.0f} |")
-        for batch in (1, 64):
-            seconds = median_seconds(lambda: session.run(images[:batch]), repeats=5)
-            print(f"| run (top-1 CAM + box) | {batch} | {size[0]}x{size[1]} | {seconds * 1e3:.2f} ms | {batch / seconds:.0f} |")
+    rows = []
+    for size, name in SIZES:
+        shape = size or spec.size
+        images_all = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(max(BATCHES))]
+        for batch in BATCHES:
+            images = images_all[:batch]
+            t = {key: median_seconds(lambda: fn(images), repeats) for key, fn in paths.items()}
+            run_alone = median_seconds(lambda: session.run(images), repeats)
+            x = session.to_batch(images)
+            before_inference = median_seconds(lambda: session.to_batch(images), repeats)
+            inference = median_seconds(lambda: session.infer(x), repeats)
+            after = max(run_alone - before_inference - inference, 0.0)
+            rows.append(
+                f"| {recipe.name} | {name} ({shape[0]}x{shape[1]}) | {batch} | {t['gapcam'] * 1e3:.1f} | {t['torchcam'] * 1e3:.1f} | "
+                f"{t['gradcam'] * 1e3:.1f} | **{t['gapcam'] / t['torchcam']:.2f}** | {t['gapcam'] / t['gradcam']:.2f} | "
+                f"{run_alone * 1e3:.1f} | {after / run_alone:.1%} |"
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def child(code: str) -> tuple[float, float, str]:
+    """Run `code` in a fresh Python; (wall seconds, peak RSS MB it reported, its last output line).
+
+    glibc's allocator gets a fixed mmap threshold, so that large arrays are returned to the system
+    when freed and the resident memory follows what is really in use.
+    """
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True, env=env)
+    wall = time.perf_counter() - start
+    last = done.stdout.strip().splitlines()[-1]
+    return wall, float(last.split()[0]), last
+
+
+# VmHWM, not ru_maxrss: Linux carries the forking parent's peak into a child's ru_maxrss.
+PEAK = 'print(next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")), {extra})'
+
+
+def cold_start_rows(recipe, onnx_path: Path, weights: Path, image: Path) -> list[str]:
+    floor = f"""
+        import numpy as np, onnxruntime as ort
+        from PIL import Image
+        session = ort.InferenceSession({str(onnx_path)!r}, providers=["CPUExecutionProvider"])
+        x = np.asarray(Image.open({str(image)!r}).convert("L").resize(({recipe.preprocess.width}, {recipe.preprocess.height})), np.float32)[None, None] / 255
+        session.run(None, {{"input": x}})
+        {PEAK.format(extra='""')}
+    """
+    gapcam = f"""
+        from runtime import CamSession
+        result = CamSession({str(onnx_path)!r}).run({str(image)!r})[0]
+        result.cam
+        {PEAK.format(extra='result.label')}
+    """
+    # What a torch user runs: their own model class (here resnet18-GAP with the checkpoint's key
+    # layout), torchvision-style preprocessing, torchcam; nothing of gapcam.
+    spec = recipe.preprocess
+    torch_path = f"""
+        import torch, torchvision, torch.nn.functional as F
+        from torch import nn
+        from PIL import Image
+        from torchcam.methods import CAM
+        torch.set_num_threads({THREADS})
+        class GapCam(nn.Module):
+            def __init__(self):
+                super().__init__()
+                net = torchvision.models.resnet18()
+                net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+                self.backbone = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+                self.cam_conv = nn.Sequential(nn.Conv2d(512, 1024, 3, padding=1), nn.ReLU())
+                self.fc = nn.Linear(1024, 2)
+            def forward(self, x):
+                return self.fc(self.cam_conv(self.backbone(x)).mean(dim=(2, 3)))
+        model = GapCam().eval()
+        model.load_state_dict(torch.load({str(weights)!r}, weights_only=True))
+        extractor = CAM(model, target_layer="cam_conv", fc_layer="fc")
+        picture = Image.open({str(image)!r}).convert("L")
+        x = torchvision.transforms.functional.pil_to_tensor(picture.resize(({spec.width}, {spec.height}), Image.BILINEAR))
+        x = ((x.float() / 255 - {spec.mean[0]}) / {spec.std[0]})[None]
+        with torch.no_grad():
+            logits = model(x)
+        cam = extractor(int(logits.argmax()), logits, normalized=False)[0]
+        up = F.interpolate(cam[None], size=picture.size[::-1], mode="bilinear", align_corners=False)
+        up = (up - up.min()) / (up.max() - up.min())
+        {PEAK.format(extra='""')}
+    """
+    runs = {name: [child(code) for _ in range(3)] for name, code in (("floor", floor), ("gapcam", gapcam), ("torch + torchcam", torch_path))}
+    figures = {name: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)) for name, rs in runs.items()}
+    rows = [f"| {name} | {wall:.2f} s | {rss:.0f} MB |" for name, (wall, rss) in figures.items()]
+    g, fl, tp = figures["gapcam"], figures["floor"], figures["torch + torchcam"]
+    rows.append(f"| **gapcam / floor** | **{g[0] / fl[0]:.2f}x** | **{g[1] / fl[1]:.2f}x** |")
+    rows.append(f"| **gapcam / torch path** | **{g[0] / tp[0]:.2f}x** | **{g[1] / tp[1]:.2f}x** |")
+    return rows
+
+
+def memory_rows(onnx_path: Path, image: Path) -> list[str]:
+    # The peak is reset after the model is loaded and has run once (Linux's clear_refs 5), so that
+    # the figure is what the case itself adds on top of the resident memory it starts from.
+    setup = f"""
+        from runtime import CamSession
+        from runtime.image import load_image
+        def status(key):
+            return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith(key))
+        session = CamSession({str(onnx_path)!r})
+        session.run(load_image({str(onnx_path.parent / 'small.png')!r}))
+        open("/proc/self/clear_refs", "w").write("5")
+        base = status("VmRSS:")
+    """
+    cases = {
+        "decoding it (Pillow: `Image.open(path).load()`)": "from PIL import Image; picture = Image.open({image!r}); picture.load()",
+        "`session.run(path)` (label, probabilities, box, raw map)": "result = session.run({image!r})[0]; result.box",
+        "`session.run(path)` and reading `result.cam` (float32, 4 bytes a pixel)": "result = session.run({image!r})[0]; result.cam",
+    }
+    figures = {}
+    for name, line in cases.items():
+        code = setup + "\n        " + line.format(image=str(image)) + '\n        print(status("VmHWM:") - base)'
+        figures[name] = child(code)[1]
+    decode = next(iter(figures.values()))
+    return [f"| {name} | {mb:.0f} MB | {mb / decode:.2f}x |" for name, mb in figures.items()]
+
+
+def versions() -> str:
+    names = ("numpy", "Pillow", "onnxruntime-gpu", "onnxruntime", "torch", "torchcam", "grad-cam")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def main(target: Path | None) -> None:
+    torch.set_num_threads(THREADS)
+    started = time.perf_counter()
+    lines = [
+        BEGIN,
+        f"## CamSession against the torch CAM tools (`make bench`, {date.today().isoformat()})",
+        "",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores; Python {platform.python_version()}; {versions()}; "
+        f"onnxruntime on its CPU provider, torch with {THREADS} threads. Command: "
+        "`make bench` (`.venv/bin/python benchmarks/runtime_bench.py docs/benchmarks.md`). Random weights; "
+        "random uint8 images; medians of repeats after a warm-up call.",
+        "",
+        "Milliseconds per call, from uint8 images to the top class's CAM at image size. gapcam's column is "
+        "`run` plus reading `result.cam`; the ratio in bold is the target (<= 0.6). `run` alone and the "
+        "share of it after onnxruntime returns (labels, probabilities, boxes, raw maps; target <= 5%) follow.",
+        "",
+        "| model | image | batch | gapcam | torch + torchcam | torch + GradCAM | gapcam / torchcam | gapcam / GradCAM | `run` alone | after onnxruntime |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        models = {recipe.name: (recipe, *build(recipe, folder)) for recipe in (FER, CHEST_XRAY)}
+        for recipe, model, onnx_path, _ in models.values():
+            lines += speed_rows(recipe, model, onnx_path, repeats=5 if recipe is FER else 3)
+        recipe, _, onnx_path, weights = models[CHEST_XRAY.name]
+        rng = np.random.default_rng(1)
+        photo = folder / "xray.png"
+        Image.fromarray(rng.integers(0, 256, (1200, 1500), dtype=np.uint8)).save(photo)
+        Image.fromarray(rng.integers(0, 256, (200, 256), dtype=np.uint8)).save(folder / "small.png")
+        lines += [
+            "", f"Cold start of one process (import, load the {recipe.name} model, first result on a 1200x1500 PNG), "
+            "medians of 3 processes. Targets: gapcam <= 1.3x the floor, <= 0.1x the torch path's wall time, <= 0.2x its memory.",
+            "", "| process | wall time | peak RSS |", "| --- | --- | --- |",
+        ]
+        lines += cold_start_rows(recipe, onnx_path, weights, photo)
+        big = folder / "scan.png"
+        Image.fromarray(np.tile(rng.integers(0, 256, (1000, MEGAPIXELS_60[1]), dtype=np.uint8), (7, 1))).save(big, compress_level=1)
+        lines += [
+            "", f"Peak memory of one `run` ({recipe.name} model, top-1) on a {MEGAPIXELS_60[0]}x{MEGAPIXELS_60[1]} grayscale PNG "
+            "(60.2 megapixels), above the process's peak after loading the model; target: `run` <= 2.5x decoding.",
+            "", "| what | peak memory added | against decoding |", "| --- | --- | --- |",
+        ]
+        lines += memory_rows(onnx_path, big)
+    lines += ["", f"The whole benchmark took {time.perf_counter() - started:.0f} s.", END]
+    text = "\n".join(lines)
+    print(text)
+    if target is not None:
+        current = target.read_text() if target.exists() else ""
+        if BEGIN in current and END in current:
+            current = current[: current.index(BEGIN)] + text + current[current.index(END) + len(END):]
+        else:
+            current = current.rstrip() + "\n\n" + text + "\n"
+        target.write_text(current)
+        print(f"wrote {target}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "demo/shapes.onnx")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)

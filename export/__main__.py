@@ -39,7 +39,9 @@ def main(checkpoint: str, out: str | None, opset: int, arch: str | None, labels_
     click.echo(f"outputs: {', '.join(report.outputs)}")
     click.echo(f"opset {report.opset}, {report.size_bytes / 1e6:.2f} MB, one file, checker passed")
     click.echo(f"parity on {', '.join(parity['inputs'])} ({parity['provider']}), largest difference vs torch:")
-    for name in ("logits", "features", "cams"):
+    for name in ("logits", "features", "cams", "class_maps"):
+        if name not in parity:
+            continue
         click.echo(f"  {name:<9} {parity[name]['max_abs']:.2e} abs, {parity[name]['relative']:.2e} relative (tolerance {parity['tolerance']:.0e})")
     click.echo(f"  argmax agrees: {'yes' if parity['argmax_agree'] else 'NO'}")
     click.echo(f"wrote {report.path}")

@@ -19,7 +19,7 @@ from runtime.boxes import PAPER_BOX_THRESHOLD
 from runtime.errors import first_line, raises_only
 from runtime.files import atomic_path, sha256_file
 from runtime.image import Preprocess
-from runtime.onnx_model import INPUT_NAME, OUTPUT_NAMES, ModelInfo
+from runtime.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 
 OPSET = 18
@@ -44,20 +44,43 @@ def _graph_signature(values) -> list[str]:
     return rows
 
 
-def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET) -> onnx.ModelProto:
-    """Trace `model` (forward(x) -> (logits, features)) with the dynamo exporter, batch dynamic.
+class WithClassMaps(torch.nn.Module):
+    """forward(x) -> (logits, features, cams): every class's raw CAM computed in the graph.
+
+    A client (`CamSession` on a GPU, a Triton client) then fetches [N, num_classes, h, w] instead of
+    the features [N, K, h, w]. Added only while num_classes <= K, so that the output is never larger
+    than the features it saves copying; wider heads (ImageNet's 1000 classes over K=512) keep two
+    outputs and the runtime computes their maps from the features.
+    """
+
+    def __init__(self, model: torch.nn.Module, fc_weight: np.ndarray):
+        super().__init__()
+        self.model = model
+        self.register_buffer("fc_weight", torch.from_numpy(np.asarray(fc_weight, dtype=np.float32)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, features = self.model(x)
+        return logits, features, torch.einsum("ck,nkhw->nchw", self.fc_weight, features)
+
+
+def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, fc_weight: np.ndarray | None = None) -> onnx.ModelProto:
+    """Trace `model` (forward(x) -> (logits, features)) with the dynamo exporter, batch dynamic; with
+    `fc_weight` [num_classes, K], num_classes <= K, the graph also outputs the class maps.
 
     The example batch has 2 images: torch.export specializes a size-1 dimension to a constant.
     """
+    with_maps = fc_weight is not None and fc_weight.shape[0] <= fc_weight.shape[1]
+    names = [*OUTPUT_NAMES, CLASS_MAPS_NAME] if with_maps else list(OUTPUT_NAMES)
+    traced = WithClassMaps(model, fc_weight) if with_maps else model
     example = torch.randn(2, spec.channels, *spec.size)
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model.eval(),
+            traced.eval(),
             (example,),
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=names,
             opset_version=opset,
             dynamo=True,
             external_data=False,  # one file: the exporter would otherwise write weights beside it
@@ -82,7 +105,7 @@ def export_model(
     Raises ExportError when the checker refuses the graph or parity fails; nothing is written then.
     """
     out = Path(out)
-    proto = to_onnx_proto(model, info.preprocess, opset)
+    proto = to_onnx_proto(model, info.preprocess, opset, info.fc_weight)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as err:

@@ -4,7 +4,8 @@ from importlib import metadata as _metadata
 from runtime.errors import CamError, GapcamError
 from runtime.image import Preprocess, load_image, preprocess
 from runtime.onnx_model import ModelInfo
-from runtime.session import CamResult, CamSession
+from runtime.results import CamResult, explain_outputs
+from runtime.session import CamSession
 
 try:
     __version__ = _metadata.version("gapcam")
@@ -19,6 +20,7 @@ __all__ = [
     "ModelInfo",
     "Preprocess",
     "__version__",
+    "explain_outputs",
     "load_image",
     "preprocess",
 ]

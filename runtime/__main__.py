@@ -98,7 +98,7 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
                     click.echo(f"skipped {err}", err=True)
             results = session.run(pictures, topk=topk, method=method) if pictures else []
             for index, picture, result in zip(batch, pictures, results):
-                shown = session.overlay(picture, result.cam, alpha=alpha, colormap=colormap, box=result.box, label=result.label)
+                shown = session.overlay(picture, result.cams_scaled[0], alpha=alpha, colormap=colormap, box=result.box, label=result.label)
                 with atomic_path(out / names[index]) as tmp:
                     shown.save(tmp, format="PNG")
                 records.append({"file": paths[index], "overlay": names[index], **result.to_dict()})

@@ -101,14 +101,15 @@ def _check_threshold(threshold: float) -> None:
         raise CamError(f"threshold must be within [0, 1], got {threshold}")
 
 
-def cam_box(cam: np.ndarray, threshold: float = PAPER_BOX_THRESHOLD) -> tuple[int, int, int, int]:
+def cam_box(cam: np.ndarray, threshold: float = PAPER_BOX_THRESHOLD, peak: float | None = None) -> tuple[int, int, int, int]:
     """The CAM paper's box: keep pixels >= threshold * max(cam), box the largest connected component.
 
-    `cam` is a [0, 1]-scaled map; a map with nothing above threshold gives the whole image.
+    `cam` is a [0, 1]-scaled map; a map with nothing above threshold gives the whole image. `peak`
+    replaces max(cam) when the map is a smaller copy of one whose maximum is known.
     Raises CamError for a threshold outside [0, 1].
     """
     _check_threshold(threshold)
-    box = largest_component_box(cam >= threshold * cam.max())
+    box = largest_component_box(cam >= threshold * (cam.max() if peak is None else peak))
     return box if box is not None else (0, 0, cam.shape[1], cam.shape[0])
 
 

@@ -6,6 +6,8 @@ so that, for GAP, logits[c] = mean_xy CAM_c(x, y) + bias[c] (Zhou et al., CVPR 2
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from runtime.errors import CamError
@@ -75,8 +77,20 @@ def explanation_maps(method: str, features: np.ndarray, weight: np.ndarray, clas
     return gradcam_maps(cams) if method == "gradcam" else cams
 
 
-def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
-    """[dst, src] interpolation weights equal to torch's bilinear with align_corners=False."""
+def maps_of_classes(method: str, class_maps: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Raw maps [N, k, h, w] of "cam" or "gradcam" from a model's all-class CAMs [N, num_classes, h, w]
+    (the graph's `cams` output), for class indices [N, k]. Raises CamError for "eigencam", which
+    needs the features."""
+    if method not in ("cam", "gradcam"):
+        raise CamError(f"method {method!r} needs the model's features, not its class maps")
+    classes = np.asarray(classes, dtype=np.int64).reshape(len(class_maps), -1)
+    cams = np.asarray(class_maps, dtype=np.float32)[np.arange(len(class_maps))[:, None], classes]
+    return gradcam_maps(cams) if method == "gradcam" else cams
+
+
+@functools.lru_cache(maxsize=128)
+def bilinear_matrix(src: int, dst: int) -> np.ndarray:
+    """[dst, src] float32 interpolation weights equal to torch's bilinear with align_corners=False (read-only, cached)."""
     scale = src / dst
     pos = np.maximum((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
     i0 = np.minimum(np.floor(pos).astype(np.int64), src - 1)
@@ -86,17 +100,63 @@ def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
     rows = np.arange(dst)
     np.add.at(matrix, (rows, i0), 1.0 - frac)
     np.add.at(matrix, (rows, i1), frac)
+    matrix = matrix.astype(np.float32)
+    matrix.flags.writeable = False
     return matrix
 
 
+@functools.lru_cache(maxsize=128)
+def _extreme_samples(src: int, dst: int) -> np.ndarray:
+    """The output positions of a `src` -> `dst` bilinear resize where a map's extremes can lie.
+
+    Between two source samples the output is linear in its position, so along each axis it reaches
+    its extremes at the first or last output position of each source interval.
+    """
+    pos = np.maximum((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5, 0.0)
+    cell = np.minimum(np.floor(pos).astype(np.int64), src - 1)
+    starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+    ends = np.r_[starts[1:] - 1, dst - 1]
+    return np.union1d(starts, ends)
+
+
 def upsample_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize [..., h, w] maps to size (H, W) like torch's F.interpolate(bilinear, align_corners=False)."""
+    """Resize [..., h, w] maps to size (H, W) like torch's F.interpolate(bilinear, align_corners=False).
+
+    Separable and in float32: two matrix products, and no array larger than the float32 output.
+    """
     h, w = maps.shape[-2:]
-    height, width = size
-    rows = _bilinear_matrix(h, height)  # [H, h]
-    cols = _bilinear_matrix(w, width)  # [W, w]
-    out = rows @ maps.astype(np.float64) @ cols.T
-    return out.astype(np.float32)
+    rows = bilinear_matrix(h, int(size[0]))  # [H, h]
+    cols = bilinear_matrix(w, int(size[1]))  # [W, w]
+    return np.matmul(np.matmul(rows, np.asarray(maps, dtype=np.float32)), cols.T)
+
+
+def upsampled_range(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) of each map [..., h, w] after `upsample_bilinear` to `size`, without making it:
+    only the rows and columns where extremes can lie (at most 2h x 2w) are interpolated."""
+    h, w = maps.shape[-2:]
+    rows = bilinear_matrix(h, int(size[0]))[_extreme_samples(h, int(size[0]))].astype(np.float64)
+    cols = bilinear_matrix(w, int(size[1]))[_extreme_samples(w, int(size[1]))].astype(np.float64)
+    sampled = rows @ np.asarray(maps, dtype=np.float64) @ cols.T
+    return sampled.min(axis=(-2, -1)), sampled.max(axis=(-2, -1))
+
+
+def _flat(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Whether maps with these extremes count as constant: a spread below 1e-6 of their magnitude."""
+    return hi - lo <= np.maximum(1e-6 * np.maximum(np.abs(lo), np.abs(hi)), np.finfo(np.float32).tiny)
+
+
+def scale_like_upsampled(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(maps scaled so that their upsampling to `size` spans [0, 1], the peak of that upsampling).
+
+    Min-max scaling is affine and bilinear upsampling linear, so scaling the small maps by the
+    upsampled maps' range gives `normalize_maps(upsample_bilinear(maps, size))` once upsampled, while
+    nothing of the image's size is made. A constant map scales to zeros with peak 0, else peak 1.
+    """
+    lo, hi = upsampled_range(maps, size)
+    flat = _flat(lo, hi)
+    spread = np.where(flat, 1.0, hi - lo)
+    scaled = (np.asarray(maps, dtype=np.float64) - lo[..., None, None]) / spread[..., None, None]
+    return np.where(flat[..., None, None], 0.0, scaled).astype(np.float32), np.where(flat, 0.0, 1.0)
 
 
 def normalize_maps(maps: np.ndarray) -> np.ndarray:
@@ -106,8 +166,6 @@ def normalize_maps(maps: np.ndarray) -> np.ndarray:
     """
     lo = maps.min(axis=(-2, -1), keepdims=True)
     hi = maps.max(axis=(-2, -1), keepdims=True)
-    spread = hi - lo
-    magnitude = np.maximum(np.abs(lo), np.abs(hi))
-    flat = spread <= np.maximum(1e-6 * magnitude, np.finfo(np.float32).tiny)
-    scaled = (maps - lo) / np.where(flat, 1.0, spread)
+    flat = _flat(lo, hi)
+    scaled = (maps - lo) / np.where(flat, 1.0, hi - lo)
     return np.where(flat, 0.0, np.clip(scaled, 0.0, 1.0)).astype(np.float32)

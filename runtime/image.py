@@ -95,8 +95,10 @@ def _read_image_file(path: Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            # Photos often store their rotation in EXIF; show the model what a viewer shows.
-            return ImageOps.exif_transpose(img)
+            # Photos often store their rotation in EXIF; show the model what a viewer shows
+            # (in place: without it, Pillow copies every image, rotated or not).
+            ImageOps.exif_transpose(img, in_place=True)
+            return img
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise CamError(f"{path}: not a readable image ({err.__class__.__name__}: {err})") from None
 

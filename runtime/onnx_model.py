@@ -23,6 +23,7 @@ POOLINGS = ("gap", "gmp")
 PREFIX = "gapcam."
 INPUT_NAME = "input"  # float32 [N, C, H, W], N dynamic
 OUTPUT_NAMES = ("logits", "features")  # [N, num_classes] and [N, K, h, w]: the tensor pooling reduces
+CLASS_MAPS_NAME = "cams"  # optional third output [N, num_classes, h, w]: every class's raw CAM, computed in the graph
 
 
 def encode_array(array: np.ndarray) -> dict:

@@ -1,12 +1,12 @@
 """Heatmap overlays: a CAM in a colormap, blended over the image, with an optional box and label."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from runtime.cam import upsample_bilinear
 from runtime.errors import CamError
 from runtime.image import ImageInput, load_image, to_color
 
@@ -26,13 +26,26 @@ COLORMAPS: dict[str, tuple[Sequence[tuple[float, float]], ...]] = {
 }
 
 
-def colorize(cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
-    """[H, W] map in [0, 1] -> uint8 [H, W, 3] RGB."""
+@functools.lru_cache(maxsize=None)
+def colormap_table(colormap: str) -> np.ndarray:
+    """uint8 [256, 3]: the colormap's RGB at 256 evenly spaced levels of [0, 1]."""
     if colormap not in COLORMAPS:
         raise CamError(f"colormap must be one of {sorted(COLORMAPS)}, got {colormap!r}")
-    values = np.clip(cam, 0.0, 1.0)
-    channels = [np.interp(values, [k[0] for k in knots], [k[1] for k in knots]) for knots in COLORMAPS[colormap]]
-    return (np.stack(channels, axis=-1) * 255.0 + 0.5).astype(np.uint8)
+    levels = np.linspace(0.0, 1.0, 256)
+    channels = [np.interp(levels, [k[0] for k in knots], [k[1] for k in knots]) for knots in COLORMAPS[colormap]]
+    table = (np.stack(channels, axis=-1) * 255.0 + 0.5).astype(np.uint8)
+    table.flags.writeable = False
+    return table
+
+
+def to_levels(cam: np.ndarray) -> np.ndarray:
+    """[H, W] map in [0, 1] -> uint8 levels 0..255 (values outside are clipped)."""
+    return np.rint(np.clip(np.asarray(cam, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def colorize(cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """[H, W] map in [0, 1] -> uint8 [H, W, 3] RGB, through the colormap's 256-level table."""
+    return colormap_table(colormap)[to_levels(cam)]
 
 
 def overlay(
@@ -45,19 +58,24 @@ def overlay(
     label: str | None = None,
     box_color: tuple[int, int, int] = (255, 255, 255),
 ) -> Image.Image:
-    """Blend `cam` (any size, scaled to [0, 1]) over `image`; grayscale images stay gray underneath."""
+    """Blend `cam` (any size, scaled to [0, 1]) over `image`; grayscale images stay gray underneath.
+
+    A map smaller than the image (such as `CamResult.cams_scaled[i]`, the model's resolution) is
+    resized by Pillow as 8-bit levels, bilinearly, and colored there: every array of the image's
+    size is uint8, so an overlay costs a few bytes a pixel. Raises CamError for bad arguments.
+    """
     if not 0.0 <= alpha <= 1.0:
         raise CamError(f"alpha must be within [0, 1], got {alpha}")
+    if np.ndim(cam) != 2:
+        raise CamError(f"cam must be a 2-D map, got shape {np.shape(cam)}")
+    table = colormap_table(colormap)
     base = to_color(load_image(image), "RGB")
     width, height = base.size
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.ndim != 2:
-        raise CamError(f"cam must be a 2-D map, got shape {cam.shape}")
-    if cam.shape != (height, width):
-        cam = upsample_bilinear(cam, (height, width))
-    heat = colorize(cam, colormap).astype(np.float32)
-    blended = (1.0 - alpha) * np.asarray(base, dtype=np.float32) + alpha * heat
-    out = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8))
+    levels = Image.fromarray(to_levels(cam), "L")
+    if levels.size != base.size:
+        levels = levels.resize(base.size, Image.Resampling.BILINEAR)
+    levels.putpalette(table.tobytes())  # "L" becomes "P" with the colormap as palette
+    out = Image.blend(base, levels.convert("RGB"), alpha)
     if box is not None or label:
         draw = ImageDraw.Draw(out)
         line = max(1, round(min(width, height) / 100))

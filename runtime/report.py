@@ -9,7 +9,8 @@ from typing import Sequence
 from PIL import Image, ImageDraw
 
 from runtime.image import ImageInput, load_image, to_color
-from runtime.session import CamResult, CamSession
+from runtime.results import CamResult
+from runtime.session import CamSession
 
 TILE = 224  # longest side of each tile in the explanation figure
 THUMB = 256  # longest side of images embedded in the HTML report
@@ -29,7 +30,7 @@ def explain_figure(session: CamSession, image: ImageInput, result: CamResult, co
     picture = to_color(load_image(image), "RGB")
     tiles = [("input", _fit(picture, TILE))]
     best = int(result.logits.argmax())
-    for c, label, cam, box in zip(result.classes, result.labels, result.cams, result.boxes):
+    for c, label, cam, box in zip(result.classes, result.labels, result.cams_scaled, result.boxes):
         shown = session.overlay(picture, cam, colormap=colormap, alpha=alpha, box=box)
         mark = " (predicted)" if c == best else ""
         tiles.append((f"{label} {result.probs[c]:.3f}{mark}", _fit(shown, TILE)))

@@ -2,70 +2,20 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from runtime.boxes import cam_box
-from runtime.cam import METHODS, explanation_maps, normalize_maps, upsample_bilinear
+from runtime.cam import METHODS
 from runtime.errors import CamError
 from runtime.image import ImageInput, Preprocess, load_image, preprocess
-from runtime.onnx_model import INPUT_NAME, OUTPUT_NAMES, ModelInfo
+from runtime.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
 from runtime.overlay import overlay
 from runtime.package import MODEL
 from runtime.providers import open_inference_session
+from runtime.results import CamResult, ClassChoice, explain_outputs
 from runtime.store import resolve_model
-
-ClassChoice = Union[None, int, str, Sequence[Union[int, str]], np.ndarray]
-
-
-@dataclass
-class CamResult:
-    """One image's prediction and the CAMs of the explained classes (predicted top-k, or requested)."""
-
-    logits: np.ndarray  # [num_classes] raw scores
-    probs: np.ndarray  # [num_classes] softmax of the logits
-    classes: np.ndarray  # [k] explained class indices, best first when predicted
-    labels: list[str]  # [k] their names
-    cams: np.ndarray  # [k, H_img, W_img] float32 in [0, 1], at the original image size
-    cams_raw: np.ndarray  # [k, h, w] the method's map unscaled, at feature resolution (CAM: sum_k w[c, k] * f_k)
-    boxes: np.ndarray  # [k, 4] int x0, y0, x1, y1 in image pixels, end-exclusive
-
-    @property
-    def label(self) -> str:
-        return self.labels[0]
-
-    @property
-    def prob(self) -> float:
-        return float(self.probs[self.classes[0]])
-
-    @property
-    def cam(self) -> np.ndarray:
-        return self.cams[0]
-
-    @property
-    def box(self) -> tuple[int, int, int, int]:
-        return tuple(int(v) for v in self.boxes[0])  # type: ignore[return-value]
-
-    def to_dict(self) -> dict:
-        """JSON-ready summary (no maps)."""
-        return {
-            "label": self.label,
-            "explained": [
-                {"class": int(c), "label": name, "prob": float(self.probs[c]), "box": [int(v) for v in box]}
-                for c, name, box in zip(self.classes, self.labels, self.boxes)
-            ],
-            "probs": [float(p) for p in self.probs],
-        }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
 
 class CamSession:
     """Run a gapcam ONNX model and explain its predictions with class activation maps.
@@ -73,7 +23,7 @@ class CamSession:
     >>> session = CamSession("shapes.onnx")
     >>> result = session.run("image.png")[0]
     >>> result.label, result.prob, result.box
-    >>> session.overlay("image.png", result.cam).save("overlay.png")
+    >>> session.overlay("image.png", result.cams_scaled[0]).save("overlay.png")  # map at model resolution, resized by Pillow
 
     `providers=None` asks for CUDA when onnxruntime offers it and falls back to the CPU;
     `session.providers` reports what onnxruntime really uses. Safe to call from several threads.
@@ -100,11 +50,13 @@ class CamSession:
     def _check_signature(self) -> None:
         inputs = self._session.get_inputs()
         outputs = [o.name for o in self._session.get_outputs()]
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or tuple(outputs[:2]) != OUTPUT_NAMES:
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or tuple(outputs[:2]) != OUTPUT_NAMES or outputs[2:] not in ([], [CLASS_MAPS_NAME]):
             raise CamError(
-                f"{self.path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, "
-                f"got inputs {[i.name for i in inputs]} and outputs {outputs}"
+                f"{self.path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)} (then optionally "
+                f"{CLASS_MAPS_NAME!r}), got inputs {[i.name for i in inputs]} and outputs {outputs}"
             )
+        # Models exported before the graph computed the class maps have only logits and features.
+        self.has_class_maps = outputs[2:] == [CLASS_MAPS_NAME]
         shape = inputs[0].shape
         if len(shape) != 4 or shape[1] != self.preprocessing.channels:
             raise CamError(f"{self.path}: input shape {shape} does not fit {self.preprocessing.channels}-channel images")
@@ -149,42 +101,17 @@ class CamSession:
         """float32 [N, C, H, W], exactly what the model sees; `preprocessing` says how it is made."""
         return preprocess(images, self.preprocessing)
 
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One inference call: (logits [N, num_classes], features [N, K, h, w])."""
+    def _outputs(self, names: list[str], batch: np.ndarray) -> list[np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         channels = self.preprocessing.channels
         if batch.ndim != 4 or batch.shape[1:] != (channels, *self.input_size):
             raise CamError(f"infer: expected a batch [N, {channels}, {self.input_size[0]}, {self.input_size[1]}], got {batch.shape}")
-        logits, features = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-        return logits, features
+        return self._session.run(names, {INPUT_NAME: batch})
 
-    def _class_indices(self, classes: ClassChoice, logits: np.ndarray, topk: int) -> np.ndarray:
-        """[N, k] class indices to explain: the top-k predictions, or the requested classes."""
-        count = len(self.labels)
-        if classes is None:
-            if not 1 <= topk <= count:
-                raise CamError(f"topk must be within 1..{count}, got {topk}")
-            return np.argsort(-logits, axis=1, kind="stable")[:, :topk]
-        if isinstance(classes, np.ndarray) and classes.ndim == 2:  # per-image classes [N, k]
-            if classes.shape[0] != logits.shape[0] or classes.shape[1] == 0:
-                raise CamError(f"classes: per-image array must be [{logits.shape[0]}, k], got {list(classes.shape)}")
-            if classes.min() < 0 or classes.max() >= count:
-                raise CamError(f"classes: indices must be within 0..{count - 1}")
-            return classes.astype(np.int64)
-        wanted = [classes] if isinstance(classes, (int, np.integer, str)) else list(classes)
-        if not wanted:
-            raise CamError("classes: empty list")
-        indices = []
-        for item in wanted:
-            if isinstance(item, str):
-                if item not in self.labels:
-                    raise CamError(f"classes: unknown label {item!r} (labels: {self.labels})")
-                indices.append(self.labels.index(item))
-            elif isinstance(item, (int, np.integer)) and 0 <= int(item) < count:
-                indices.append(int(item))
-            else:
-                raise CamError(f"classes: {item!r} is not a label or an index within 0..{count - 1}")
-        return np.tile(np.asarray(indices, dtype=np.int64), (logits.shape[0], 1))
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One inference call: (logits [N, num_classes], features [N, K, h, w])."""
+        logits, features = self._outputs(list(OUTPUT_NAMES), batch)
+        return logits, features
 
     def run(
         self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int = 1, method: str = "cam"
@@ -194,33 +121,23 @@ class CamSession:
         classes=None explains the top-k predicted classes; an index, a label, or a list of them
         explains those classes for every image; an [N, k] index array chooses per image.
         method: "cam" (the paper's), "gradcam" (equal to ReLU(CAM) / (h w) for this head) or
-        "eigencam" (class-agnostic), all from the same two outputs.
+        "eigencam" (class-agnostic). CAM and Grad-CAM use the graph's class maps where the model
+        has them (less to copy from a GPU than the features), Eigen-CAM the features.
+        The work after inference is `runtime.results.explain_outputs`.
         """
         if method not in METHODS:
             raise CamError(f"method must be one of {list(METHODS)}, got {method!r}")
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         pictures = [load_image(item) for item in items]
-        logits, features = self.infer(self.to_batch(pictures))
-        indices = self._class_indices(classes, logits, topk)
-        raw = explanation_maps(method, features, self.info.fc_weight, indices)
-        probs = softmax(logits)
-        return [
-            self._result(picture, logits[i], probs[i], indices[i], raw[i])
-            for i, picture in enumerate(pictures)
-        ]
-
-    def _result(self, picture: Image.Image, logits, probs, indices, raw) -> CamResult:
-        width, height = picture.size
-        cams = normalize_maps(upsample_bilinear(raw, (height, width)))
-        boxes = np.array([cam_box(cam, self.box_threshold) for cam in cams], dtype=np.int64).reshape(-1, 4)
-        return CamResult(
-            logits=logits,
-            probs=probs,
-            classes=indices,
-            labels=[self.labels[c] for c in indices],
-            cams=cams,
-            cams_raw=raw,
-            boxes=boxes,
+        batch = self.to_batch(pictures)
+        outputs = {"features": None, "class_maps": None}
+        if self.has_class_maps and method != "eigencam":
+            logits, outputs["class_maps"] = self._outputs([OUTPUT_NAMES[0], CLASS_MAPS_NAME], batch)
+        else:
+            logits, outputs["features"] = self.infer(batch)
+        return explain_outputs(
+            self.info, logits, [(picture.height, picture.width) for picture in pictures], **outputs,
+            classes=classes, topk=topk, method=method, box_threshold=self.box_threshold,
         )
 
     def overlay(self, image: ImageInput, cam: np.ndarray, **options) -> Image.Image:

@@ -27,7 +27,7 @@ def grid_image(session: CamSession, images, true_boxes) -> Image.Image:
     for i, (result, pixels, truth) in enumerate(zip(session.run(list(images)), images, true_boxes)):
         big = Image.fromarray(pixels).resize((tile_w, tile_h), Image.Resampling.NEAREST)
         box = [v * SCALE for v in result.box]
-        shown = session.overlay(big, result.cam, box=box, label=f"{result.label} {result.prob:.2f}", box_color=CAM_COLOR)
+        shown = session.overlay(big, result.cams_scaled[0], box=box, label=f"{result.label} {result.prob:.2f}", box_color=CAM_COLOR)
         x0, y0, x1, y1 = (v * SCALE for v in truth)
         ImageDraw.Draw(shown).rectangle((x0, y0, x1 - 1, y1 - 1), outline=TRUE_COLOR, width=2)
         left, top = (i % COLUMNS) * 2 * tile_w, (i // COLUMNS) * tile_h

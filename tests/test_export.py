@@ -9,6 +9,7 @@ import torch
 
 import export.onnx_export as onnx_export
 from export import ExportError, export_checkpoint
+from runtime.image import Preprocess
 from runtime.onnx_model import ModelInfo
 from runtime.session import CamSession
 
@@ -25,7 +26,7 @@ def test_one_file_with_named_outputs_and_dynamic_batch(tiny_onnx):
     onnx.checker.check_model(model, full_check=True)
     assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
     assert [i.name for i in model.graph.input] == ["input"]
-    assert [o.name for o in model.graph.output] == ["logits", "features"]
+    assert [o.name for o in model.graph.output] == ["logits", "features", "cams"]
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch_dim.dim_param and not batch_dim.dim_value
     for output in model.graph.output:
@@ -34,6 +35,34 @@ def test_one_file_with_named_outputs_and_dynamic_batch(tiny_onnx):
     for n in (1, 2, 7):
         logits, features = session.infer(np.zeros((n, 3, 64, 64), np.float32))
         assert logits.shape == (n, 5) and features.shape == (n, 32, 8, 8)
+
+
+def test_graph_class_maps_equal_the_numpy_cams(tiny_onnx, shape_images):
+    """The `cams` output is the fc weights applied to the features, inside the graph (parity on the CPU)."""
+    from runtime.cam import class_activation_maps
+
+    session = CamSession(tiny_onnx, providers=["CPUExecutionProvider"])
+    batch = session.to_batch(list(shape_images.images))
+    features, class_maps = session._session.run(["features", "cams"], {"input": batch})
+    expected = class_activation_maps(features, session.info.fc_weight, np.tile(np.arange(5), (len(batch), 1)))
+    assert class_maps.shape == (8, 5, 8, 8)
+    np.testing.assert_allclose(class_maps, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert session.info.parity["class_maps"]["relative"] <= session.info.parity["tolerance"]
+
+
+def test_a_head_wider_than_its_features_gets_no_class_maps_output(tmp_path):
+    """With more classes than K channels the class maps would outweigh the features: two outputs only."""
+    from export.onnx_export import export_model
+    from train.models import Architecture, GapCam
+
+    torch.manual_seed(0)
+    model = GapCam(Architecture(num_classes=6, cam_channels=4, backbone_args={"widths": (8,)})).eval()
+    info = ModelInfo(labels=list("abcdef"), preprocess=Preprocess(32, 32), fc_weight=model.fc.weight.detach().numpy(),
+                     fc_bias=model.fc.bias.detach().numpy())
+    report = export_model(model, info, tmp_path / "wide.onnx")
+    assert [o.split()[0] for o in report.outputs] == ["logits", "features"] and "class_maps" not in report.parity
+    session = CamSession(report.path)
+    assert not session.has_class_maps and session.run(np.zeros((32, 32, 3), np.uint8), topk=6)[0].cams_raw.shape == (6, 32, 32)
 
 
 def test_metadata_carries_labels_preprocessing_weights_and_parity(tiny_onnx, tiny_checkpoint, tiny_model):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from runtime import CamError
 from runtime.localization import GroundTruth, evaluate_localization, folder_ground_truth, pixel_average_precision
-from runtime.session import CamResult
+from runtime.results import CamResult
 
 
 class StubSession:
@@ -26,7 +26,8 @@ class StubSession:
             index = self.calls + i
             logits = np.zeros(2, np.float32)
             logits[self.predicted[index]] = 1.0
-            results.append(CamResult(logits, logits, classes[i], ["a"], self.cams[index][None], self.cams[index][None], np.zeros((1, 4), np.int64)))
+            cam = self.cams[index]
+            results.append(CamResult(logits, logits, classes[i], ["a"], cam[None], cam[None], np.zeros((1, 4), np.int64), cam.shape))
         self.calls += len(pictures)
         return results
 

@@ -73,7 +73,7 @@ def test_pack_writes_folder_and_archive(packed):
     assert {"manifest.json", "model.onnx", "README.md", "test_vectors.npz", "samples/00.png", "samples/01.png"} <= set(names)
     manifest = packed.manifest
     assert manifest.labels == ["circle", "square", "triangle", "star", "cross"]
-    assert manifest.input["shape"][1:] == [3, 64, 64] and [o["name"] for o in manifest.outputs] == ["logits", "features"]
+    assert manifest.input["shape"][1:] == [3, 64, 64] and [o["name"] for o in manifest.outputs] == ["logits", "features", "cams"]
     assert manifest.metrics["note_accuracy"] == 0.5 and "val_accuracy" in manifest.metrics
     assert manifest.parity["passed"] and manifest.license == "MIT"
     for key in ("checkpoint_sha256", "torch", "onnx", "onnxruntime", "opset", "created", "packed_by_gapcam"):
@@ -201,6 +201,7 @@ def test_triton_repository_layout(packed, tmp_path):
         assert f"dims: [ {', '.join(map(str, dims))} ]" in config
     assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 16" in config
     assert "dynamic_batching" in config and 'label_filename: "labels.txt"' in config
+    assert 'name: "cams"' in config  # the class maps, so a Triton client need not fetch the features
     with pytest.raises(ZooError, match="not a bare .onnx"):
         triton_repository(packed.folder / "model.onnx", tmp_path / "repo2")
 

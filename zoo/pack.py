@@ -54,7 +54,7 @@ def _overlays(session: CamSession, images: Sequence[str | os.PathLike | np.ndarr
     files = {}
     for i, path in enumerate(images):
         result = session.run(path)[0]
-        picture = session.overlay(path, result.cam, box=result.box, label=f"{result.label} {result.prob:.2f}")
+        picture = session.overlay(path, result.cams_scaled[0], box=result.box, label=f"{result.label} {result.prob:.2f}")
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         files[f"samples/{i:02d}.png"] = buffer.getvalue()

@@ -1,7 +1,8 @@
 """`python -m zoo triton`: a Triton Inference Server model repository from a package.
 
-Triton serves the ONNX graph (logits and features); the CAM step stays on the client, in
-`runtime.cam`, with the fc weights the package's ONNX metadata carries.
+Triton serves the ONNX graph (logits, features and, where the model has them, every class's map
+`cams`); the client turns those outputs into `CamResult`s with `runtime.explain_outputs`, using the
+`ModelInfo` (fc weights, labels, box threshold) that the package's ONNX metadata carries.
 """
 from __future__ import annotations
 

@@ -1,0 +1,227 @@
+"""What happens after inference: a model's outputs -> one `CamResult` per image.
+
+`CamSession.run` calls `explain_outputs` on what onnxruntime returns; a client of a Triton server,
+another onnxruntime process or a batch job calls it on outputs computed elsewhere, with the model's
+`ModelInfo` and the original image sizes. Its cost does not grow with the images' pixels: maps stay
+at feature resolution, boxes come from a map no larger than the model input (their coordinates
+scaled to the image), and the CAM at image size is made on first access.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Sequence, Union
+
+import numpy as np
+
+from runtime.boxes import cam_box
+from runtime.cam import METHODS, bilinear_matrix, explanation_maps, maps_of_classes, scale_like_upsampled, upsample_bilinear
+from runtime.errors import CamError
+from runtime.onnx_model import ModelInfo
+
+ClassChoice = Union[None, int, str, Sequence[Union[int, str]], np.ndarray]
+
+
+@dataclass
+class CamResult:
+    """One image's prediction and the CAMs of the explained classes (predicted top-k, or requested)."""
+
+    logits: np.ndarray  # [num_classes] raw scores
+    probs: np.ndarray  # [num_classes] softmax of the logits
+    classes: np.ndarray  # [k] explained class indices, best first when predicted
+    labels: list[str]  # [k] their names
+    cams_raw: np.ndarray  # [k, h, w] the method's map unscaled, at feature resolution (CAM: sum_k w[c, k] * f_k)
+    cams_scaled: np.ndarray  # [k, h, w] cams_raw scaled as `cams` is: `cams` is its upsampling to the image
+    boxes: np.ndarray  # [k, 4] int x0, y0, x1, y1 in image pixels, end-exclusive
+    image_size: tuple[int, int]  # (height, width) of the original image
+
+    @cached_property
+    def cams(self) -> np.ndarray:
+        """[k, H, W] float32 in [0, 1] at the original image size, made on first access.
+
+        Equal to torch's bilinear `F.interpolate(align_corners=False)` of `cams_raw` to the image
+        size followed by min-max scaling of each map (a constant map gives zeros). It costs 4 bytes
+        a pixel per class, so a large image's maps are made only when asked for.
+        """
+        return np.clip(upsample_bilinear(self.cams_scaled, self.image_size), 0.0, 1.0)
+
+    @cached_property
+    def cam(self) -> np.ndarray:
+        """[H, W] the first explained class's map at image size (made alone unless `cams` exists)."""
+        if "cams" in self.__dict__:
+            return self.cams[0]
+        return np.clip(upsample_bilinear(self.cams_scaled[:1], self.image_size), 0.0, 1.0)[0]
+
+    @property
+    def label(self) -> str:
+        return self.labels[0]
+
+    @property
+    def prob(self) -> float:
+        return float(self.probs[self.classes[0]])
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return tuple(int(v) for v in self.boxes[0])  # type: ignore[return-value]
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (no maps)."""
+        return {
+            "label": self.label,
+            "explained": [
+                {"class": int(c), "label": name, "prob": float(self.probs[c]), "box": [int(v) for v in box]}
+                for c, name, box in zip(self.classes, self.labels, self.boxes)
+            ],
+            "probs": [float(p) for p in self.probs],
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def choose_classes(classes: ClassChoice, logits: np.ndarray, labels: Sequence[str], topk: int = 1) -> np.ndarray:
+    """[N, k] class indices to explain: the top-k predictions, or the requested classes.
+
+    classes=None explains the top-k predicted classes; an index, a label, or a list of them the
+    same classes for every image; an [N, k] index array chooses per image. Raises CamError naming
+    the argument for anything else.
+    """
+    count = len(labels)
+    if classes is None:
+        if not 1 <= topk <= count:
+            raise CamError(f"topk must be within 1..{count}, got {topk}")
+        return np.argsort(-logits, axis=1, kind="stable")[:, :topk]
+    if isinstance(classes, np.ndarray) and classes.ndim == 2:  # per-image classes [N, k]
+        if classes.shape[0] != logits.shape[0] or classes.shape[1] == 0:
+            raise CamError(f"classes: per-image array must be [{logits.shape[0]}, k], got {list(classes.shape)}")
+        if classes.min() < 0 or classes.max() >= count:
+            raise CamError(f"classes: indices must be within 0..{count - 1}")
+        return classes.astype(np.int64)
+    wanted = [classes] if isinstance(classes, (int, np.integer, str)) else list(classes)
+    if not wanted:
+        raise CamError("classes: empty list")
+    indices = []
+    for item in wanted:
+        if isinstance(item, str):
+            if item not in labels:
+                raise CamError(f"classes: unknown label {item!r} (labels: {list(labels)})")
+            indices.append(list(labels).index(item))
+        elif isinstance(item, (int, np.integer)) and 0 <= int(item) < count:
+            indices.append(int(item))
+        else:
+            raise CamError(f"classes: {item!r} is not a label or an index within 0..{count - 1}")
+    return np.tile(np.asarray(indices, dtype=np.int64), (logits.shape[0], 1))
+
+
+def box_map_size(image_size: tuple[int, int], input_size: tuple[int, int]) -> tuple[int, int]:
+    """The size of the map boxes are found on: the image's, but no larger than the model input's."""
+    return min(image_size[0], input_size[0]), min(image_size[1], input_size[1])
+
+
+def refine_box(scaled: np.ndarray, box: np.ndarray, level: float, image_size: tuple[int, int], margin: tuple[int, int]) -> np.ndarray:
+    """Move each edge of a box found on a smaller map to where the image-size map puts it.
+
+    The image-size map (the bilinear upsampling of `scaled` [h, w]) is evaluated only in a band of
+    `margin` pixels across each edge, where the exact edge lies when the smaller map's region is
+    the same region: the cost follows the box's perimeter times the margin, not the image's pixels.
+    """
+    height, width = image_size
+    rows, cols = bilinear_matrix(scaled.shape[0], height), bilinear_matrix(scaled.shape[1], width)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    my, mx = margin
+    ys = np.arange(max(0, y0 - my), min(height, y1 + my))
+    xs = np.arange(max(0, x0 - mx), min(width, x1 + mx))
+
+    def band(row_index: np.ndarray, col_index: np.ndarray) -> np.ndarray:
+        return (rows[row_index] @ scaled @ cols[col_index].T) >= level
+
+    left, right = xs[xs < x0 + mx], xs[xs >= x1 - mx]
+    top, bottom = ys[ys < y0 + my], ys[ys >= y1 - my]
+    edges = [x0, y0, x1, y1]
+    if (hit := band(ys, left).any(axis=0)).any():
+        edges[0] = int(left[np.argmax(hit)])
+    if (hit := band(ys, right).any(axis=0)).any():
+        edges[2] = int(right[len(hit) - 1 - np.argmax(hit[::-1])]) + 1
+    if (hit := band(top, xs).any(axis=1)).any():
+        edges[1] = int(top[np.argmax(hit)])
+    if (hit := band(bottom, xs).any(axis=1)).any():
+        edges[3] = int(bottom[len(hit) - 1 - np.argmax(hit[::-1])]) + 1
+    return np.array(edges, dtype=np.int64)
+
+
+def bounded_boxes(scaled: np.ndarray, peaks: np.ndarray, threshold: float, image_size: tuple[int, int], bound: tuple[int, int]) -> np.ndarray:
+    """[k, 4] boxes in image pixels of scaled maps [k, h, w] whose image-size maxima are `peaks`.
+
+    Each map is upsampled to `box_map_size` (bilinear, as the image-size map would be) and boxed
+    there at `threshold` of its image-size maximum: the region is chosen at that bounded size. The
+    box's edges are then scaled to the image and refined on the image-size map near each edge
+    (`refine_box`). Where the image is no larger than the bound, this is exactly the box of the
+    image-size map.
+    """
+    height, width = image_size
+    small_h, small_w = box_map_size(image_size, bound)
+    maps = upsample_bilinear(scaled, (small_h, small_w))
+    boxes = np.array([cam_box(m, threshold, peak=float(p)) for m, p in zip(maps, peaks)], dtype=np.float64).reshape(-1, 4)
+    if (small_h, small_w) == (height, width):
+        return boxes.astype(np.int64)
+    boxes[:, [0, 2]] *= width / small_w
+    boxes[:, [1, 3]] *= height / small_h
+    boxes = np.rint(boxes).astype(np.int64)
+    margin = (int(np.ceil(height / small_h)) + 1, int(np.ceil(width / small_w)) + 1)
+    whole = np.array([0, 0, width, height])
+    return np.stack([
+        box if np.array_equal(box, whole) else refine_box(m, box, threshold * p, image_size, margin)
+        for m, p, box in zip(scaled, peaks, boxes)
+    ])
+
+
+def explain_outputs(
+    info: ModelInfo,
+    logits: np.ndarray,
+    image_sizes: Sequence[tuple[int, int]],
+    *,
+    class_maps: np.ndarray | None = None,
+    features: np.ndarray | None = None,
+    classes: ClassChoice = None,
+    topk: int = 1,
+    method: str = "cam",
+    box_threshold: float | None = None,
+) -> list[CamResult]:
+    """One `CamResult` per image from a gapcam model's outputs, wherever they were computed.
+
+    logits: [N, num_classes]; class_maps: the model's `cams` output [N, num_classes, h, w], or
+    features: its `features` output [N, K, h, w] (Eigen-CAM needs features); image_sizes: (H, W) of
+    each original image. `classes`, `topk` and `method` as in `CamSession.run`; `box_threshold`
+    defaults to the model's. Raises CamError for outputs that do not fit the model or each other.
+    """
+    if method not in METHODS:
+        raise CamError(f"method must be one of {list(METHODS)}, got {method!r}")
+    logits = np.asarray(logits, dtype=np.float32)
+    if logits.ndim != 2 or logits.shape[1] != info.num_classes or len(image_sizes) != len(logits):
+        raise CamError(f"logits: expected [{len(image_sizes)}, {info.num_classes}] for {len(image_sizes)} image sizes, got {list(logits.shape)}")
+    threshold = info.box_threshold if box_threshold is None else box_threshold
+    indices = choose_classes(classes, logits, info.labels, topk)
+    if features is not None:
+        raw = explanation_maps(method, np.asarray(features), info.fc_weight, indices)
+    elif class_maps is not None and method != "eigencam":
+        raw = maps_of_classes(method, np.asarray(class_maps), indices)
+    else:
+        raise CamError(f"method {method}: needs the model's features" if class_maps is not None else "give class_maps or features")
+    probs = softmax(logits)
+    results = []
+    for i, size in enumerate(image_sizes):
+        scaled, peaks = scale_like_upsampled(raw[i], size)
+        results.append(CamResult(
+            logits=logits[i],
+            probs=probs[i],
+            classes=indices[i],
+            labels=[info.labels[c] for c in indices[i]],
+            cams_raw=raw[i],
+            cams_scaled=scaled,
+            boxes=bounded_boxes(scaled, peaks, threshold, size, info.preprocess.size),
+            image_size=(int(size[0]), int(size[1])),
+        ))
+    return results
