@@ -16,6 +16,7 @@ from runtime.files import atomic_path, write_text_atomic
 from runtime.image import IMAGE_SUFFIXES, load_image
 from runtime.localization import evaluate_localization, folder_ground_truth, shapes_ground_truth, write_localization_report
 from runtime.overlay import COLORMAPS
+from runtime.pipeline import BoundedWriter, prefetched_batches
 from runtime.report import explain_figure, render_report, report_row
 from runtime.session import CamSession
 
@@ -84,27 +85,31 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
         load_image(path)  # fail before writing anything
     out = Path(out_dir)
     names = overlay_names(paths)
-    records, rows, skipped = [], [], []
+    skipped = []
+
+    def write(index: int, picture, result) -> tuple[dict, dict]:
+        shown = session.overlay(picture, result.cams_scaled[0], alpha=alpha, colormap=colormap, box=result.box, label=result.label)
+        with atomic_path(out / names[index]) as tmp:
+            shown.save(tmp, format="PNG")
+        return {"file": paths[index], "overlay": names[index], **result.to_dict()}, report_row(paths[index], picture, shown, result)
+
     click.echo(f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)")
-    with click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar:
-        for start in range(0, len(paths), batch_size):
-            batch, pictures = [], []
-            for index in range(start, min(start + batch_size, len(paths))):
+    with click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar, BoundedWriter(limit=2 * batch_size) as writer:
+        for batch in prefetched_batches(paths, batch_size, load_image):
+            kept, pictures = [], []
+            for index, decoded in batch:
                 try:
-                    pictures.append(load_image(paths[index]))
-                    batch.append(index)
+                    pictures.append(decoded.result())
+                    kept.append(index)
                 except CamError as err:
                     skipped.append((paths[index], str(err)))
                     click.echo(f"skipped {err}", err=True)
             results = session.run(pictures, topk=topk, method=method) if pictures else []
-            for index, picture, result in zip(batch, pictures, results):
-                shown = session.overlay(picture, result.cams_scaled[0], alpha=alpha, colormap=colormap, box=result.box, label=result.label)
-                with atomic_path(out / names[index]) as tmp:
-                    shown.save(tmp, format="PNG")
-                records.append({"file": paths[index], "overlay": names[index], **result.to_dict()})
-                rows.append(report_row(paths[index], picture, shown, result))
+            for index, picture, result in zip(kept, pictures, results):
+                writer.submit(write, index, picture, result)
                 click.echo(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
-            bar.update(min(batch_size, len(paths) - start))
+            bar.update(len(batch))
+    records, rows = [record for record, _ in writer.done], [row for _, row in writer.done]
     summary = {"model": str(session.path), "providers": session.providers, "labels": session.labels, "method": method, "results": records, "skipped": [{"file": f, "error": e} for f, e in skipped]}
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))

@@ -51,6 +51,9 @@ def open_inference_session(source: str | bytes, providers: Sequence[str] | None,
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # a CUDA provider that cannot start falls back; callers report get_providers()
+    # onnxruntime's threads otherwise spin after each call, taking the cores from the decoding and
+    # numpy work that follow it (measured in docs/benchmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(source, sess_options=options, providers=choose_providers(providers))
     except Exception as err:  # onnxruntime raises several unrelated types for unreadable files

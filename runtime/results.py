@@ -43,14 +43,14 @@ class CamResult:
         size followed by min-max scaling of each map (a constant map gives zeros). It costs 4 bytes
         a pixel per class, so a large image's maps are made only when asked for.
         """
-        return np.clip(upsample_bilinear(self.cams_scaled, self.image_size), 0.0, 1.0)
+        return _unit_clip(upsample_bilinear(self.cams_scaled, self.image_size))
 
     @cached_property
     def cam(self) -> np.ndarray:
         """[H, W] the first explained class's map at image size (made alone unless `cams` exists)."""
         if "cams" in self.__dict__:
             return self.cams[0]
-        return np.clip(upsample_bilinear(self.cams_scaled[:1], self.image_size), 0.0, 1.0)[0]
+        return _unit_clip(upsample_bilinear(self.cams_scaled[:1], self.image_size))[0]
 
     @property
     def label(self) -> str:
@@ -74,6 +74,11 @@ class CamResult:
             ],
             "probs": [float(p) for p in self.probs],
         }
+
+
+def _unit_clip(maps: np.ndarray) -> np.ndarray:
+    """Clip float rounding back into [0, 1], in place: no second array of the image's size."""
+    return np.clip(maps, 0.0, 1.0, out=maps)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -101,17 +101,16 @@ class CamSession:
         """float32 [N, C, H, W], exactly what the model sees; `preprocessing` says how it is made."""
         return preprocess(images, self.preprocessing)
 
-    def _outputs(self, names: list[str], batch: np.ndarray) -> list[np.ndarray]:
+    def infer(self, batch: np.ndarray, outputs: Sequence[str] = OUTPUT_NAMES) -> tuple[np.ndarray, ...]:
+        """One inference call; by default (logits [N, num_classes], features [N, K, h, w]).
+
+        `outputs` names others, such as ("logits", "cams") where the model has the class maps.
+        """
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         channels = self.preprocessing.channels
         if batch.ndim != 4 or batch.shape[1:] != (channels, *self.input_size):
             raise CamError(f"infer: expected a batch [N, {channels}, {self.input_size[0]}, {self.input_size[1]}], got {batch.shape}")
-        return self._session.run(names, {INPUT_NAME: batch})
-
-    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One inference call: (logits [N, num_classes], features [N, K, h, w])."""
-        logits, features = self._outputs(list(OUTPUT_NAMES), batch)
-        return logits, features
+        return tuple(self._session.run(list(outputs), {INPUT_NAME: batch}))
 
     def run(
         self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int = 1, method: str = "cam"
@@ -132,7 +131,7 @@ class CamSession:
         batch = self.to_batch(pictures)
         outputs = {"features": None, "class_maps": None}
         if self.has_class_maps and method != "eigencam":
-            logits, outputs["class_maps"] = self._outputs([OUTPUT_NAMES[0], CLASS_MAPS_NAME], batch)
+            logits, outputs["class_maps"] = self.infer(batch, (OUTPUT_NAMES[0], CLASS_MAPS_NAME))
         else:
             logits, outputs["features"] = self.infer(batch)
         return explain_outputs(

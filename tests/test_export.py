@@ -43,7 +43,7 @@ def test_graph_class_maps_equal_the_numpy_cams(tiny_onnx, shape_images):
 
     session = CamSession(tiny_onnx, providers=["CPUExecutionProvider"])
     batch = session.to_batch(list(shape_images.images))
-    features, class_maps = session._session.run(["features", "cams"], {"input": batch})
+    features, class_maps = session.infer(batch, ("features", "cams"))
     expected = class_activation_maps(features, session.info.fc_weight, np.tile(np.arange(5), (len(batch), 1)))
     assert class_maps.shape == (8, 5, 8, 8)
     np.testing.assert_allclose(class_maps, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

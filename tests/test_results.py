@@ -85,8 +85,8 @@ def test_the_session_fetches_class_maps_not_features(tiny_onnx, shape_images):
     session = CamSession(tiny_onnx)
     assert session.has_class_maps
     asked = []
-    real = session._session.run
-    session._session.run = lambda names, feed: asked.append(list(names)) or real(names, feed)
+    real = session.infer
+    session.infer = lambda batch, outputs=("logits", "features"): asked.append(list(outputs)) or real(batch, outputs)
     session.run(list(shape_images.images[:2]))
     session.run(list(shape_images.images[:2]), method="gradcam")
     session.run(list(shape_images.images[:2]), method="eigencam")
