@@ -260,6 +260,36 @@ def memory_rows(onnx_path: Path, image: Path) -> list[str]:
     return [f"| {name} | {mb:.0f} MB | {mb / decode:.2f}x |" for name, mb in figures.items()]
 
 
+def folder_rows(onnx_path: Path, folder: Path, count: int = 128) -> list[str]:
+    """`python -m runtime MODEL FOLDER` on `count` 480x640 JPEGs against what its stages manage alone."""
+    import contextlib
+    import io
+
+    from runtime.__main__ import main as runtime_cli
+
+    rng = np.random.default_rng(2)
+    images = folder / "photos"
+    images.mkdir()
+    ramp = np.linspace(0, 200, 640, dtype=np.float32)[None, :] + np.linspace(0, 55, 480, dtype=np.float32)[:, None]
+    for i in range(count):
+        pixels = np.clip(ramp + rng.normal(0, 12, ramp.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(images / f"{i:04d}.jpg", quality=90)
+    session = CamSession(onnx_path)
+    paths = sorted(images.iterdir())
+    x = session.to_batch(paths[:32])
+    model = 32 / median_seconds(lambda: session.infer(x, ("logits", "cams")), 3)
+    decode = 32 / median_seconds(lambda: session.to_batch(paths[:32]), 3)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        runtime_cli(["predict", str(onnx_path), str(images), "--out", str(folder / "run"), "--batch-size", "32"], standalone_mode=False)
+    run = count / (time.perf_counter() - start)
+    return [
+        f"| the model alone (`infer`, batch 32) | {model:.0f} |",
+        f"| decoding and preprocessing alone (one thread) | {decode:.0f} |",
+        f"| **folder run** (`python -m runtime MODEL FOLDER --batch-size 32`: overlays, results, report) | **{run:.0f}** |",
+    ]
+
+
 def versions() -> str:
     names = ("numpy", "Pillow", "onnxruntime-gpu", "onnxruntime", "torch", "torchcam", "grad-cam")
     found = []
@@ -321,6 +351,12 @@ def main(target: Path | None) -> None:
             "", "| what | peak memory added | against decoding |", "| --- | --- | --- |",
         ]
         lines += memory_rows(onnx_path, big)
+        lines += [
+            "", f"Folder runs: images per second on 128 JPEGs of 480x640 with the {recipe.name} model, "
+            "against the model's own throughput and the decoding's.",
+            "", "| what | images/s |", "| --- | --- |",
+        ]
+        lines += folder_rows(onnx_path, folder)
     lines += ["", f"The whole benchmark took {time.perf_counter() - started:.0f} s.", END]
     text = "\n".join(lines)
     print(text)
