@@ -128,6 +128,23 @@ def gapcam_path(session: CamSession):
     return run
 
 
+def block_medians(fns: dict, repeats: int, rounds: int = 2) -> dict[str, float]:
+    """Median seconds of each function, timed in blocks (a warm-up, then `repeats` calls) taken in
+    turns over `rounds` rounds: each path runs in steady state, as a user runs it, while the
+    rounds spread this machine's drifting load (tens of percent within a minute) over all paths.
+    Interleaving single calls instead would measure each library's thread pool waking up after
+    the other's (torch's OpenMP and numpy's OpenBLAS threads spin, then sleep)."""
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn()  # warm-up: first calls allocate, plan and wake threads
+            for _ in range(repeats):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def after_inference_seconds(session: CamSession, images: list[np.ndarray], repeats: int) -> float:
     """Median time of the work `run` does once onnxruntime has returned, on the same outputs."""
     names = ("logits", "cams") if session.has_class_maps else ("logits", "features")
@@ -148,8 +165,8 @@ def speed_rows(recipe, model: GapCam, onnx_path: Path, repeats: int) -> list[str
         images_all = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(max(BATCHES))]
         for batch in BATCHES:
             images = images_all[:batch]
-            t = {key: median_seconds(lambda: fn(images), repeats) for key, fn in paths.items()}
-            run_alone = median_seconds(lambda: session.run(images), repeats)
+            t = block_medians({key: (lambda fn=fn: fn(images)) for key, fn in {**paths, "run": session.run}.items()}, repeats)
+            run_alone = t["run"]
             after = after_inference_seconds(session, images, repeats)
             rows.append(
                 f"| {recipe.name} | {name} ({shape[0]}x{shape[1]}) | {batch} | {t['gapcam'] * 1e3:.1f} | {t['torchcam'] * 1e3:.1f} | "

@@ -88,56 +88,84 @@ def maps_of_classes(method: str, class_maps: np.ndarray, classes: np.ndarray) ->
     return gradcam_maps(cams) if method == "gradcam" else cams
 
 
-@functools.lru_cache(maxsize=128)
-def bilinear_matrix(src: int, dst: int) -> np.ndarray:
-    """[dst, src] float32 interpolation weights equal to torch's bilinear with align_corners=False (read-only, cached)."""
-    scale = src / dst
-    pos = np.maximum((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
-    i0 = np.minimum(np.floor(pos).astype(np.int64), src - 1)
-    i1 = np.minimum(i0 + 1, src - 1)
-    frac = pos - i0
-    matrix = np.zeros((dst, src), dtype=np.float64)
-    rows = np.arange(dst)
-    np.add.at(matrix, (rows, i0), 1.0 - frac)
-    np.add.at(matrix, (rows, i1), frac)
-    matrix = matrix.astype(np.float32)
+@functools.lru_cache(maxsize=256)
+def bilinear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(first source index, second source index, their float32 weights) for each of `dst` outputs,
+    as torch's bilinear with align_corners=False samples a `src`-long axis (read-only, cached)."""
+    pos = np.maximum((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5, 0.0)
+    first = np.minimum(np.floor(pos).astype(np.int64), src - 1)
+    second = np.minimum(first + 1, src - 1)
+    frac = pos - first
+    taps = (first, second, (1.0 - frac).astype(np.float32), frac.astype(np.float32))
+    for array in taps:
+        array.flags.writeable = False
+    return taps
+
+
+SMALL_PRODUCT = 200_000  # multiply-adds per matrix product: below OpenBLAS's threshold for using threads
+
+
+@functools.lru_cache(maxsize=64)
+def _column_matrix(w: int, width: int) -> np.ndarray:
+    """[w, width] float32 weights that resample rows of length w to `width` columns (read-only, cached)."""
+    first, second, w1, w2 = bilinear_taps(w, width)
+    matrix = np.zeros((w, width), dtype=np.float32)
+    np.add.at(matrix, (first, np.arange(width)), w1)
+    np.add.at(matrix, (second, np.arange(width)), w2)
     matrix.flags.writeable = False
     return matrix
 
 
-@functools.lru_cache(maxsize=128)
+def sample_bilinear(
+    maps: np.ndarray, size: tuple[int, int], rows: np.ndarray | None = None, cols: np.ndarray | None = None
+) -> np.ndarray:
+    """Values of `upsample_bilinear(maps, size)` [..., H, W] at the given output rows and columns
+    (all by default), without making the rest; float32, as torch computes them.
+
+    Rows take their two taps directly; columns come from matrix products of a few rows at a time,
+    each small enough that OpenBLAS runs it on the calling thread: its worker threads spin after a
+    call and slowed the inference that followed by tens of percent on two cores.
+    """
+    h, w = maps.shape[-2:]
+    r_first, r_second, r_w1, r_w2 = (t if rows is None else t[rows] for t in bilinear_taps(h, int(size[0])))
+    maps = np.asarray(maps, dtype=np.float32)
+    along_rows = maps[..., r_first, :] * r_w1[:, None] + maps[..., r_second, :] * r_w2[:, None]  # [..., R, w]
+    columns = _column_matrix(w, int(size[1]))  # [w, C]
+    columns = columns if cols is None else columns[:, cols]
+    out = np.empty((*maps.shape[:-2], len(r_first), columns.shape[1]), dtype=np.float32)
+    step = max(1, SMALL_PRODUCT // max(1, w * columns.shape[1]))
+    for start in range(0, len(r_first), step):
+        np.matmul(along_rows[..., start : start + step, :], columns, out=out[..., start : start + step, :])
+    return out
+
+
+def upsample_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize [..., h, w] maps to size (H, W) like torch's F.interpolate(bilinear, align_corners=False).
+
+    float32, and no temporary larger than a few rows of the output.
+    """
+    return sample_bilinear(maps, size)
+
+
+@functools.lru_cache(maxsize=256)
 def _extreme_samples(src: int, dst: int) -> np.ndarray:
     """The output positions of a `src` -> `dst` bilinear resize where a map's extremes can lie.
 
     Between two source samples the output is linear in its position, so along each axis it reaches
     its extremes at the first or last output position of each source interval.
     """
-    pos = np.maximum((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5, 0.0)
-    cell = np.minimum(np.floor(pos).astype(np.int64), src - 1)
-    starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+    first = bilinear_taps(src, dst)[0]
+    starts = np.flatnonzero(np.r_[True, first[1:] != first[:-1]])
     ends = np.r_[starts[1:] - 1, dst - 1]
     return np.union1d(starts, ends)
 
 
-def upsample_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize [..., h, w] maps to size (H, W) like torch's F.interpolate(bilinear, align_corners=False).
-
-    Separable and in float32: two matrix products, and no array larger than the float32 output.
-    """
-    h, w = maps.shape[-2:]
-    rows = bilinear_matrix(h, int(size[0]))  # [H, h]
-    cols = bilinear_matrix(w, int(size[1]))  # [W, w]
-    return np.matmul(np.matmul(rows, np.asarray(maps, dtype=np.float32)), cols.T)
-
-
 def upsampled_range(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(min, max) of each map [..., h, w] after `upsample_bilinear` to `size`, without making it:
-    only the rows and columns where extremes can lie (at most 2h x 2w) are interpolated."""
+    only the rows and columns where extremes can lie (at most 2h x 2w) are sampled."""
     h, w = maps.shape[-2:]
-    rows = bilinear_matrix(h, int(size[0]))[_extreme_samples(h, int(size[0]))].astype(np.float64)
-    cols = bilinear_matrix(w, int(size[1]))[_extreme_samples(w, int(size[1]))].astype(np.float64)
-    sampled = rows @ np.asarray(maps, dtype=np.float64) @ cols.T
-    return sampled.min(axis=(-2, -1)), sampled.max(axis=(-2, -1))
+    sampled = sample_bilinear(maps, size, _extreme_samples(h, int(size[0])), _extreme_samples(w, int(size[1])))
+    return sampled.min(axis=(-2, -1)).astype(np.float64), sampled.max(axis=(-2, -1)).astype(np.float64)
 
 
 def _flat(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from runtime.boxes import cam_box
-from runtime.cam import METHODS, bilinear_matrix, explanation_maps, maps_of_classes, scale_like_upsampled, upsample_bilinear
+from runtime.cam import METHODS, explanation_maps, maps_of_classes, sample_bilinear, scale_like_upsampled, upsample_bilinear
 from runtime.errors import CamError
 from runtime.onnx_model import ModelInfo
 
@@ -134,14 +134,13 @@ def refine_box(scaled: np.ndarray, box: np.ndarray, level: float, image_size: tu
     the same region: the cost follows the box's perimeter times the margin, not the image's pixels.
     """
     height, width = image_size
-    rows, cols = bilinear_matrix(scaled.shape[0], height), bilinear_matrix(scaled.shape[1], width)
     x0, y0, x1, y1 = (int(v) for v in box)
     my, mx = margin
     ys = np.arange(max(0, y0 - my), min(height, y1 + my))
     xs = np.arange(max(0, x0 - mx), min(width, x1 + mx))
 
     def band(row_index: np.ndarray, col_index: np.ndarray) -> np.ndarray:
-        return (rows[row_index] @ scaled @ cols[col_index].T) >= level
+        return sample_bilinear(scaled, image_size, row_index, col_index) >= level
 
     left, right = xs[xs < x0 + mx], xs[xs >= x1 - mx]
     top, bottom = ys[ys < y0 + my], ys[ys >= y1 - my]
