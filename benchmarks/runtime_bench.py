@@ -310,6 +310,30 @@ def folder_rows(onnx_path: Path, folder: Path, count: int = 128) -> list[str]:
     ]
 
 
+def folder_memory_rows(onnx_path: Path, folder: Path, counts: tuple[int, ...] = (1000, 10000)) -> list[str]:
+    """Peak memory of whole `python -m runtime MODEL FOLDER` processes on folders of growing size:
+    flat when decoding ahead, writing behind and the report are bounded."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for count in counts:
+        images = folder / f"faces{count}"
+        images.mkdir()
+        tiles = [Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)) for _ in range(16)]
+        for i in range(count):
+            tiles[i % 16].save(images / f"{i:05d}.png")
+        code = f"""
+            import contextlib, io, sys, time
+            from runtime.__main__ import main
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                main(["predict", {str(onnx_path)!r}, {str(images)!r}, "--out", {str(folder / f"run{count}")!r}], standalone_mode=False)
+            {PEAK.format(extra=f'{count} / (time.perf_counter() - start)')}
+        """
+        _, peak, last = child(code)
+        rows.append(f"| {count:,} | {peak:.0f} MB | {float(last.split()[1]):.0f} |")
+    return rows
+
+
 def versions() -> str:
     names = ("numpy", "Pillow", "onnxruntime-gpu", "onnxruntime", "torch", "torchcam", "grad-cam")
     found = []
@@ -378,6 +402,11 @@ def main(target: Path | None) -> None:
             "", "| what | images/s |", "| --- | --- |",
         ]
         lines += folder_rows(onnx_path, folder)
+        lines += [
+            "", "Peak memory of whole folder-run processes (the fer model, 64x64 grayscale PNGs): it should not grow with the folder.",
+            "", "| images | peak RSS | images/s |", "| --- | --- | --- |",
+        ]
+        lines += folder_memory_rows(models[FER.name][2], folder)
     lines += ["", f"The whole benchmark took {time.perf_counter() - started:.0f} s.", END]
     text = "\n".join(lines)
     print(text)

@@ -17,7 +17,7 @@ from runtime.image import IMAGE_SUFFIXES, load_image
 from runtime.localization import evaluate_localization, folder_ground_truth, shapes_ground_truth, write_localization_report
 from runtime.overlay import COLORMAPS
 from runtime.pipeline import BoundedWriter, prefetched_batches
-from runtime.report import explain_figure, render_report, report_row
+from runtime.report import HtmlReport, explain_figure, report_card
 from runtime.session import CamSession
 
 model_argument = click.argument("model")
@@ -85,16 +85,21 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
         load_image(path)  # fail before writing anything
     out = Path(out_dir)
     names = overlay_names(paths)
-    skipped = []
+    skipped, records = [], []
+    report = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {method}")
 
-    def write(index: int, picture, result) -> tuple[dict, dict]:
+    def write(index: int, picture, result) -> tuple[dict, str]:
         shown = session.overlay(picture, result.cams_scaled[0], alpha=alpha, colormap=colormap, box=result.box, label=result.label)
         with atomic_path(out / names[index]) as tmp:
             shown.save(tmp, format="PNG", compress_level=1)  # 3x faster to write than the default level 6
-        return {"file": paths[index], "overlay": names[index], **result.to_dict()}, report_row(paths[index], picture, shown, result)
+        return {"file": paths[index], "overlay": names[index], **result.to_dict()}, report_card(paths[index], picture, shown, result)
+
+    def keep(written: tuple[dict, str]) -> None:
+        records.append(written[0])
+        report.add(written[1])
 
     click.echo(f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)")
-    with click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar, BoundedWriter(limit=2 * batch_size) as writer:
+    with click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar, BoundedWriter(keep, limit=2 * batch_size) as writer:
         for batch in prefetched_batches(paths, batch_size, load_image):
             kept, pictures = [], []
             for index, decoded in batch:
@@ -109,13 +114,11 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
                 writer.submit(write, index, picture, result)
                 click.echo(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
             bar.update(len(batch))
-    records, rows = [record for record, _ in writer.done], [row for _, row in writer.done]
     summary = {"model": str(session.path), "providers": session.providers, "labels": session.labels, "method": method, "results": records, "skipped": [{"file": f, "error": e} for f, e in skipped]}
     write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
     write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    write_text_atomic(out / "report.html", render_report(f"gapcam: {Path(str(session.path)).name}, {method}", rows, skipped))
+    report.finish(skipped)
     click.echo(f"wrote {len(records)} overlays, results.json, results.jsonl and report.html to {out}" + (f"; skipped {len(skipped)}" if skipped else ""))
-
 
 @main.command("eval")
 @model_argument

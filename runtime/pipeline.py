@@ -38,17 +38,18 @@ def prefetched_batches(
 
 class BoundedWriter:
     """A thread pool for output work whose queue never holds more than `limit` unfinished tasks:
-    `submit` waits for the oldest when full. Results come back in submission order."""
+    `submit` waits for the oldest when full. Each task's result goes to `collect`, in submission
+    order, on the caller's thread, as soon as it and every earlier task are done."""
 
-    def __init__(self, workers: int = 2, limit: int = 64):
+    def __init__(self, collect: Callable[[R], None], workers: int = 2, limit: int = 64):
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gapcam-write")
         self._pending: collections.deque[Future] = collections.deque()
+        self._collect = collect
         self._limit = limit
-        self.done: list = []
 
     def submit(self, fn: Callable[..., R], *args) -> None:
-        while len(self._pending) >= self._limit:
-            self.done.append(self._pending.popleft().result())
+        while self._pending and (len(self._pending) >= self._limit or self._pending[0].done()):
+            self._collect(self._pending.popleft().result())
         self._pending.append(self._pool.submit(fn, *args))
 
     def __enter__(self) -> "BoundedWriter":
@@ -59,6 +60,6 @@ class BoundedWriter:
             while self._pending:
                 future = self._pending.popleft()
                 if exc[0] is None:
-                    self.done.append(future.result())
+                    self._collect(future.result())
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)

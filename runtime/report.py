@@ -4,10 +4,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 from PIL import Image, ImageDraw
 
+from runtime.files import atomic_path
 from runtime.image import ImageInput, load_image, to_color
 from runtime.results import CamResult
 from runtime.session import CamSession
@@ -54,30 +59,37 @@ def jpeg_data_uri(image: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def report_row(name: str, picture: Image.Image, overlay: Image.Image, result: CamResult) -> dict:
-    """What the HTML report shows of one image (thumbnails embedded, so the file stands alone)."""
-    return {
-        "name": name,
-        "image": jpeg_data_uri(_fit(to_color(picture, "RGB"), THUMB)),
-        "overlay": jpeg_data_uri(_fit(overlay, THUMB)),
-        "box": [int(v) for v in result.box],
-        "top": [(label, float(result.probs[c])) for c, label in zip(result.classes, result.labels)],
-    }
+def report_card(name: str, picture: Image.Image, overlay: Image.Image, result: CamResult) -> str:
+    """One image's card in the HTML report: input and overlay thumbnails (embedded, so the file
+    stands alone), the explained classes with their probabilities, and the box."""
+    labels = "".join(f"<li>{html.escape(label)} <b>{result.probs[c]:.3f}</b></li>" for c, label in zip(result.classes, result.labels))
+    image, shown = jpeg_data_uri(_fit(to_color(picture, "RGB"), THUMB)), jpeg_data_uri(_fit(overlay, THUMB))
+    return (
+        f'<figure><div class="pair"><img src="{image}" alt="input"><img src="{shown}" alt="CAM"></div>'
+        f"<figcaption><code>{html.escape(name)}</code><ol>{labels}</ol>box {[int(v) for v in result.box]}</figcaption></figure>\n"
+    )
 
 
-def render_report(title: str, rows: Sequence[dict], skipped: Sequence[tuple[str, str]]) -> str:
-    """A single HTML file, no server and no network: images are data URIs. On load it records in
+class HtmlReport:
+    """report.html, a single file with no server and no network (images are data URIs), written as a
+    run goes: cards are appended to a temporary file beside it, so memory does not grow with the
+    folder, and `finish` writes the page around them in one rename. On load the page records in
     <body data-images-loaded/-total> how many images decoded, for automated checks."""
-    cards = []
-    for row in rows:
-        labels = "".join(f"<li>{html.escape(label)} <b>{prob:.3f}</b></li>" for label, prob in row["top"])
-        cards.append(
-            f'<figure><div class="pair"><img src="{row["image"]}" alt="input"><img src="{row["overlay"]}" alt="CAM"></div>'
-            f"<figcaption><code>{html.escape(row['name'])}</code><ol>{labels}</ol>box {row['box']}</figcaption></figure>"
-        )
-    skipped_html = "".join(f"<li><code>{html.escape(name)}</code>: {html.escape(reason)}</li>" for name, reason in skipped)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+
+    def __init__(self, path: str | os.PathLike, title: str):
+        self.path, self.title, self.count = Path(path), title, 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._cards = tempfile.TemporaryFile(mode="w+", encoding="utf-8", dir=self.path.parent)
+
+    def add(self, card: str) -> None:
+        self._cards.write(card)
+        self.count += 1
+
+    def finish(self, skipped: Sequence[tuple[str, str]]) -> None:
+        skipped_html = "".join(f"<li><code>{html.escape(name)}</code>: {html.escape(reason)}</li>" for name, reason in skipped)
+        with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as page:
+            page.write(f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; background: #fafafa; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 1em; }}
@@ -85,11 +97,15 @@ figure {{ margin: 0; padding: .6em; background: white; border: 1px solid #ddd; b
 .pair {{ display: flex; gap: .4em; }} .pair img {{ width: 50%; image-rendering: auto; }}
 figcaption ol {{ margin: .3em 0; padding-left: 1.4em; }}
 </style></head>
-<body data-images-loaded="0" data-images-total="{2 * len(rows)}">
-<h1>{html.escape(title)}</h1>
-<p>{len(rows)} images explained{f", {len(skipped)} skipped" if skipped else ""}. Left: input; right: the CAM of the first
+<body data-images-loaded="0" data-images-total="{2 * self.count}">
+<h1>{html.escape(self.title)}</h1>
+<p>{self.count} images explained{f", {len(skipped)} skipped" if skipped else ""}. Left: input; right: the CAM of the first
 listed class, with its box.</p>
-<div class="grid">{"".join(cards)}</div>
+<div class="grid">
+""")
+            self._cards.seek(0)
+            shutil.copyfileobj(self._cards, page)
+            page.write(f"""</div>
 {f"<h2>Skipped</h2><ul>{skipped_html}</ul>" if skipped else ""}
 <script>
 window.addEventListener("load", () => {{
@@ -98,4 +114,5 @@ window.addEventListener("load", () => {{
 }});
 </script>
 </body></html>
-"""
+""")
+        self._cards.close()

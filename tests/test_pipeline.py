@@ -47,11 +47,13 @@ def test_bounded_writer_keeps_order_and_limit():
             running[0] -= 1
         return value
 
-    with BoundedWriter(workers=2, limit=3) as writer:
+    collected = []
+    with BoundedWriter(collected.append, workers=2, limit=3) as writer:
         for value in range(20):
             writer.submit(work, value)
             most[0] = max(most[0], len(writer._pending))
-    assert writer.done == list(range(20)) and most[0] <= 3
+            assert len(collected) + len(writer._pending) == value + 1  # results leave as they are collected
+    assert collected == list(range(20)) and most[0] <= 3
 
 
 def test_bounded_writer_raises_what_a_task_raised():
@@ -59,5 +61,5 @@ def test_bounded_writer_raises_what_a_task_raised():
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        with BoundedWriter() as writer:
+        with BoundedWriter(lambda result: None) as writer:
             writer.submit(fail)
