@@ -2,7 +2,6 @@
 `python -m runtime eval MODEL DATA`: localization metrics; `python -m runtime explain MODEL IMAGE`."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -12,12 +11,12 @@ from runtime.boxes import THRESHOLD_STEP
 from runtime.cam import METHODS
 from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
-from runtime.files import atomic_path, write_text_atomic
+from runtime.files import atomic_path
 from runtime.image import IMAGE_SUFFIXES, load_image
 from runtime.localization import evaluate_localization, folder_ground_truth, shapes_ground_truth, write_localization_report
 from runtime.overlay import COLORMAPS
 from runtime.pipeline import BoundedWriter, prefetched_batches
-from runtime.report import HtmlReport, explain_figure, report_card
+from runtime.report import HtmlReport, ResultLog, explain_figure, report_card
 from runtime.session import CamSession
 
 model_argument = click.argument("model")
@@ -85,8 +84,8 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
         load_image(path)  # fail before writing anything
     out = Path(out_dir)
     names = overlay_names(paths)
-    skipped, records = [], []
-    report = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {method}")
+    skipped = []
+    report, log = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {method}"), ResultLog(out)
 
     def write(index: int, picture, result) -> tuple[dict, str]:
         shown = session.overlay(picture, result.cams_scaled[0], alpha=alpha, colormap=colormap, box=result.box, label=result.label)
@@ -95,7 +94,7 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
         return {"file": paths[index], "overlay": names[index], **result.to_dict()}, report_card(paths[index], picture, shown, result)
 
     def keep(written: tuple[dict, str]) -> None:
-        records.append(written[0])
+        log.add(written[0])
         report.add(written[1])
 
     click.echo(f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)")
@@ -114,11 +113,10 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
                 writer.submit(write, index, picture, result)
                 click.echo(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
             bar.update(len(batch))
-    summary = {"model": str(session.path), "providers": session.providers, "labels": session.labels, "method": method, "results": records, "skipped": [{"file": f, "error": e} for f, e in skipped]}
-    write_text_atomic(out / "results.json", json.dumps(summary, indent=2))
-    write_text_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    log.finish({"model": str(session.path), "providers": session.providers, "labels": session.labels, "method": method,
+                "skipped": [{"file": f, "error": e} for f, e in skipped]})
     report.finish(skipped)
-    click.echo(f"wrote {len(records)} overlays, results.json, results.jsonl and report.html to {out}" + (f"; skipped {len(skipped)}" if skipped else ""))
+    click.echo(f"wrote {log.count} overlays, results.json, results.jsonl and report.html to {out}" + (f"; skipped {len(skipped)}" if skipped else ""))
 
 @main.command("eval")
 @model_argument

@@ -1,9 +1,11 @@
-"""Visual reports: the all-classes explanation figure and a self-contained HTML report of a folder run."""
+"""Reports: the all-classes explanation figure, and a folder run's self-contained HTML report and
+results files, written as the run goes so that memory does not grow with the folder."""
 from __future__ import annotations
 
 import base64
 import html
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -116,3 +118,33 @@ window.addEventListener("load", () => {{
 </body></html>
 """)
         self._cards.close()
+
+
+class ResultLog:
+    """results.jsonl (one JSON record per image) and results.json (the run's summary with every
+    record), written as a run goes: records are appended to a temporary file beside them, and
+    `finish` writes both files from it, each in one rename."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder, self.count = Path(folder), 0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lines = tempfile.TemporaryFile(mode="w+", encoding="utf-8", dir=self.folder)
+
+    def add(self, record: dict) -> None:
+        self._lines.write(json.dumps(record) + "\n")
+        self.count += 1
+
+    def finish(self, summary: dict) -> None:
+        """Write both files; `summary` holds the run's other fields (its "results" are the records)."""
+        self._lines.seek(0)
+        with atomic_path(self.folder / "results.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as out:
+            shutil.copyfileobj(self._lines, out)
+        self._lines.seek(0)
+        head = json.dumps({**summary, "results": []}, indent=2)
+        before, after = head.split('"results": []', 1)
+        with atomic_path(self.folder / "results.json") as tmp, open(tmp, "w", encoding="utf-8") as out:
+            out.write(before + '"results": [')
+            for number, line in enumerate(self._lines):
+                out.write(("," if number else "") + "\n    " + line.rstrip("\n"))
+            out.write("\n  ]" + after)
+        self._lines.close()
