@@ -20,7 +20,7 @@ from torch import nn
 import runtime
 from export.errors import ExportError
 from export.onnx_export import OPSET, ExportReport, export_model
-from runtime.compare import TOLERANCE
+from runtime.compare import TOLERANCE, relative_difference
 from runtime.errors import first_line, raises_only
 from runtime.files import sha256_file
 from runtime.image import Preprocess
@@ -67,7 +67,7 @@ def gap_linear_head(model: nn.Module, feature_module: nn.Module, fc: nn.Module, 
     for relu in (False, True):  # DenseNet-style forwards apply a functional ReLU after the feature module
         with torch.no_grad():
             rebuilt = fc((F.relu(features) if relu else features).mean(dim=(2, 3)))
-        gaps[relu] = float((rebuilt - logits).abs().max()) / max(float(logits.abs().max()), 1e-12)
+        gaps[relu] = relative_difference(logits.numpy(), rebuilt.numpy())[1]  # inf where either is not finite
         if gaps[relu] <= TOLERANCE:
             head.relu = relu
             return head

@@ -11,7 +11,14 @@ TOLERANCE = 1e-4
 
 
 def relative_difference(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
-    """(max abs difference, that divided by the reference's largest magnitude)."""
-    diff = float(np.max(np.abs(reference.astype(np.float64) - other)))
-    scale = float(np.max(np.abs(reference)))
+    """(max abs difference, that divided by the reference's largest magnitude).
+
+    Any NaN or infinity in either array gives (inf, inf): a comparison never passes on them (a NaN
+    would otherwise drop out of every max() and leave a difference of 0).
+    """
+    reference, other = np.asarray(reference, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    if not (np.isfinite(reference).all() and np.isfinite(other).all()):
+        return float("inf"), float("inf")
+    diff = float(np.max(np.abs(reference - other))) if reference.size else 0.0
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
     return diff, diff / scale if scale > 0 else diff

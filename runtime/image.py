@@ -5,7 +5,9 @@ tensor in both places by construction.
 """
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -24,6 +26,7 @@ RESIZE_METHODS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 COLOR_MODES = {"L": 1, "RGB": 3}
+MAX_IMAGE_PIXELS = 100_000_000  # gapcam's own decompression-bomb limit; GAPCAM_MAX_IMAGE_PIXELS overrides it
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # what folder scans pick up
 
 
@@ -45,8 +48,10 @@ class Preprocess:
             raise CamError(f"preprocess: resize must be one of {sorted(RESIZE_METHODS)}, got {self.resize!r}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise CamError(f"preprocess: mean and std need {self.channels} values for color {self.color}")
-        if min(self.std) <= 0 or self.height < 1 or self.width < 1:
-            raise CamError("preprocess: std must be positive and the input size at least 1x1")
+        if not (all(math.isfinite(v) for v in (*self.mean, *self.std)) and min(self.std) > 0):
+            raise CamError("preprocess: mean must be finite and std finite and positive")
+        if self.height < 1 or self.width < 1:
+            raise CamError("preprocess: the input size must be at least 1x1")
 
     @property
     def channels(self) -> int:
@@ -75,12 +80,46 @@ class Preprocess:
             raise CamError(f"preprocess: malformed description {data!r} ({err})") from None
 
 
+def max_image_pixels() -> int:
+    """The most pixels gapcam decodes in one image: $GAPCAM_MAX_IMAGE_PIXELS, else MAX_IMAGE_PIXELS.
+
+    An image file's header can declare any size: a 48 KB PNG can say 400 megapixels. Pillow warns
+    at 89 megapixels and refuses at twice that; between the two a single file could cost gigabytes,
+    so gapcam refuses above its own limit, before decoding anything.
+    """
+    text = os.environ.get("GAPCAM_MAX_IMAGE_PIXELS", "")
+    try:
+        limit = int(text) if text else MAX_IMAGE_PIXELS
+    except ValueError:
+        raise CamError(f"GAPCAM_MAX_IMAGE_PIXELS must be a whole number of pixels, got {text!r}") from None
+    if limit < 1:
+        raise CamError(f"GAPCAM_MAX_IMAGE_PIXELS must be positive, got {limit}")
+    return limit
+
+
+def _check_pixels(width: int, height: int, source: str) -> None:
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise CamError(
+            f"{source}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than gapcam's limit of "
+            f"{limit / 1e6:g} (set GAPCAM_MAX_IMAGE_PIXELS to allow larger images)"
+        )
+    if width < 1 or height < 1:
+        raise CamError(f"{source}: the image is empty ({width}x{height})")
+
+
 def load_image(image: ImageInput) -> Image.Image:
     """Decode a path, PIL image or uint8 array (HxW, HxWx1, HxWx3, HxWx4) into a PIL image.
 
-    Raises CamError naming the file or array when it is missing, unreadable or of another type.
+    Raises CamError naming the file or array when it is missing, unreadable, empty, larger than
+    `max_image_pixels()`, or of another type.
     """
     if isinstance(image, Image.Image):
+        _check_pixels(*image.size, f"image ({image.mode} {image.width}x{image.height})")
+        try:
+            image.load()  # a lazily opened file fails here, not deep inside preprocessing
+        except (OSError, ValueError, SyntaxError) as err:
+            raise CamError(f"image: not a readable PIL image ({err.__class__.__name__}: {err})") from None
         return image
     if isinstance(image, np.ndarray):
         return _array_to_image(image)
@@ -93,13 +132,18 @@ def _read_image_file(path: Path) -> Image.Image:
     if not path.is_file():
         raise CamError(f"{path}: no such image file")
     try:
-        with Image.open(path) as img:
-            img.load()
-            # Photos often store their rotation in EXIF; show the model what a viewer shows
-            # (in place: without it, Pillow copies every image, rotated or not).
-            ImageOps.exif_transpose(img, in_place=True)
-            return img
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # gapcam's own limit applies
+            with Image.open(path) as img:
+                _check_pixels(*img.size, str(path))  # from the header, before anything is decoded
+                img.load()
+                # Photos often store their rotation in EXIF; show the model what a viewer shows
+                # (in place: without it, Pillow copies every image, rotated or not).
+                ImageOps.exif_transpose(img, in_place=True)
+                return img
+    except Image.DecompressionBombError as err:  # not an OSError: Pillow's own hard limit
+        raise CamError(f"{path}: refused as a decompression bomb ({err})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise CamError(f"{path}: not a readable image ({err.__class__.__name__}: {err})") from None
 
 
@@ -109,13 +153,19 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
+        _check_pixels(array.shape[1], array.shape[0], f"image array {list(array.shape)}")
         return Image.fromarray(np.ascontiguousarray(array))
     raise CamError(f"image array: expected shape HxW, HxWx1, HxWx3 or HxWx4, got {array.shape}")
 
 
 def to_color(img: Image.Image, color: str) -> Image.Image:
-    """Convert to "L" or "RGB"; transparent pixels are composited on black first."""
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    """Convert to "L" or "RGB"; transparent pixels are composited on black first.
+
+    Raises CamError for a mode Pillow cannot convert.
+    """
+    if img.mode == "La":  # premultiplied alpha converts only through LA
+        img = img.convert("LA")
+    if img.mode in ("RGBA", "RGBa", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(background, img)
@@ -124,7 +174,10 @@ def to_color(img: Image.Image, color: str) -> Image.Image:
         array = np.asarray(img, dtype=np.float64)
         top = array.max() if array.max() > 255 else 255.0
         img = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    return img.convert(color) if img.mode != color else img
+    try:
+        return img.convert(color) if img.mode != color else img
+    except ValueError as err:
+        raise CamError(f"image: mode {img.mode} cannot be converted to {color} ({err})") from None
 
 
 def resize(img: Image.Image, spec: Preprocess) -> Image.Image:

@@ -62,6 +62,10 @@ class ModelInfo:
             raise CamError(f"metadata: fc bias shape {self.fc_bias.shape} does not fit {len(self.labels)} labels")
         if self.pool not in POOLINGS:
             raise CamError(f"metadata: pool must be one of {POOLINGS}, got {self.pool!r}")
+        if not (np.isfinite(self.fc_weight).all() and np.isfinite(self.fc_bias).all()):
+            raise CamError("metadata: fc_weight and fc_bias must be finite numbers")
+        if not (isinstance(self.box_threshold, (int, float)) and 0.0 <= self.box_threshold <= 1.0):  # NaN fails too
+            raise CamError(f"metadata: box_threshold must be a number within [0, 1], got {self.box_threshold!r}")
 
     @property
     def num_classes(self) -> int:

@@ -17,6 +17,9 @@ from runtime.providers import open_inference_session
 from runtime.results import CamResult, ClassChoice, explain_outputs
 from runtime.store import resolve_model
 
+MAX_INPUT_SIDE = 8192  # the largest model input side believed when the graph leaves it open
+
+
 class CamSession:
     """Run a gapcam ONNX model and explain its predictions with class activation maps.
 
@@ -57,9 +60,27 @@ class CamSession:
             )
         # Models exported before the graph computed the class maps have only logits and features.
         self.has_class_maps = outputs[2:] == [CLASS_MAPS_NAME]
-        shape = inputs[0].shape
-        if len(shape) != 4 or shape[1] != self.preprocessing.channels:
-            raise CamError(f"{self.path}: input shape {shape} does not fit {self.preprocessing.channels}-channel images")
+        self._check_metadata_against_graph(inputs[0].shape, {o.name: o.shape for o in self._session.get_outputs()})
+
+    def _check_metadata_against_graph(self, input_shape: list, output_shapes: dict[str, list]) -> None:
+        """Every metadata field that the graph also determines must agree with it: an untrusted file's
+        metadata is never believed alone (a declared 100000x100000 input would be allocated)."""
+        info = self.info
+        declared = [
+            ("input", input_shape, ["batch", info.preprocess.channels, *info.preprocess.size], "preprocess (channels, height, width)"),
+            ("logits", output_shapes["logits"], ["batch", info.num_classes], "labels (their number)"),
+            ("features", output_shapes["features"][:2], ["batch", info.feature_channels], "fc_weight (its width K)"),
+        ]
+        if self.has_class_maps:
+            declared.append(("cams", output_shapes[CLASS_MAPS_NAME][:2], ["batch", info.num_classes], "labels (their number)"))
+        for tensor, graph, metadata, field in declared:
+            if len(graph) != len(metadata) or any(isinstance(g, int) and g != m for g, m in zip(graph[1:], metadata[1:])):
+                raise CamError(f"{self.path}: metadata field {field} says {metadata[1:]}, but the graph's {tensor!r} is {graph}")
+        if len(output_shapes["features"]) != 4:
+            raise CamError(f"{self.path}: the graph's 'features' is {output_shapes['features']}, not [N, K, h, w]")
+        if any(not isinstance(d, int) for d in input_shape[2:]) and max(info.preprocess.size) > MAX_INPUT_SIDE:
+            raise CamError(f"{self.path}: metadata field preprocess asks for a {info.preprocess.height}x{info.preprocess.width} "
+                           f"input, larger than {MAX_INPUT_SIDE} a side, and the graph does not fix it")
 
     def signature(self) -> dict:
         """The graph's input and outputs as a manifest declares them: name, dtype, shape (batch symbolic)."""

@@ -96,3 +96,21 @@ def rewrite_manifest(folder, change):
     data = json.loads((folder / "manifest.json").read_text())
     change(data)
     (folder / "manifest.json").write_text(json.dumps(data))
+
+
+def write_png_bomb(path: Path, width: int, height: int) -> Path:
+    """A valid grayscale PNG of width x height black pixels, compressed row by row: a few hundred KB
+    on disk for hundreds of megapixels, made without holding the image in memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    compressor, row, parts = zlib.compressobj(9), b"\0" * (width + 1), []
+    for _ in range(height):
+        parts.append(compressor.compress(row))
+    parts.append(compressor.flush())
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    return path

@@ -160,3 +160,19 @@ def test_export_model_leaves_the_callers_info_alone(tiny_checkpoint, tmp_path):
     report = export_model(model, info, tmp_path / "m.onnx")
     assert info.parity == {} and report.parity["passed"]
     assert CamSession(report.path).info.parity == report.parity
+
+
+def test_parity_fails_on_a_model_that_outputs_nan(tmp_path):
+    """NaN features used to drop out of the max() and read as a difference of 0; now nothing is written."""
+    from export.onnx_export import export_model
+    from train.models import Architecture, GapCam
+
+    torch.manual_seed(0)
+    model = GapCam(Architecture(num_classes=3, cam_channels=8, backbone_args={"widths": (8,)})).eval()
+    with torch.no_grad():
+        model.cam_conv[0].bias[2] = float("nan")
+    info = ModelInfo(labels=list("abc"), preprocess=Preprocess(16, 16), fc_weight=model.fc.weight.detach().numpy(),
+                     fc_bias=model.fc.bias.detach().numpy())
+    with pytest.raises(ExportError, match=r"parity failed \(relative logits inf"):
+        export_model(model, info, tmp_path / "nan.onnx")
+    assert not (tmp_path / "nan.onnx").exists()

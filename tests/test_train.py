@@ -1,4 +1,7 @@
 """train: the GAP-CAM model, the shapes dataset, checkpoints and exact resume."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +108,32 @@ def test_resume_refuses_another_recipe_and_a_weights_only_file(tmp_path, tiny_ch
     torch.save(raw, tmp_path / "bare.pt")
     with pytest.raises(TrainError, match="no training state"):
         resume(tmp_path / "bare.pt", log=lambda s: None)
+
+
+def test_a_diverging_run_stops_with_one_line_and_saves_nothing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "train", "shapes", "--lr", "1e6", "--samples", "64", "--epochs", "2", "--cam-channels", "8",
+         "--out", str(tmp_path / "nan.pt")], capture_output=True, text=True,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "training diverged at epoch 1" in done.stderr and "no epoch finished, so nothing was saved" in done.stderr
+    assert not (tmp_path / "nan.pt").exists()
+
+
+def test_divergence_after_a_good_epoch_keeps_the_good_checkpoints(tmp_path, monkeypatch):
+    import train.loop
+
+    real, calls = train.loop.F.cross_entropy, [0]
+
+    def nan_in_epoch_two(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        if kwargs.get("reduction") == "sum":  # validation's loss stays true
+            return loss
+        calls[0] += 1
+        return loss * float("nan") if calls[0] > 2 else loss  # 64 images, batch 32: two batches an epoch
+
+    monkeypatch.setattr(train.loop.F, "cross_entropy", nan_in_epoch_two)
+    with pytest.raises(TrainError, match=r"diverged at epoch 2, batch 1: the training loss is nan.*last good checkpoint is .*nan2.last.pt, after epoch 1"):
+        fit(TrainConfig(recipe="shapes", out=str(tmp_path / "nan2.pt"), samples=64, epochs=3, batch_size=32, cam_channels=8), log=lambda s: None)
+    best = load_checkpoint(tmp_path / "nan2.pt")
+    assert best.training["epoch"] == 1 and all(torch.isfinite(v).all() for v in best.model.values() if v.is_floating_point())

@@ -81,6 +81,10 @@ def last_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".last" + out.suffix)
 
 
+class Diverged(TrainError):
+    """A loss that is no longer a finite number: the run cannot recover, and must not save it."""
+
+
 def pick_device(name: str) -> torch.device:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if name == "auto":
@@ -172,6 +176,8 @@ def train_one_epoch(net, optimizer, scheduler, data: PreparedData, recipe: Recip
             yb = data.train_y[index].to(device)
             logits, _ = net(xb)
             loss = F.cross_entropy(logits, yb, weight=class_weights)
+            if not torch.isfinite(loss):
+                raise Diverged(f"epoch {epoch + 1}, batch {start // config.batch_size + 1}: the training loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -251,9 +257,16 @@ def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log
     out, last = Path(config.out), last_path(config.out)
     for epoch in range(start_epoch, config.epochs):
         tick = time.time()
-        train_metrics = train_one_epoch(net, optimizer, scheduler, data, recipe, config, epoch, device, class_weights, rank, world)
+        try:
+            train_metrics = train_one_epoch(net, optimizer, scheduler, data, recipe, config, epoch, device, class_weights, rank, world)
+            val_metrics = validation_metrics(model, data.val_x, data.val_y, device) if rank == 0 else {}
+            if rank == 0 and not math.isfinite(val_metrics["loss"]):
+                raise Diverged(f"epoch {epoch + 1}: the validation loss is {val_metrics['loss']}")
+        except Diverged as err:
+            saved = epoch > start_epoch or state is not None  # this run (or the one it resumes) wrote `last`
+            kept = f"the last good checkpoint is {last}, after epoch {epoch}" if saved else "no epoch finished, so nothing was saved"
+            raise TrainError(f"training diverged at {err}; stopped (try a lower --lr); {kept}") from None
         if rank == 0:
-            val_metrics = validation_metrics(model, data.val_x, data.val_y, device)
             history.append({
                 "epoch": epoch + 1,
                 "train_loss": train_metrics["loss"],
