@@ -9,6 +9,7 @@ from export.byo import IMAGENET, export_torchvision
 from export.errors import ExportError
 from export.onnx_export import OPSET, export_checkpoint
 from runtime.cli import cli_errors
+from runtime.files import read_text_file
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +30,7 @@ def main(checkpoint: str, out: str | None, opset: int, arch: str | None, labels_
     if arch:
         if not labels_file:
             raise ExportError("--arch needs --labels FILE (class names, one per line)")
-        labels = [line.strip() for line in Path(labels_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        labels = [line.strip() for line in read_text_file(labels_file, "labels file").splitlines() if line.strip()]
         target = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
         report = export_torchvision(arch, checkpoint, labels, target, size=tuple(input_size), mean=mean, std=std, features=features, fc=fc, opset=opset)
     else:

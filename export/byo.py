@@ -31,12 +31,19 @@ IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 
 class CamHead(nn.Module):
-    """forward(x) -> (the model's own logits, the feature maps its linear layer sees after pooling)."""
+    """forward(x) -> (the model's own logits, the feature maps its linear layer sees after pooling).
+
+    It watches the feature module through a forward hook on the user's model; `release()` removes
+    it, so that exporting leaves the user's model as it was.
+    """
 
     def __init__(self, model: nn.Module, feature_module: nn.Module, relu: bool):
         super().__init__()
         self.model, self.relu, self._features = model, relu, None
-        feature_module.register_forward_hook(self._keep)
+        self._hook = feature_module.register_forward_hook(self._keep)
+
+    def release(self) -> None:
+        self._hook.remove()
 
     def _keep(self, module, inputs, output) -> None:
         self._features = output
@@ -48,12 +55,21 @@ class CamHead(nn.Module):
 
 
 def gap_linear_head(model: nn.Module, feature_module: nn.Module, fc: nn.Module, spec: Preprocess) -> CamHead:
-    """The CamHead for which logits == fc(mean(features)), or an ExportError saying why there is none."""
+    """The CamHead for which logits == fc(mean(features)), or an ExportError saying why there is none
+    (the head's hook is removed then; on success the caller releases it after export)."""
     if not isinstance(fc, nn.Linear):
         raise ExportError(f"the final layer is {type(fc).__name__}, not one nn.Linear: CAM needs GAP + one linear layer")
     model.eval()
-    x = torch.randn(2, spec.channels, *spec.size, generator=torch.Generator().manual_seed(0))
     head = CamHead(model, feature_module, relu=False)
+    try:
+        return _check_gap_linear(head, fc, spec)
+    except BaseException:
+        head.release()
+        raise
+
+
+def _check_gap_linear(head: CamHead, fc: nn.Linear, spec: Preprocess) -> CamHead:
+    x = torch.randn(2, spec.channels, *spec.size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits, features = head(x)
     if features is None or features.ndim != 4:
@@ -98,20 +114,23 @@ def export_torch_model(
     >>> export_torch_model(net, net.layer4, net.fc, labels, Preprocess(224, 224, "RGB", mean, std), "resnet50.onnx")
     """
     head = gap_linear_head(model, feature_module, fc, preprocess)
-    if len(labels) != fc.out_features:
-        raise ExportError(f"{len(labels)} labels given for a linear layer with {fc.out_features} outputs")
-    info = ModelInfo(
-        labels=list(labels),
-        preprocess=preprocess,
-        fc_weight=fc.weight.detach().cpu().numpy().astype(np.float32),
-        fc_bias=(fc.bias.detach().cpu().numpy() if fc.bias is not None else np.zeros(fc.out_features)).astype(np.float32),
-        pool="gap",
-        architecture=architecture or {"model": type(model).__name__},
-        source_sha256=sha256_file(source) if source else "",
-        gapcam_version=runtime.__version__,
-        provenance={"recipe": "bring-your-own", "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset}},
-    )
-    return export_model(head, info, out, samples, opset)
+    try:
+        if len(labels) != fc.out_features:
+            raise ExportError(f"{len(labels)} labels given for a linear layer with {fc.out_features} outputs")
+        info = ModelInfo(
+            labels=list(labels),
+            preprocess=preprocess,
+            fc_weight=fc.weight.detach().cpu().numpy().astype(np.float32),
+            fc_bias=(fc.bias.detach().cpu().numpy() if fc.bias is not None else np.zeros(fc.out_features)).astype(np.float32),
+            pool="gap",
+            architecture=architecture or {"model": type(model).__name__},
+            source_sha256=sha256_file(source) if source else "",
+            gapcam_version=runtime.__version__,
+            provenance={"recipe": "bring-your-own", "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset}},
+        )
+        return export_model(head, info, out, samples, opset)
+    finally:
+        head.release()
 
 
 @raises_only(ExportError)

@@ -44,17 +44,24 @@ def overlay_names(images: list[str]) -> list[str]:
     return [f"{stem}.png" if stems.count(stem) == 1 else f"{i:04d}_{stem}.png" for i, stem in enumerate(stems)]
 
 
-def collect(inputs: tuple[str, ...]) -> tuple[list[str], set[str]]:
-    """(all image paths in order, the ones named on the command line). Folders contribute their image files."""
-    paths, named = [], set()
+def collect(inputs: tuple[str, ...]) -> tuple[list[str], set[str], list[tuple[str, str]]]:
+    """(all image paths in order, the ones named on the command line, (path, reason) of image names
+    in folders that are no regular files: FIFOs, devices, dangling links or link loops)."""
+    paths, named, passed_over = [], set(), []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            for found in sorted(path.rglob("*")):
+                if found.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if found.is_file():
+                    paths.append(str(found))
+                elif not found.is_dir():
+                    passed_over.append((str(found), f"{found}: not a regular file (a FIFO, device, dangling link or link loop)"))
         else:
             paths.append(item)
             named.add(item)
-    return paths, named
+    return paths, named, passed_over
 
 
 @main.command("predict")
@@ -77,14 +84,15 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
     file found in a folder is reported and skipped.
     """
     session = CamSession(model, providers=list(providers) or None, box_threshold=threshold)
-    paths, named = collect(inputs)
+    paths, named, skipped = collect(inputs)
     if not paths:
         raise CamError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(inputs)}")
     for path in sorted(named):
         load_image(path)  # fail before writing anything
     out = Path(out_dir)
     names = overlay_names(paths)
-    skipped = []
+    for _, reason in skipped:
+        click.echo(f"skipped {reason}", err=True)
     report, log = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {method}"), ResultLog(out)
 
     def write(index: int, picture, result) -> tuple[dict, str]:

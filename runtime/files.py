@@ -5,9 +5,12 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from runtime.errors import CamError
 
 
 def default_mode(directory: bool = False) -> int:
@@ -36,6 +39,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_text_file(path: str | os.PathLike, what: str, limit: int = 10 << 20) -> str:
+    """The UTF-8 text of a small input file (a model card, metrics, labels).
+
+    Only regular files are read: a FIFO or device given as a path would block or never end.
+    Raises CamError naming the file when it is not a regular file, is larger than `limit`, or
+    is not UTF-8 text.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError as err:
+        raise CamError(f"{path}: cannot read the {what} ({err.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CamError(f"{path}: the {what} must be a regular file")
+    if info.st_size > limit:
+        raise CamError(f"{path}: the {what} has {info.st_size} bytes, more than {limit}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise CamError(f"{path}: the {what} is not UTF-8 text ({err.reason})") from None
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

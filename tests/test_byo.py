@@ -83,3 +83,14 @@ def test_export_raises_only_export_errors(tmp_path):
     with pytest.raises(ExportError, match="junk.pt: not a readable state dict"):
         export_torchvision("resnet18", tmp_path / "junk.pt", ["a", "b"], tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_export_leaves_no_hook_on_the_users_model(tmp_path):
+    net = torchvision.models.resnet18(num_classes=3).eval()
+    spec = Preprocess(64, 64, "RGB", (0.5,) * 3, (0.25,) * 3)
+    export_torch_model(net, net.layer4, net.fc, LABELS, spec, tmp_path / "a.onnx")
+    with pytest.raises(ExportError, match="2 labels"):
+        export_torch_model(net, net.layer4, net.fc, LABELS[:2], spec, tmp_path / "b.onnx")
+    with pytest.raises(ExportError, match="not global average pooling"):
+        export_torch_model(net, net.layer3, net.fc, LABELS, spec, tmp_path / "c.onnx")
+    assert not net.layer4._forward_hooks and not net.layer3._forward_hooks

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -81,3 +82,29 @@ def test_train_rejects_bad_arguments(tmp_path):
     one_line_error(gapcam("train", "nosuch", cwd=tmp_path), "nosuch")
     one_line_error(gapcam("train", "shapes", "--device", "cuda:7", "--samples", 20, cwd=tmp_path), "--device")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fifos_are_refused_unread_and_listed_when_found_in_folders(tiny_onnx, tmp_path, shape_images):
+    import os
+
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    for command in (
+        ["-m", "zoo", "pack", str(tiny_onnx), "--name", "x", "--version", "1.0.0", "--metrics", str(fifo), "-o", str(tmp_path / "p")],
+        ["-m", "zoo", "pack", str(tiny_onnx), "--name", "x", "--version", "1.0.0", "--card", str(fifo), "-o", str(tmp_path / "p")],
+        ["-m", "export", str(tiny_onnx), "--arch", "resnet18", "--labels", str(fifo)],
+        ["-m", "train", "shapes", "--backbone", "resnet18", "--weights", str(fifo), "--samples", "20", "--out", str(tmp_path / "w.pt")],
+    ):
+        done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, (command, done.stderr)
+        assert "regular file" in done.stderr, (command, done.stderr)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(shape_images.images[0]).save(images / "a.png")
+    os.mkfifo(images / "b.png")
+    (images / "c.png").symlink_to(images / "c.png")  # a link loop
+    done = subprocess.run([sys.executable, "-m", "runtime", str(tiny_onnx), str(images), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    skipped = json.loads((tmp_path / "out" / "results.json").read_text())["skipped"]
+    assert sorted(Path(s["file"]).name for s in skipped) == ["b.png", "c.png"]

@@ -6,6 +6,7 @@ CAM_c = sum_k fc.weight[c, k] * features_k, where `features` is exactly what the
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -70,7 +71,10 @@ def small_cnn(
 
 
 def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
-    """A state dict from a local file, loaded with weights_only=True; a TrainError if it is none."""
+    """A state dict from a local file, loaded with weights_only=True; a TrainError if it is none
+    (a FIFO or device is refused unread: torch.load would block on it)."""
+    if not Path(path).is_file():
+        raise TrainError(f"{path}: the state dict of {what} must be a regular file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any failure to read means the file is unusable

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from runtime.cli import cli_errors
+from runtime.files import read_text_file
 from zoo.errors import ZooError
 from zoo.fetch import fetch
 from zoo.index import publish, read_index, select
@@ -38,12 +38,12 @@ def pack_command(model, name, version, license_, card, images, metrics, out_dir,
     measured = None
     if metrics:
         try:
-            measured = json.loads(Path(metrics).read_text())
+            measured = json.loads(read_text_file(metrics, "metrics file"))
         except ValueError as err:
             raise ZooError(f"{metrics}: not valid JSON ({err})") from None
         if not isinstance(measured, dict):
             raise ZooError(f"{metrics}: expected a JSON object of metric names and values")
-    description = Path(card).read_text(encoding="utf-8") if card else ""
+    description = read_text_file(card, "model card") if card else ""
     result = pack(model, name, version, out_dir, license=license_, description=description, images=images, metrics=measured, overwrite=overwrite)
     click.echo(f"wrote {result.folder}/ ({len(result.manifest.files) + 1} files) and {result.archive}")
 
