@@ -7,6 +7,7 @@ untrusted input: archive entries that escape, links, unlisted or altered files a
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -14,9 +15,10 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 from runtime.errors import CamError, check_format
 
@@ -93,37 +95,64 @@ def safe_member_name(name: str, source: str) -> str:
     return str(path)
 
 
+def package_limit(variable: str, default: int) -> int:
+    """A byte limit on what a package may hold: the environment variable, else the default."""
+    text = os.environ.get(variable, "")
+    try:
+        value = int(text) if text else default
+    except ValueError:
+        raise CamError(f"{variable} must be a whole number of bytes, got {text!r}") from None
+    if value < 1:
+        raise CamError(f"{variable} must be positive, got {value}")
+    return value
+
+
+MAX_FILE_BYTES = 512 << 20  # one file of a package: a ResNet-50-GAP is about 100 MB, VGG16-GAP about 60 MB
+MAX_TOTAL_BYTES = 1 << 30  # everything a package holds
+CHUNK = 1 << 20  # bytes hashed at a time
+
+
 class Package:
     """An opened package whose files all match its manifest; read-only access to their bytes.
 
-    Sizes are checked against the manifest before anything but the manifest is read, so an archive
-    that would unpack to more than it declares (a zip bomb) is refused without being inflated.
+    A package is untrusted, its manifest included: every size is checked, against the manifest
+    and against absolute limits (GAPCAM_MAX_PACKAGE_FILE_BYTES, GAPCAM_MAX_PACKAGE_BYTES), before
+    anything but the manifest is read, so an archive that would inflate to more (a zip bomb, or a
+    manifest declaring a huge file) is refused without being inflated. Files are hashed as they
+    stream, never held whole, and `read` checks a file's sha256 again as it returns it.
     Raises CamError naming the package and the failed check.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.max_file_bytes = package_limit("GAPCAM_MAX_PACKAGE_FILE_BYTES", MAX_FILE_BYTES)
+        self.max_total_bytes = package_limit("GAPCAM_MAX_PACKAGE_BYTES", MAX_TOTAL_BYTES)
         if self.path.is_dir():
-            self._files = self._load(self._folder_entries())
+            self._check(self._folder_entries())
         elif self.path.is_file() and zipfile.is_zipfile(self.path):
-            try:
-                with zipfile.ZipFile(self.path) as archive:
-                    self._files = self._load(self._zip_entries(archive))
-            except (zipfile.BadZipFile, OSError, EOFError) as err:
-                raise CamError(f"{self.path}: damaged or truncated archive ({err})") from None
+            with self._archive() as archive:
+                self._check(self._zip_entries(archive))
         else:
             raise CamError(f"{self.path}: not a package folder or .zip archive")
 
-    def _folder_entries(self) -> dict[str, tuple[int, Callable[[], bytes]]]:
+    @contextlib.contextmanager
+    def _archive(self) -> Iterator[zipfile.ZipFile]:
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                yield archive
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
+            raise CamError(f"{self.path}: damaged or truncated archive ({err})") from None
+
+    def _folder_entries(self) -> dict[str, tuple[int, Callable[[], BinaryIO]]]:
         entries = {}
         for item in sorted(self.path.rglob("*")):
             if item.is_symlink():
                 raise CamError(f"{self.path}: {item.relative_to(self.path)} is a link; packages hold plain files only")
             if item.is_file():
-                entries[item.relative_to(self.path).as_posix()] = (item.stat().st_size, item.read_bytes)
+                entries[item.relative_to(self.path).as_posix()] = (item.stat().st_size, functools.partial(open, item, "rb"))
         return entries
 
-    def _zip_entries(self, archive: zipfile.ZipFile) -> dict[str, tuple[int, Callable[[], bytes]]]:
+    def _zip_entries(self, archive: zipfile.ZipFile) -> dict[str, tuple[int, Callable[[], BinaryIO]]]:
         entries = {}
         for info in archive.infolist():
             name = safe_member_name(info.filename, str(self.path))
@@ -133,40 +162,69 @@ class Package:
                 continue
             if name in entries:
                 raise CamError(f"{self.path}: archive holds {name!r} twice; refused")
-            entries[name] = (info.file_size, functools.partial(archive.read, info))
+            entries[name] = (info.file_size, functools.partial(archive.open, info))
         return entries
 
-    def _load(self, entries: dict[str, tuple[int, Callable[[], bytes]]]) -> dict[str, bytes]:
-        """Read the manifest, check every entry's presence and size against it, then read and hash."""
+    def _check(self, entries: dict[str, tuple[int, Callable[[], BinaryIO]]]) -> None:
+        """Read the manifest; check every entry's presence and size against it and the limits; then hash."""
         if MANIFEST not in entries:
             raise CamError(f"{self.path}: not a gapcam package (no {MANIFEST})")
         if entries[MANIFEST][0] > MAX_MANIFEST_BYTES:
             raise CamError(f"{self.path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes; refused")
-        files = {MANIFEST: entries[MANIFEST][1]()}
-        self.manifest = Manifest.from_json(files[MANIFEST], str(self.path))
+        with entries[MANIFEST][1]() as stream:
+            self._manifest_bytes = stream.read(MAX_MANIFEST_BYTES + 1)
+        self.manifest = Manifest.from_json(self._manifest_bytes, str(self.path))
         listed = self.manifest.files
         unlisted = sorted(set(entries) - set(listed) - {MANIFEST})
         if unlisted:
             raise CamError(f"{self.path}: files not in the manifest: {unlisted}")
         for name, entry in listed.items():
+            if entry["size"] > self.max_file_bytes:
+                raise CamError(f"{self.path}: {name} is declared at {entry['size']} bytes, more than the limit of "
+                               f"{self.max_file_bytes} a file (GAPCAM_MAX_PACKAGE_FILE_BYTES); refused unread")
             if name not in entries:
                 raise CamError(f"{self.path}: {name} is listed in the manifest but missing")
-            size, read = entries[name]
-            if size != entry["size"]:
-                raise CamError(f"{self.path}: {name} has {size} bytes, the manifest says {entry['size']} (checksum check failed)")
-            data = read()
-            if len(data) != size or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise CamError(f"{self.path}: {name} does not match its sha256 in the manifest (checksum check failed)")
-            files[name] = data
-        return files
+            if entries[name][0] != entry["size"]:
+                raise CamError(f"{self.path}: {name} has {entries[name][0]} bytes, the manifest says {entry['size']} (checksum check failed)")
+        total = sum(entry["size"] for entry in listed.values())
+        if total > self.max_total_bytes:
+            raise CamError(f"{self.path}: the files add up to {total} bytes, more than the limit of {self.max_total_bytes} "
+                           "(GAPCAM_MAX_PACKAGE_BYTES); refused unread")
+        for name in listed:
+            self._hashed(name, entries[name][1])
+
+    def _hashed(self, name: str, opener: Callable[[], BinaryIO], keep: bool = False) -> bytes:
+        """Stream a file through sha256, reading at most its declared size plus one byte; its bytes if `keep`."""
+        entry = self.manifest.files[name]
+        digest, parts, seen = hashlib.sha256(), [], 0
+        try:
+            with opener() as stream:
+                while block := stream.read(min(CHUNK, entry["size"] + 1 - seen)):
+                    digest.update(block)
+                    seen += len(block)
+                    if keep:
+                        parts.append(block)
+                    if seen > entry["size"]:
+                        break
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
+            raise CamError(f"{self.path}: {name} is damaged or truncated ({err})") from None
+        if seen != entry["size"] or digest.hexdigest() != entry["sha256"]:
+            raise CamError(f"{self.path}: {name} does not match its sha256 in the manifest (checksum check failed)")
+        return b"".join(parts)
 
     def read(self, name: str) -> bytes:
-        if name not in self._files:
+        """A file's bytes, checked against the manifest again as they are read."""
+        if name not in self.manifest.files and name != MANIFEST:
             raise CamError(f"{self.path}: no file {name!r} in the package")
-        return self._files[name]
+        if name == MANIFEST:
+            return self._manifest_bytes
+        if self.path.is_dir():
+            return self._hashed(name, functools.partial(open, self.path / name, "rb"), keep=True)
+        with self._archive() as archive:
+            return self._hashed(name, functools.partial(archive.open, name), keep=True)
 
     def names(self) -> list[str]:
-        return sorted(self._files)
+        return sorted([*self.manifest.files, MANIFEST])
 
     @property
     def reference(self) -> str:

@@ -95,3 +95,57 @@ def test_an_archive_that_inflates_beyond_its_manifest_is_refused_unread(packed, 
     assert archive.stat().st_size < packed.archive.stat().st_size + 200_000
     with pytest.raises(CamError, match="has 50000000 bytes, the manifest says"):
         Package(archive)
+
+
+def test_absolute_limits_refuse_before_anything_is_inflated(packed, tmp_path, monkeypatch):
+    monkeypatch.setenv("GAPCAM_MAX_PACKAGE_FILE_BYTES", "100000")
+    with pytest.raises(CamError, match=r"model.onnx is declared at \d+ bytes, more than the limit of 100000 a file"):
+        Package(packed.archive)
+    monkeypatch.setenv("GAPCAM_MAX_PACKAGE_FILE_BYTES", str(10 << 20))
+    monkeypatch.setenv("GAPCAM_MAX_PACKAGE_BYTES", "200000")
+    with pytest.raises(CamError, match=r"the files add up to \d+ bytes, more than the limit of 200000"):
+        Package(packed.folder)
+    monkeypatch.setenv("GAPCAM_MAX_PACKAGE_BYTES", "lots")
+    with pytest.raises(CamError, match="GAPCAM_MAX_PACKAGE_BYTES must be a whole number"):
+        Package(packed.folder)
+
+
+def test_a_manifest_that_declares_a_huge_file_is_refused_in_bounded_memory(packed, tmp_path):
+    """A small zip whose manifest truthfully lists a 1 GiB entry of zeros: refused by size, never inflated."""
+    import json
+    import subprocess
+    import sys
+    import zipfile
+
+    size = 1 << 30
+    digest, block = hashlib.sha256(), b"\0" * (1 << 20)
+    for _ in range(size // len(block)):
+        digest.update(block)
+    folder = copy_package(packed, tmp_path)
+    rewrite_manifest(folder, lambda m: m["files"].__setitem__("samples/huge.bin", {"sha256": digest.hexdigest(), "size": size}))
+    archive = tmp_path / "huge.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as out:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            out.write(path, path.relative_to(folder).as_posix())
+        with out.open("samples/huge.bin", "w", force_zip64=True) as entry:
+            for _ in range(size // len(block)):
+                entry.write(block)
+    assert archive.stat().st_size < 5_000_000
+    code = f"""
+from zoo import verify
+report = verify({str(archive)!r})
+peak = next(int(l.split()[1]) // 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(report.passed, peak, report.checks[0].detail)
+"""
+
+    def verify_in_a_process(**limits):
+        env = {**__import__("os").environ, **limits}
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        passed, peak, detail = done.stdout.split(" ", 2)
+        return passed == "True", int(peak), detail
+
+    passed, peak, detail = verify_in_a_process()  # the default limit: 512 MiB a file
+    assert not passed and "declared at 1073741824 bytes, more than the limit" in detail and peak < 400, (peak, detail)
+    # with limits raised, the gigabyte is hashed as it streams: memory stays bounded all the same
+    passed, peak, detail = verify_in_a_process(GAPCAM_MAX_PACKAGE_FILE_BYTES=str(2 << 30), GAPCAM_MAX_PACKAGE_BYTES=str(4 << 30))
+    assert passed and peak < 400, (peak, detail)
