@@ -13,7 +13,8 @@ F = TypeVar("F", bound=Callable)
 
 
 def cli_errors(fn: F) -> F:
-    """Turn GapcamError into click's one-line `Error: ...` with exit code 1."""
+    """Turn GapcamError into click's one-line `Error: ...` with exit code 1; so too an OSError that
+    reaches the edge (an output folder that cannot be written, a full disk), naming its file."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -21,6 +22,9 @@ def cli_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except GapcamError as err:
             raise click.ClickException(str(err)) from None
+        except OSError as err:
+            where = f"{err.filename}: " if err.filename else ""
+            raise click.ClickException(f"{where}{err.strerror or err}") from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -41,6 +41,20 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Fail now, not after the work, when `path` (a file to write) cannot be written: its folder is
+    made if missing and a temporary file is created in it and removed. Raises CamError naming it."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".probe", dir=path.parent):
+            pass
+    except OSError as err:
+        raise CamError(f"{path}: cannot write the {what} there ({err.strerror or err})") from None
+    if path.is_dir():
+        raise CamError(f"{path}: cannot write the {what} there (a folder of that name exists)")
+
+
 def read_text_file(path: str | os.PathLike, what: str, limit: int = 10 << 20) -> str:
     """The UTF-8 text of a small input file (a model card, metrics, labels).
 

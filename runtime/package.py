@@ -79,6 +79,10 @@ class Manifest:
             raise CamError(f"{source}: manifest name {data['name']!r} is not a valid package name")
         if not VERSION_PATTERN.match(data["version"]):
             raise CamError(f"{source}: manifest version {data['version']!r} is not X.Y.Z")
+        for tensor in [data["input"], *data["outputs"]]:
+            if not (isinstance(tensor, dict) and isinstance(tensor.get("name"), str) and isinstance(tensor.get("dtype"), str)
+                    and isinstance(tensor.get("shape"), list)):
+                raise CamError(f"{source}: manifest input and outputs need a name, a dtype and a shape list each, got {tensor!r:.100}")
         if MODEL not in data["files"]:
             raise CamError(f"{source}: manifest lists no {MODEL}")
         for name, entry in data["files"].items():

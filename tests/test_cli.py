@@ -108,3 +108,20 @@ def test_fifos_are_refused_unread_and_listed_when_found_in_folders(tiny_onnx, tm
     assert done.returncode == 0, done.stderr
     skipped = json.loads((tmp_path / "out" / "results.json").read_text())["skipped"]
     assert sorted(Path(s["file"]).name for s in skipped) == ["b.png", "c.png"]
+
+
+def test_outputs_that_cannot_be_written_are_one_line_errors_before_the_work(tiny_onnx, tiny_checkpoint, tmp_path, shape_images):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be")
+    image = tmp_path / "a.png"
+    Image.fromarray(shape_images.images[0]).save(image)
+    for command in (
+        ["-m", "train", "shapes", "--samples", "6000", "--out", str(blocked / "x.pt")],  # would take minutes if it trained first
+        ["-m", "export", str(tiny_checkpoint), "-o", str(blocked / "x.onnx")],
+        ["-m", "runtime", str(tiny_onnx), str(image), "--out", str(blocked / "out")],
+        ["-m", "runtime", "explain", str(tiny_onnx), str(image), "--out", str(blocked / "x.png")],
+        ["-m", "zoo", "pack", str(tiny_onnx), "--name", "x", "--version", "1.0.0", "-o", str(blocked / "p")],
+    ):
+        done = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, (command, done.stderr)
+        assert "blocked" in done.stderr and len(done.stderr.strip().splitlines()) == 1, (command, done.stderr)

@@ -112,7 +112,6 @@ def test_absolute_limits_refuse_before_anything_is_inflated(packed, tmp_path, mo
 
 def test_a_manifest_that_declares_a_huge_file_is_refused_in_bounded_memory(packed, tmp_path):
     """A small zip whose manifest truthfully lists a 1 GiB entry of zeros: refused by size, never inflated."""
-    import json
     import subprocess
     import sys
     import zipfile
@@ -149,3 +148,21 @@ print(report.passed, peak, report.checks[0].detail)
     # with limits raised, the gigabyte is hashed as it streams: memory stays bounded all the same
     passed, peak, detail = verify_in_a_process(GAPCAM_MAX_PACKAGE_FILE_BYTES=str(2 << 30), GAPCAM_MAX_PACKAGE_BYTES=str(4 << 30))
     assert passed and peak < 400, (peak, detail)
+
+
+def test_manifest_tensors_of_the_wrong_type_are_refused(packed, tmp_path):
+    for change in (lambda m: m.__setitem__("outputs", ["logits", "features"]), lambda m: m["input"].__setitem__("shape", "64x64")):
+        folder = copy_package(packed, tmp_path / str(id(change)))
+        rewrite_manifest(folder, change)
+        with pytest.raises(CamError, match="need a name, a dtype and a shape list"):
+            Package(folder)
+
+
+def test_damaged_test_vectors_are_a_failed_check_not_a_crash(packed, tmp_path):
+    folder = copy_package(packed, tmp_path)
+    data = b"not an npz archive"
+    (folder / "test_vectors.npz").write_bytes(data)
+    rewrite_manifest(folder, lambda m: m["files"].__setitem__("test_vectors.npz", {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}))
+    report = verify(folder)
+    assert [c.passed for c in report.checks] == [True, True, False]
+    assert "test_vectors.npz is not a readable .npz" in report.checks[2].detail

@@ -137,3 +137,16 @@ def test_divergence_after_a_good_epoch_keeps_the_good_checkpoints(tmp_path, monk
         fit(TrainConfig(recipe="shapes", out=str(tmp_path / "nan2.pt"), samples=64, epochs=3, batch_size=32, cam_channels=8), log=lambda s: None)
     best = load_checkpoint(tmp_path / "nan2.pt")
     assert best.training["epoch"] == 1 and all(torch.isfinite(v).all() for v in best.model.values() if v.is_floating_point())
+
+
+def test_checkpoint_fields_of_the_wrong_kind_are_one_line_errors(tiny_checkpoint, tmp_path):
+    from export import ExportError, export_checkpoint
+
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    torch.save({**raw, "architecture": {"backbone": "small_cnn", "cam_channels": "many"}}, tmp_path / "arch.pt")
+    with pytest.raises(ExportError, match=r"arch.pt: checkpoint field 'architecture' is malformed"):
+        export_checkpoint(tmp_path / "arch.pt")
+    broken = {**raw, "training": {**raw["training"], "optimizer": {"state": {}, "param_groups": []}}}
+    torch.save(broken, tmp_path / "opt.pt")
+    with pytest.raises(TrainError, match="training state does not fit this run"):
+        resume(tmp_path / "opt.pt", log=lambda s: None)

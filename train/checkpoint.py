@@ -133,7 +133,10 @@ def model_from_checkpoint(checkpoint: Checkpoint, source: str = "checkpoint") ->
 
     Raises TrainError when the weights do not fit the stored architecture (torch's size detail kept).
     """
-    model = GapCam(Architecture.from_dict(checkpoint.architecture))
+    try:
+        model = GapCam(Architecture.from_dict(checkpoint.architecture))
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise TrainError(f"{source}: checkpoint field 'architecture' is malformed ({first_line(err)})") from None
     try:
         model.load_state_dict(checkpoint.model)
     except RuntimeError as err:

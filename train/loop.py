@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 from runtime.boxes import box_accuracy_curve, threshold_grid, threshold_ious
 from runtime.cam import normalize_maps
-from runtime.errors import first_line
+from runtime.errors import CamError, first_line
+from runtime.files import check_writable
 from train.checkpoint import Checkpoint, load_checkpoint, run_checkpoint, save_checkpoint
 from train.errors import TrainError
 from train.evaluate import classification_metrics, logits_of, predict, write_report
-from train.models import BackboneInit, GapCam
+from train.models import STATE_DICT_DETAIL, BackboneInit, GapCam
 from train.prepared import PreparedData, augment
 from train.recipes import DataOptions, Recipe, get_recipe
 
@@ -214,6 +215,11 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoi
     """Train per `config`, or continue from a loaded checkpoint `state`; returns the best checkpoint path."""
     recipe = config.build_recipe()
     config = config.resolved(recipe)
+    for path, what in ((config.out, "best checkpoint"), (last_path(config.out), "latest checkpoint")):
+        try:
+            check_writable(path, what)  # before the data is prepared and an epoch is spent
+        except CamError as err:
+            raise TrainError(str(err)) from None
     device = pick_device(config.device)
     rank, world = start_distributed(device)
     if rank != 0:
@@ -247,12 +253,15 @@ def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log
         log("class weights (inverse frequency): " + ", ".join(f"{l} {w:.2f}" for l, w in zip(recipe.labels, class_weights.tolist())))
     start_epoch, history, best = 0, [], -1.0
     if state is not None:
-        model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.training["optimizer"])
-        scheduler.load_state_dict(state.training["scheduler"])
-        torch.set_rng_state(state.training["rng"])
-        start_epoch, history = state.training["epoch"], state.training["history"]
-        best = state.training["best_accuracy"]
+        try:
+            model.load_state_dict(state.model)
+            optimizer.load_state_dict(state.training["optimizer"])
+            scheduler.load_state_dict(state.training["scheduler"])
+            torch.set_rng_state(state.training["rng"])
+            start_epoch, history = int(state.training["epoch"]), list(state.training["history"])
+            best = float(state.training["best_accuracy"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise TrainError(f"{config.out}: the checkpoint's training state does not fit this run ({first_line(err, STATE_DICT_DETAIL)})") from None
 
     out, last = Path(config.out), last_path(config.out)
     for epoch in range(start_epoch, config.epochs):

@@ -6,12 +6,15 @@ model size), logits, the top-1 class, its raw CAM and its box.
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 
 import numpy as np
 
 from runtime.boxes import box_iou
 from runtime.compare import TOLERANCE, relative_difference
 from runtime.session import CamSession
+from zoo.errors import ZooError
 
 VECTORS = "test_vectors.npz"
 MIN_BOX_IOU = 0.9  # a CAM pixel sitting on the threshold may move a box edge by a pixel
@@ -32,10 +35,27 @@ def make_vectors(session: CamSession, images: list[np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+def read_vectors(data: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a test_vectors.npz; ZooError naming what is wrong when it is damaged or incomplete."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+            vectors = {key: stored[key] for key in stored.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ZooError(f"{VECTORS} is not a readable .npz ({err.__class__.__name__}: {err})") from None
+    missing = [key for key in ("images", "logits", "classes", "cams_raw", "boxes") if key not in vectors]
+    if missing:
+        raise ZooError(f"{VECTORS} lacks the arrays {missing}")
+    if vectors["images"].dtype != np.uint8 or not len(vectors["images"]):
+        raise ZooError(f"{VECTORS}: images must be a non-empty uint8 array, got {vectors['images'].dtype} {list(vectors['images'].shape)}")
+    return vectors
+
+
 def replay_vectors(session: CamSession, data: bytes) -> dict:
-    """Rerun the stored inputs; report the worst differences and whether they are within tolerance."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
-        vectors = {key: stored[key] for key in stored.files}
+    """Rerun the stored inputs; report the worst differences and whether they are within tolerance.
+
+    Raises ZooError for a damaged or incomplete file, CamError for inputs the model refuses.
+    """
+    vectors = read_vectors(data)
     results = session.run(list(vectors["images"]), classes=None)
     classes = np.stack([r.classes for r in results])
     logits_error = relative_difference(vectors["logits"], np.stack([r.logits for r in results]))[1]

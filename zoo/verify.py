@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.compare import TOLERANCE
-from runtime.errors import CamError
+from runtime.errors import CamError, GapcamError
 from runtime.package import Package
 from runtime.providers import CPU
 from runtime.session import CamSession
@@ -45,7 +45,11 @@ def verify(path: str | os.PathLike) -> VerifyReport:
         report.checks.append(Check("model", False, str(err)))
         return report
     report.checks.append(Check("model", True, "loads; labels, input and output shapes agree with the manifest"))
-    replay = replay_vectors(session, package.read(VECTORS))
+    try:
+        replay = replay_vectors(session, package.read(VECTORS))
+    except GapcamError as err:
+        report.checks.append(Check("test vectors", False, str(err)))
+        return report
     report.checks.append(Check(
         "test vectors",
         replay["passed"],
