@@ -62,3 +62,11 @@ def packed(tmp_path_factory, tiny_onnx, shape_images):
         Image.fromarray(pixels).save(out / f"in{i}.png")
         images.append(out / f"in{i}.png")
     return pack(tiny_onnx, "tiny", "0.1.0", out / "dist", license="MIT", images=images, metrics={"note_accuracy": 0.5})
+
+
+@pytest.fixture(scope="session")
+def valid_props(tiny_onnx):
+    """The tiny model's gapcam metadata, as onnxruntime's custom_metadata_map gives it."""
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(tiny_onnx).metadata_props}

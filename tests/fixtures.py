@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 import json
 import shutil
 import zipfile
@@ -114,3 +116,14 @@ def write_png_bomb(path: Path, width: int, height: int) -> Path:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
     return path
+
+
+def bounded_python(code: str, limit_bytes: int, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh Python whose address space is capped at `limit_bytes` (RLIMIT_AS), so a
+    test of something that could blow up fails with a MemoryError instead of swapping the machine."""
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=cap, env=env, timeout=600)

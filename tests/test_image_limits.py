@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures import write_png_bomb
+from fixtures import bounded_python, write_png_bomb
 from runtime import CamError, load_image
 from runtime.image import Preprocess, preprocess
 
@@ -42,7 +42,9 @@ except Exception:
     pass
 {PEAK}
 """
-    before, after = map(int, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    done = bounded_python(code, 1 << 30)
+    assert done.returncode == 0, done.stderr
+    before, after = map(int, done.stdout.split())
     assert after - before < 20, (before, after)
 
 

@@ -147,3 +147,26 @@ def test_onnx_without_gapcam_metadata_is_refused(tiny_onnx, tmp_path):
         CamSession(tmp_path / "junk.onnx")
     with pytest.raises(CamError, match="no such model"):
         CamSession(tmp_path / "absent.onnx")
+
+
+def test_external_data_loads_only_from_beside_the_model(tiny_onnx, tmp_path, shape_images):
+    """What the README promises: a bare .onnx file may keep its weights in files beside it; data
+    outside its folder (.., absolute paths, links out) is refused; packages hold one file only."""
+    import os
+
+    model = onnx.load(tiny_onnx)
+    onnx.save_model(model, tmp_path / "ext.onnx", save_as_external_data=True, location="weights.bin", size_threshold=1024)
+    beside = CamSession(tmp_path / "ext.onnx")
+    reference = CamSession(tiny_onnx).run(shape_images.images[0])[0]
+    np.testing.assert_allclose(beside.run(shape_images.images[0])[0].logits, reference.logits, rtol=1e-6)
+    (tmp_path / "models").mkdir()
+    bare = onnx.load(tmp_path / "ext.onnx", load_external_data=False)
+    os.symlink(tmp_path / "weights.bin", tmp_path / "models" / "link.bin")
+    for location in ("../weights.bin", str(tmp_path / "weights.bin"), "link.bin"):
+        for tensor in bare.graph.initializer:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = location
+        onnx.save(bare, tmp_path / "models" / "out.onnx")
+        with pytest.raises(CamError, match="out.onnx: not a loadable ONNX model"):
+            CamSession(tmp_path / "models" / "out.onnx")
