@@ -41,6 +41,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def limit_from_environment(variable: str, default: int, unit: str) -> int:
+    """A positive whole-number limit (pixels, bytes) from the environment variable, else the default.
+
+    Raises CamError naming the variable when it holds anything else.
+    """
+    text = os.environ.get(variable, "")
+    try:
+        value = int(text) if text else default
+    except ValueError:
+        raise CamError(f"{variable} must be a whole number of {unit}, got {text!r}") from None
+    if value < 1:
+        raise CamError(f"{variable} must be positive, got {value}")
+    return value
+
+
 def check_writable(path: str | os.PathLike, what: str) -> None:
     """Fail now, not after the work, when `path` (a file to write) cannot be written: its folder is
     made if missing and a temporary file is created in it and removed. Raises CamError naming it."""

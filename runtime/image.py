@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from runtime.errors import CamError
+from runtime.files import limit_from_environment
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -87,14 +88,7 @@ def max_image_pixels() -> int:
     at 89 megapixels and refuses at twice that; between the two a single file could cost gigabytes,
     so gapcam refuses above its own limit, before decoding anything.
     """
-    text = os.environ.get("GAPCAM_MAX_IMAGE_PIXELS", "")
-    try:
-        limit = int(text) if text else MAX_IMAGE_PIXELS
-    except ValueError:
-        raise CamError(f"GAPCAM_MAX_IMAGE_PIXELS must be a whole number of pixels, got {text!r}") from None
-    if limit < 1:
-        raise CamError(f"GAPCAM_MAX_IMAGE_PIXELS must be positive, got {limit}")
-    return limit
+    return limit_from_environment("GAPCAM_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, "pixels")
 
 
 def _check_pixels(width: int, height: int, source: str) -> None:

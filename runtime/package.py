@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterator
 
 from runtime.errors import CamError, check_format
+from runtime.files import limit_from_environment
 
 FORMAT = "gapcam-package"
 FORMAT_VERSION = 1
@@ -99,18 +100,6 @@ def safe_member_name(name: str, source: str) -> str:
     return str(path)
 
 
-def package_limit(variable: str, default: int) -> int:
-    """A byte limit on what a package may hold: the environment variable, else the default."""
-    text = os.environ.get(variable, "")
-    try:
-        value = int(text) if text else default
-    except ValueError:
-        raise CamError(f"{variable} must be a whole number of bytes, got {text!r}") from None
-    if value < 1:
-        raise CamError(f"{variable} must be positive, got {value}")
-    return value
-
-
 MAX_FILE_BYTES = 512 << 20  # one file of a package: a ResNet-50-GAP is about 100 MB, VGG16-GAP about 60 MB
 MAX_TOTAL_BYTES = 1 << 30  # everything a package holds
 CHUNK = 1 << 20  # bytes hashed at a time
@@ -129,8 +118,8 @@ class Package:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.max_file_bytes = package_limit("GAPCAM_MAX_PACKAGE_FILE_BYTES", MAX_FILE_BYTES)
-        self.max_total_bytes = package_limit("GAPCAM_MAX_PACKAGE_BYTES", MAX_TOTAL_BYTES)
+        self.max_file_bytes = limit_from_environment("GAPCAM_MAX_PACKAGE_FILE_BYTES", MAX_FILE_BYTES, "bytes")
+        self.max_total_bytes = limit_from_environment("GAPCAM_MAX_PACKAGE_BYTES", MAX_TOTAL_BYTES, "bytes")
         if self.path.is_dir():
             self._check(self._folder_entries())
         elif self.path.is_file() and zipfile.is_zipfile(self.path):

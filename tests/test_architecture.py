@@ -52,7 +52,7 @@ LEAF_MODULES = {  # the math and formats at the bottom import no session, store 
     "runtime/boxes.py": {"numpy", "runtime.errors"},
     "runtime/cam.py": {"numpy", "runtime.errors"},
     "runtime/onnx_model.py": {"numpy", "runtime.boxes", "runtime.errors", "runtime.image"},
-    "runtime/package.py": {"runtime.errors"},
+    "runtime/package.py": {"runtime.errors", "runtime.files"},
     "train/checkpoint.py": {"torch", "runtime", "runtime.errors", "runtime.files", "runtime.image", "train.errors",
                             "train.models", "train.loop", "train.prepared", "train.recipes"},
 }
