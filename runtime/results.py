@@ -144,15 +144,15 @@ def refine_box(scaled: np.ndarray, box: np.ndarray, level: float, image_size: tu
 
     left, right = xs[xs < x0 + mx], xs[xs >= x1 - mx]
     top, bottom = ys[ys < y0 + my], ys[ys >= y1 - my]
+    columns = band(ys, np.r_[left, right]).any(axis=0)  # both vertical bands in one call
+    rows = band(np.r_[top, bottom], xs).any(axis=1)
     edges = [x0, y0, x1, y1]
-    if (hit := band(ys, left).any(axis=0)).any():
-        edges[0] = int(left[np.argmax(hit)])
-    if (hit := band(ys, right).any(axis=0)).any():
-        edges[2] = int(right[len(hit) - 1 - np.argmax(hit[::-1])]) + 1
-    if (hit := band(top, xs).any(axis=1)).any():
-        edges[1] = int(top[np.argmax(hit)])
-    if (hit := band(bottom, xs).any(axis=1)).any():
-        edges[3] = int(bottom[len(hit) - 1 - np.argmax(hit[::-1])]) + 1
+    for index, (positions, hit, first) in enumerate((
+        (left, columns[: len(left)], True), (top, rows[: len(top)], True),
+        (right, columns[len(left) :], False), (bottom, rows[len(top) :], False),
+    )):
+        if hit.any():
+            edges[index] = int(positions[np.argmax(hit)]) if first else int(positions[len(hit) - 1 - np.argmax(hit[::-1])]) + 1
     return np.array(edges, dtype=np.int64)
 
 
