@@ -2,6 +2,7 @@
 `python -m runtime eval MODEL DATA`: localization metrics; `python -m runtime explain MODEL IMAGE`."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ model_argument = click.argument("model")
 provider_option = click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s); default CUDA when it works, else CPU.")
 method_option = click.option("--method", type=click.Choice(METHODS), default="cam", show_default=True, help="Explanation from logits and features.")
 colormap_option = click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="jet", show_default=True)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, for scripts.")
 alpha_option = click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity.")
 
 
@@ -36,6 +38,10 @@ class ModelFirst(DefaultGroup):
 def main() -> None:
     """Run gapcam models: `python -m runtime MODEL INPUT... --out DIR` (MODEL: an .onnx file, a
     package or a package name), `python -m runtime eval MODEL DATA`, `python -m runtime explain MODEL IMAGE`."""
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def overlay_names(images: list[str]) -> list[str]:
@@ -75,8 +81,9 @@ def collect(inputs: tuple[str, ...]) -> tuple[list[str], set[str], list[tuple[st
 @colormap_option
 @alpha_option
 @provider_option
+@json_option
 @cli_errors
-def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colormap, alpha, providers):
+def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colormap, alpha, providers, as_json):
     """Classify images (files, or every image in folders) and draw where MODEL looked.
 
     Writes one overlay PNG per image, results.json, results.jsonl and a self-contained report.html.
@@ -84,6 +91,8 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
     file found in a folder is reported and skipped.
     """
     session = CamSession(model, providers=list(providers) or None, box_threshold=threshold)
+    if topk > len(session.labels):
+        raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
     paths, named, skipped = collect(inputs)
     if not paths:
         raise CamError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(inputs)}")
@@ -91,8 +100,6 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
         load_image(path)  # fail before writing anything
     out = Path(out_dir)
     names = overlay_names(paths)
-    for _, reason in skipped:
-        click.echo(f"skipped {reason}", err=True)
     report, log = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {method}"), ResultLog(out)
 
     def write(index: int, picture, result) -> tuple[dict, str]:
@@ -105,7 +112,7 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
         log.add(written[0])
         report.add(written[1])
 
-    click.echo(f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)")
+    table = []  # printed once the progress bar (on stderr) is done, so that the two never interleave
     with click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar, BoundedWriter(keep, limit=2 * batch_size) as writer:
         for batch in prefetched_batches(paths, batch_size, load_image):
             kept, pictures = [], []
@@ -115,16 +122,22 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
                     kept.append(index)
                 except CamError as err:
                     skipped.append((paths[index], str(err)))
-                    click.echo(f"skipped {err}", err=True)
             results = session.run(pictures, topk=topk, method=method) if pictures else []
             for index, picture, result in zip(kept, pictures, results):
                 writer.submit(write, index, picture, result)
-                click.echo(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
+                table.append(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
             bar.update(len(batch))
     log.finish({"model": str(session.path), "providers": session.providers, "labels": session.labels, "method": method,
                 "skipped": [{"file": f, "error": e} for f, e in skipped]})
     report.finish(skipped)
-    click.echo(f"wrote {log.count} overlays, results.json, results.jsonl and report.html to {out}" + (f"; skipped {len(skipped)}" if skipped else ""))
+    for _, reason in skipped:
+        click.echo(f"skipped {reason}", err=True)
+    if as_json:
+        click.echo((out / "results.json").read_text(encoding="utf-8"))
+        return
+    click.echo("\n".join([f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)", *table]))
+    click.echo(f"wrote {plural(log.count, 'overlay')}, results.json, results.jsonl and report.html to {out}"
+               + (f"; skipped {len(skipped)}" if skipped else ""))
 
 @main.command("eval")
 @model_argument
@@ -135,8 +148,9 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="localization", show_default=True)
 @method_option
 @provider_option
+@json_option
 @cli_errors
-def eval_command(model, data, count, seed, threshold_step, out_dir, method, providers):
+def eval_command(model, data, count, seed, threshold_step, out_dir, method, providers, as_json):
     """Localization metrics of MODEL on DATA: `shapes` (built in, boxes and masks) or a folder with
     boxes.csv (path,x0,y0,x1,y1,label) and optional masks/<image stem>.png."""
     session = CamSession(model, providers=list(providers) or None)
@@ -149,6 +163,9 @@ def eval_command(model, data, count, seed, threshold_step, out_dir, method, prov
     with click.progressbar(length=len(truth.images), label="evaluating", file=sys.stderr) as bar:
         metrics = evaluate_localization(session, truth, method=method, threshold_step=threshold_step, progress=bar.update)
     written = write_localization_report(metrics, Path(out_dir), f"{Path(str(session.path)).name} on {data}")
+    if as_json:
+        click.echo(json.dumps({key: value for key, value in metrics.items() if not key.startswith("box_accuracy_curve")}, indent=2))
+        return
     click.echo(f"{metrics['images']} images, method {method}, box threshold {metrics['box_threshold']:.2f}")
     click.echo(f"classification accuracy          {metrics['classification_accuracy']:.4f}")
     click.echo(f"top-1 localization accuracy      {metrics['top1_localization_accuracy']:.4f}")

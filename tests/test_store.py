@@ -9,7 +9,7 @@ from zoo import ZooError, fetch
 def test_unknown_names_are_clear(private_store):
     with pytest.raises(CamError, match="no package of that name"):
         CamSession("nosuchmodel")
-    with pytest.raises(ZooError, match="not in the index"):
+    with pytest.raises(ZooError, match="nosuchmodel: not in the default index"):
         fetch("nosuchmodel", progress=False)
 
 

@@ -9,7 +9,7 @@ from runtime.cli import cli_errors
 from runtime.files import read_text_file
 from zoo.errors import ZooError
 from zoo.fetch import fetch
-from zoo.index import publish, read_index, select
+from zoo.index import index_name, publish, read_index, select
 from zoo.pack import pack
 from zoo.triton import triton_repository
 from zoo.verify import verify
@@ -75,10 +75,14 @@ def publish_command(archive, index_path, url):
 
 @main.command("list")
 @click.option("--index", help=INDEX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON, for scripts.")
 @cli_errors
-def list_command(index):
+def list_command(index, as_json):
     """List the packages of an index."""
     entries = read_index(index)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2))
+        return
     click.echo(f"{'name':<20} {'version':<10} {'size':>10}  task")
     for entry in entries:
         click.echo(f"{entry['name']:<20} {entry['version']:<10} {entry['size']:>10}  {entry.get('task', '')}")
@@ -90,7 +94,7 @@ def list_command(index):
 @cli_errors
 def info_command(reference, index):
     """Show the index entry of NAME or NAME@VERSION."""
-    click.echo(json.dumps(select(read_index(index), reference, str(index or "the default index")), indent=2))
+    click.echo(json.dumps(select(read_index(index), reference, index_name(index)), indent=2))
 
 
 @main.command("fetch")

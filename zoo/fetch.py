@@ -20,7 +20,7 @@ from runtime.files import atomic_folder, atomic_path
 from runtime.package import Package
 from runtime.store import gapcam_home, store_path
 from zoo.errors import ZooError
-from zoo.index import is_url, open_location, read_index, resolve_url, select
+from zoo.index import index_name, is_url, open_location, read_index, resolve_url, select
 
 CHUNK = 1 << 16
 
@@ -81,7 +81,7 @@ def fetch(
 
     Raises ZooError when the index or the download fails, or the package fails any check.
     """
-    entry = select(read_index(index, timeout), reference, str(index or "the default index"))
+    entry = select(read_index(index, timeout), reference, index_name(index))
     name, version = entry["name"], entry["version"]
     dest = store_path(name, version)
     if _cached(dest, name, version):

@@ -59,15 +59,20 @@ def parse_index(text: str | bytes, source: str) -> list[dict[str, Any]]:
     return data["packages"]
 
 
+def index_name(location: str | os.PathLike | None) -> str:
+    """How messages name an index: "the index URL", or "the default index"."""
+    return f"the index {location}" if location else "the default index"
+
+
 def select(entries: list[dict[str, Any]], reference: str, source: str) -> dict[str, Any]:
-    """The entry for NAME (newest version) or NAME@VERSION."""
+    """The entry for NAME (newest version) or NAME@VERSION; `source` names the index (`index_name`)."""
     name, version = split_reference(reference)
     matches = [e for e in entries if e["name"] == name and VERSION_PATTERN.match(e["version"])]
     if version is not None:
         matches = [e for e in matches if e["version"] == version]
     if not matches:
         known = sorted({f"{e['name']}@{e['version']}" for e in entries})
-        raise ZooError(f"{reference}: not in the index {source} (it lists {known})")
+        raise ZooError(f"{reference}: not in {source} (it lists {known})")
     return max(matches, key=lambda e: version_key(e["version"]))
 
 
