@@ -115,20 +115,16 @@ def cam_box(cam: np.ndarray, threshold: float = PAPER_BOX_THRESHOLD, peak: float
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two (x0, y0, x1, y1) end-exclusive boxes."""
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    return float(box_ious(a, b)[0])
 
 
 def best_iou(box: Sequence[float], true_boxes: np.ndarray) -> float:
     """IoU with the best-matching true box ([m, 4]), as Choe et al. match an image's several boxes."""
-    return max(box_iou(box, true) for true in np.asarray(true_boxes).reshape(-1, 4))
+    return float(box_ious(box, true_boxes)[0])
 
 
 def box_ious(boxes: np.ndarray, true_boxes: np.ndarray) -> np.ndarray:
-    """[m] IoU of each box [m, 4] with its best-matching true box [t, 4]; vectorized `best_iou`."""
+    """[m] IoU of each box [m, 4] with its best-matching true box [t, 4]: the one IoU formula."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 1, 4)
     true = np.asarray(true_boxes, dtype=np.float64).reshape(1, -1, 4)
     width = np.clip(np.minimum(boxes[..., 2], true[..., 2]) - np.maximum(boxes[..., 0], true[..., 0]), 0, None)
@@ -158,11 +154,11 @@ def threshold_ious(cam: np.ndarray, true_boxes: np.ndarray, thresholds: Sequence
     boxes[:, [1, 3]] -= (level * (height + 1))[:, None]
     ious = box_ious(boxes, true_boxes)
     whole = box_ious(np.array([0, 0, width, height]), true_boxes)[0]
-    largest, best = np.full(len(thresholds), whole), np.full(len(thresholds), whole)
+    largest = np.full(len(thresholds), whole)
     order = np.lexsort((np.arange(len(areas)), -areas, level))  # per level: largest area first, then raster order
     firsts = order[np.r_[True, level[order][1:] != level[order][:-1]]] if len(order) else order
     largest[level[firsts]] = ious[firsts]
-    best[:] = np.where(np.isin(np.arange(len(thresholds)), level), -np.inf, whole)
+    best = np.where(np.isin(np.arange(len(thresholds)), level), -np.inf, whole)
     np.maximum.at(best, level, ious)
     return largest, best
 

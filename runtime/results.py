@@ -210,10 +210,10 @@ def explain_outputs(
     indices = choose_classes(classes, logits, info.labels, topk)
     if features is not None:
         raw = explanation_maps(method, np.asarray(features), info.fc_weight, indices)
-    elif class_maps is not None and method != "eigencam":
-        raw = maps_of_classes(method, np.asarray(class_maps), indices)
+    elif class_maps is not None:
+        raw = maps_of_classes(method, np.asarray(class_maps), indices)  # refuses Eigen-CAM, which needs features
     else:
-        raise CamError(f"method {method}: needs the model's features" if class_maps is not None else "give class_maps or features")
+        raise CamError("explain_outputs: give class_maps or features")
     probs = softmax(logits)
     results = []
     for i, size in enumerate(image_sizes):

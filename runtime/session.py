@@ -51,8 +51,8 @@ class CamSession:
             self._check_manifest()
 
     def _check_signature(self) -> None:
-        inputs = self._session.get_inputs()
-        outputs = [o.name for o in self._session.get_outputs()]
+        inputs, graph_outputs = self._session.get_inputs(), self._session.get_outputs()
+        outputs = [o.name for o in graph_outputs]
         if len(inputs) != 1 or inputs[0].name != INPUT_NAME or tuple(outputs[:2]) != OUTPUT_NAMES or outputs[2:] not in ([], [CLASS_MAPS_NAME]):
             raise CamError(
                 f"{self.path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)} (then optionally "
@@ -60,7 +60,7 @@ class CamSession:
             )
         # Models exported before the graph computed the class maps have only logits and features.
         self.has_class_maps = outputs[2:] == [CLASS_MAPS_NAME]
-        self._check_metadata_against_graph(inputs[0].shape, {o.name: o.shape for o in self._session.get_outputs()})
+        self._check_metadata_against_graph(inputs[0].shape, {o.name: o.shape for o in graph_outputs})
 
     def _check_metadata_against_graph(self, input_shape: list, output_shapes: dict[str, list]) -> None:
         """Every metadata field that the graph also determines must agree with it: an untrusted file's
