@@ -4,12 +4,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from export.byo import IMAGENET, export_torchvision
 from export.errors import ExportError
+from export.int8 import (
+    CALIBRATION_IMAGES, CALIBRATION_METHODS, HELD_OUT_IMAGES, MIN_HELD_OUT, FidelityGate, Int8Options, Int8Report,
+    QuantizationSettings, folder_calibration, recipe_calibration,
+)
 from export.onnx_export import OPSET, export_checkpoint
 from runtime.cli import cli_errors
 from runtime.files import read_text_file
+
+INT8_ONLY = {
+    "calibration", "data", "calibration-images", "held-out-images", "calibration-method", "per-tensor", "float-tail",
+    "min-top1-agreement", "min-box-iou", "min-cam-correlation",
+}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,18 +33,32 @@ from runtime.files import read_text_file
 @click.option("--std", nargs=3, type=float, default=IMAGENET["std"], show_default=True, help="With --arch: RGB std.")
 @click.option("--features", help="With --arch: the module whose output is pooled [default: known per family].")
 @click.option("--fc", help="With --arch: the final linear layer [default: known per family].")
+@click.option("--int8", is_flag=True, help="Also write an INT8 model, OUT with .int8.onnx, if it passes its fidelity gate.")
+@click.option("--calibration", type=click.Path(exists=True, file_okay=False), help="With --int8: calibrate on the images in this folder [default: the recipe's training split].")
+@click.option("--data", type=click.Path(exists=True), help="With --int8: the recipe's dataset [default: where training found it].")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=CALIBRATION_IMAGES, show_default=True, help="With --int8: images that set the activation ranges.")
+@click.option("--held-out-images", type=click.IntRange(min=MIN_HELD_OUT), default=HELD_OUT_IMAGES, show_default=True, help="With --int8: most held-out images the gate measures on.")
+@click.option("--calibration-method", type=click.Choice(sorted(CALIBRATION_METHODS)), default=QuantizationSettings.method, show_default=True, help="With --int8: how activation ranges are set.")
+@click.option("--per-tensor", is_flag=True, help="With --int8: one weight scale per tensor instead of per output channel.")
+@click.option("--float-tail", type=click.IntRange(min=0), default=0, show_default=True, help="With --int8: keep the last N conv layers in float.")
+@click.option("--min-top1-agreement", type=click.FloatRange(0, 1), default=FidelityGate.min_top1_agreement, show_default=True, help="With --int8: gate on the share of same top classes.")
+@click.option("--min-box-iou", type=click.FloatRange(0, 1), default=FidelityGate.min_median_box_iou, show_default=True, help="With --int8: gate on the median IoU of the boxes.")
+@click.option("--min-cam-correlation", type=click.FloatRange(-1, 1), default=FidelityGate.min_median_cam_correlation, show_default=True, help="With --int8: gate on the median correlation of the raw CAMs.")
+@click.pass_context
 @cli_errors
-def main(checkpoint: str, out: str | None, opset: int, arch: str | None, labels_file: str | None, input_size, mean, std, features, fc) -> None:
+def main(ctx: click.Context, checkpoint: str, out: str | None, opset: int, arch: str | None, labels_file: str | None, input_size, mean, std, features, fc, **quantization) -> None:
     """Export CHECKPOINT (from `python -m train`, or a torchvision state dict with --arch) to ONNX with
-    logits and features outputs; fail unless torch and onnxruntime agree."""
+    logits and features outputs; fail unless torch and onnxruntime agree. With --int8, also an INT8
+    model for CPUs, kept only if its predictions and CAMs follow the fp32 model's."""
+    int8 = int8_options(ctx, checkpoint, arch, **quantization)
     if arch:
         if not labels_file:
             raise ExportError("--arch needs --labels FILE (class names, one per line)")
         labels = [line.strip() for line in read_text_file(labels_file, "labels file").splitlines() if line.strip()]
         target = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
-        report = export_torchvision(arch, checkpoint, labels, target, size=tuple(input_size), mean=mean, std=std, features=features, fc=fc, opset=opset)
+        report = export_torchvision(arch, checkpoint, labels, target, size=tuple(input_size), mean=mean, std=std, features=features, fc=fc, opset=opset, int8=int8)
     else:
-        report = export_checkpoint(checkpoint, out, opset)
+        report = export_checkpoint(checkpoint, out, opset, int8)
     parity = report.parity
     click.echo(f"inputs:  {', '.join(report.inputs)}")
     click.echo(f"outputs: {', '.join(report.outputs)}")
@@ -46,6 +70,53 @@ def main(checkpoint: str, out: str | None, opset: int, arch: str | None, labels_
         click.echo(f"  {name:<9} {parity[name]['max_abs']:.2e} abs, {parity[name]['relative']:.2e} relative (tolerance {parity['tolerance']:.0e})")
     click.echo(f"  argmax agrees: {'yes' if parity['argmax_agree'] else 'NO'}")
     click.echo(f"wrote {report.path}")
+    if report.int8:
+        for line in int8_summary(report.int8):
+            click.echo(line)
+
+
+def int8_options(ctx: click.Context, checkpoint: str, arch: str | None, int8: bool, calibration, data, calibration_images, held_out_images, calibration_method, per_tensor, float_tail, min_top1_agreement, min_box_iou, min_cam_correlation) -> Int8Options | None:
+    """The --int8 request from the command line, with its calibration data; None without --int8."""
+    if not int8:
+        given = [name for name in ctx.params if name.replace("_", "-") in INT8_ONLY and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if given:
+            raise ExportError(f"--{given[0].replace('_', '-')} needs --int8")
+        return None
+    if calibration:
+        source = folder_calibration(calibration, calibration_images, held_out_images)
+    elif arch:
+        raise ExportError("--int8 with --arch needs --calibration FOLDER (images like those the model will see)")
+    else:
+        source = recipe_calibration(checkpoint, data, calibration_images, held_out_images)
+    return Int8Options(
+        data=source,
+        settings=QuantizationSettings(method=calibration_method, per_channel=not per_tensor, float_tail=float_tail),
+        gate=FidelityGate(min_top1_agreement, min_box_iou, min_cam_correlation),
+    )
+
+
+def int8_summary(report: Int8Report) -> list[str]:
+    """The INT8 model's settings and its fidelity to the fp32 model, as a table."""
+    q = report.quantization
+    fidelity, gate, calibration = q["fidelity"], q["gate"], q["calibration"]
+    kept = f", {len(q['float_nodes'])} conv layer(s) kept float" if q["float_nodes"] else ""
+    rows = [
+        f"int8: {q['format']}, {q['weights']} weights, {q['activations']} activations, {calibration['method']} calibration{kept}",
+        f"  calibrated on {calibration['images']} images, measured on {fidelity['images']} held-out images ({calibration['source']})",
+        f"  {'figure':<38} {'int8 vs fp32':>14}  gate",
+        f"  {'top-1 agreement':<38} {fidelity['top1_agreement']:>14.3f}  >= {gate['min_top1_agreement']:g}",
+        f"  {'largest probability difference':<38} {fidelity['max_prob_difference']:>14.3f}",
+        f"  {'raw CAM correlation, median':<38} {fidelity['cam_correlation']['median']:>14.4f}  >= {gate['min_median_cam_correlation']:g}",
+        f"  {'raw CAM correlation, worst':<38} {fidelity['cam_correlation']['min']:>14.4f}",
+        f"  {'box IoU, median':<38} {fidelity['box_iou']['median']:>14.3f}  >= {gate['min_median_box_iou']:g}",
+        f"  {'box IoU, 5th percentile / worst':<38} {fidelity['box_iou']['p05']:>6.3f} / {fidelity['box_iou']['min']:.3f}",
+    ]
+    for key, name in (("classification_accuracy", "classification accuracy"), ("gt_known_localization_accuracy", "GT-known localization")):
+        if key in fidelity:
+            rows.append(f"  {name + ', fp32 / int8':<38} {fidelity[key]['fp32']:>6.3f} / {fidelity[key]['int8']:.3f}")
+    rows.append(f"  size {report.fp32_size_bytes / 1e6:.2f} MB -> {report.size_bytes / 1e6:.2f} MB")
+    rows.append(f"wrote {report.path}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from torch import nn
 
 import runtime
 from export.errors import ExportError
+from export.int8 import Int8Options
 from export.onnx_export import OPSET, ExportReport, export_model
 from runtime.compare import TOLERANCE, relative_difference
 from runtime.errors import first_line, raises_only
@@ -107,8 +108,10 @@ def export_torch_model(
     architecture: dict | None = None,
     source: str | os.PathLike | None = None,
     opset: int = OPSET,
+    int8: Int8Options | None = None,
 ) -> ExportReport:
-    """Export a torch classifier with a GAP + linear head as a gapcam ONNX file (same checks as a checkpoint).
+    """Export a torch classifier with a GAP + linear head as a gapcam ONNX file (same checks as a
+    checkpoint); with `int8` (for example from `export.int8.folder_calibration`) its INT8 model too.
 
     >>> net = torchvision.models.resnet50(weights="DEFAULT")
     >>> export_torch_model(net, net.layer4, net.fc, labels, Preprocess(224, 224, "RGB", mean, std), "resnet50.onnx")
@@ -128,7 +131,7 @@ def export_torch_model(
             gapcam_version=runtime.__version__,
             provenance={"recipe": "bring-your-own", "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset}},
         )
-        return export_model(head, info, out, samples, opset)
+        return export_model(head, info, out, samples, opset, int8)
     finally:
         head.release()
 
@@ -146,6 +149,7 @@ def export_torchvision(
     features: str | None = None,
     fc: str | None = None,
     opset: int = OPSET,
+    int8: Int8Options | None = None,
 ) -> ExportReport:
     """`python -m export WEIGHTS --arch NAME --labels FILE`: a torchvision architecture with a local state dict."""
     from torchvision import models
@@ -173,4 +177,5 @@ def export_torchvision(
         architecture={"torchvision": arch, "features": features, "fc": fc},
         source=Path(weights),
         opset=opset,
+        int8=int8,
     )

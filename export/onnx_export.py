@@ -14,6 +14,7 @@ import torch
 
 import runtime
 from export.errors import ExportError
+from export.int8 import Int8Options, Int8Report, quantize_model
 from export.parity import measure_parity, parity_inputs
 from runtime.boxes import PAPER_BOX_THRESHOLD
 from runtime.errors import first_line, raises_only
@@ -33,6 +34,7 @@ class ExportReport:
     inputs: list[str]  # "name [dims]" for the summary
     outputs: list[str]
     parity: dict  # see export.parity.measure_parity
+    int8: Int8Report | None = None  # the INT8 model written beside it, where asked for
 
 
 def _graph_signature(values) -> list[str]:
@@ -97,12 +99,15 @@ def export_model(
     out: str | os.PathLike,
     samples: torch.Tensor | None = None,
     opset: int = OPSET,
+    int8: Int8Options | None = None,
 ) -> ExportReport:
     """Write `model` with `info` (plus the measured parity) as metadata to `out`, but only if the
-    checker and parity pass; `info` itself is left as given.
+    checker and parity pass; `info` itself is left as given. With `int8`, also the INT8 model
+    (`export.int8`), and neither file unless it passes its fidelity gate.
 
     `samples` are uint8 [k, H, W, C] real images at model size for the parity check.
-    Raises ExportError when the checker refuses the graph or parity fails; nothing is written then.
+    Raises ExportError when the checker refuses the graph, parity fails, or the INT8 model fails
+    its gate; nothing is written then.
     """
     out = Path(out)
     proto = to_onnx_proto(model, info.preprocess, opset, info.fc_weight)
@@ -120,15 +125,21 @@ def export_model(
     for key, value in replace(info, parity=parity).to_props().items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name, proto.producer_version = "gapcam", runtime.__version__
+    quantized = None
     with atomic_path(out) as tmp:
         onnx.save_model(proto, tmp, save_as_external_data=False)
         size = tmp.stat().st_size
-    return ExportReport(out, opset, size, _graph_signature(proto.graph.input), _graph_signature(proto.graph.output), parity)
+        if int8 is not None:
+            quantized = quantize_model(tmp, int8, name=out)
+    return ExportReport(out, opset, size, _graph_signature(proto.graph.input), _graph_signature(proto.graph.output), parity, quantized)
 
 
 @raises_only(ExportError)
-def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET) -> ExportReport:
-    """`python -m export CHECKPOINT`: the checkpoint's model and metadata as `CHECKPOINT.onnx` (or `out`).
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET, int8: Int8Options | None = None
+) -> ExportReport:
+    """`python -m export CHECKPOINT`: the checkpoint's model and metadata as `CHECKPOINT.onnx` (or `out`),
+    and with `int8` its INT8 model too (`export.int8.recipe_calibration` gives the recipe's data).
 
     Raises ExportError for an unreadable checkpoint, an output that would replace it, or a failed check.
     """
@@ -155,4 +166,4 @@ def export_checkpoint(checkpoint_path: str | os.PathLike, out: str | os.PathLike
     out = Path(out) if out is not None else checkpoint_path.with_suffix(".onnx")
     if out.resolve() == checkpoint_path.resolve():
         raise ExportError(f"{out}: refusing to overwrite the checkpoint with the ONNX file")
-    return export_model(model, info, out, checkpoint.samples, opset)
+    return export_model(model, info, out, checkpoint.samples, opset, int8)

@@ -13,7 +13,7 @@ from runtime.cam import METHODS
 from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
 from runtime.files import atomic_path
-from runtime.image import IMAGE_SUFFIXES, load_image
+from runtime.image import IMAGE_SUFFIXES, collect_images, load_image
 from runtime.localization import evaluate_localization, folder_ground_truth, shapes_ground_truth, write_localization_report
 from runtime.overlay import COLORMAPS
 from runtime.pipeline import BoundedWriter, prefetched_batches
@@ -50,26 +50,6 @@ def overlay_names(images: list[str]) -> list[str]:
     return [f"{stem}.png" if stems.count(stem) == 1 else f"{i:04d}_{stem}.png" for i, stem in enumerate(stems)]
 
 
-def collect(inputs: tuple[str, ...]) -> tuple[list[str], set[str], list[tuple[str, str]]]:
-    """(all image paths in order, the ones named on the command line, (path, reason) of image names
-    in folders that are no regular files: FIFOs, devices, dangling links or link loops)."""
-    paths, named, passed_over = [], set(), []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for found in sorted(path.rglob("*")):
-                if found.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                if found.is_file():
-                    paths.append(str(found))
-                elif not found.is_dir():
-                    passed_over.append((str(found), f"{found}: not a regular file (a FIFO, device, dangling link or link loop)"))
-        else:
-            paths.append(item)
-            named.add(item)
-    return paths, named, passed_over
-
-
 @main.command("predict")
 @model_argument
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
@@ -93,7 +73,7 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
     session = CamSession(model, providers=list(providers) or None, box_threshold=threshold)
     if topk > len(session.labels):
         raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
-    paths, named, skipped = collect(inputs)
+    paths, named, skipped = collect_images(inputs)
     if not paths:
         raise CamError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(inputs)}")
     for path in sorted(named):

@@ -202,3 +202,23 @@ def preprocess(images: ImageInput | Sequence[ImageInput], spec: Preprocess) -> n
         raise CamError("preprocess: no images given")
     batch = [normalize(np.asarray(resize(load_image(item), spec)), spec) for item in items]
     return np.stack(batch)
+
+
+def collect_images(inputs: Sequence[str]) -> tuple[list[str], set[str], list[tuple[str, str]]]:
+    """(all image paths in order, the ones named on the command line, (path, reason) of image names
+    in folders that are no regular files: FIFOs, devices, dangling links or link loops)."""
+    paths, named, passed_over = [], set(), []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for found in sorted(path.rglob("*")):
+                if found.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if found.is_file():
+                    paths.append(str(found))
+                elif not found.is_dir():
+                    passed_over.append((str(found), f"{found}: not a regular file (a FIFO, device, dangling link or link loop)"))
+        else:
+            paths.append(item)
+            named.add(item)
+    return paths, named, passed_over

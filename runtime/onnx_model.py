@@ -52,6 +52,7 @@ class ModelInfo:
     gapcam_version: str = ""  # gapcam version that exported the model
     parity: dict[str, Any] = field(default_factory=dict)  # torch-vs-onnxruntime figures at export
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, data fingerprint, metrics, ...
+    quantization: dict[str, Any] = field(default_factory=dict)  # int8 models: settings and measured fidelity to the fp32 model
 
     def __post_init__(self) -> None:
         self.fc_weight = np.asarray(self.fc_weight, dtype=np.float32)
@@ -64,6 +65,8 @@ class ModelInfo:
             raise CamError(f"metadata: pool must be one of {POOLINGS}, got {self.pool!r}")
         if not (np.isfinite(self.fc_weight).all() and np.isfinite(self.fc_bias).all()):
             raise CamError("metadata: fc_weight and fc_bias must be finite numbers")
+        if not isinstance(self.quantization, dict):
+            raise CamError(f"metadata: quantization must be a JSON object, got {type(self.quantization).__name__}")
         if not (isinstance(self.box_threshold, (int, float)) and 0.0 <= self.box_threshold <= 1.0):  # NaN fails too
             raise CamError(f"metadata: box_threshold must be a number within [0, 1], got {self.box_threshold!r}")
 
@@ -74,6 +77,11 @@ class ModelInfo:
     @property
     def feature_channels(self) -> int:
         return int(self.fc_weight.shape[1])
+
+    @property
+    def precision(self) -> str:
+        """"int8" for a quantized model (`export --int8`), else "fp32"."""
+        return str(self.quantization.get("precision", "int8")) if self.quantization else "fp32"
 
     def to_props(self) -> dict[str, str]:
         values = {
@@ -90,6 +98,7 @@ class ModelInfo:
             "gapcam_version": self.gapcam_version,
             "parity": self.parity,
             "provenance": self.provenance,
+            "quantization": self.quantization,
         }
         return {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
@@ -117,6 +126,7 @@ class ModelInfo:
                 gapcam_version=values.get("gapcam_version", ""),
                 parity=values.get("parity", {}),
                 provenance=values.get("provenance", {}),
+                quantization=values.get("quantization", {}),
             )
         except CamError as err:
             raise CamError(f"{source}: {err}" if not str(err).startswith(source) else str(err)) from None

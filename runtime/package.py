@@ -57,6 +57,8 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)  # torch-vs-onnxruntime figures from export
     license: str = "unspecified"
     provenance: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, versions, opset, created
+    precision: str = "fp32"  # "int8" for a quantized model
+    quantization: dict[str, Any] = field(default_factory=dict)  # int8: settings and measured fidelity to the fp32 model
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2, sort_keys=True)
@@ -89,7 +91,12 @@ class Manifest:
         for name, entry in data["files"].items():
             if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("size"), int)):
                 raise CamError(f"{source}: manifest entry for {name!r} needs sha256 and size")
-        return cls(**{key: data[key] for key in expected})
+        optional = {"precision": (str, "fp32"), "quantization": (dict, {})}  # packages made before INT8 models lack them
+        for key, (kind, default) in optional.items():
+            data.setdefault(key, default)
+            if not isinstance(data[key], kind):
+                raise CamError(f"{source}: manifest field {key!r} is not a {kind.__name__}")
+        return cls(**{key: data[key] for key in [*expected, *optional]})
 
 
 def safe_member_name(name: str, source: str) -> str:

@@ -153,7 +153,7 @@ def evaluate_checkpoint(
     recipe = get_recipe(checkpoint.provenance.get("recipe", ""))
     training = checkpoint.training or {}
     config = training.get("config", {})
-    options = DataOptions(Path(data) if data else (Path(config["data"]) if config.get("data") else None), config.get("samples"), config.get("seed", 0))
+    options = DataOptions.of_run(config, data)
     spec = Preprocess.from_dict(checkpoint.preprocess)
     part = recipe.read_split(options, split)
     x, kept, skipped = preprocess_all(part.images, spec, f"decoding {split} images")

@@ -1,6 +1,7 @@
 """Recipes: a dataclass each, naming the data, labels, preprocessing, model and training defaults."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,12 @@ class DataOptions:
     path: Path | None = None  # --data
     samples: int | None = None  # --samples, for generated datasets
     seed: int = 0  # --seed: generated data and carved validation data
+
+    @classmethod
+    def of_run(cls, config: dict, data: str | os.PathLike | None = None) -> "DataOptions":
+        """The data a training run used (its checkpoint's `training["config"]`), at `data` if given."""
+        path = data if data else config.get("data")
+        return cls(Path(path) if path else None, config.get("samples"), config.get("seed", 0))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,31 @@ def _figure(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
+def _precision_lines(manifest: Manifest) -> list[str]:
+    """For an INT8 model: how it was quantized and how closely it follows its fp32 model."""
+    q = manifest.quantization
+    if manifest.precision == "fp32" or not q:
+        return []
+    fidelity, calibration = q.get("fidelity", {}), q.get("calibration", {})
+    lines = [
+        f"## Precision: {manifest.precision}",
+        "",
+        f"{q.get('format', '')} quantization with onnxruntime {q.get('onnxruntime', '')}: {q.get('weights', '')} weights, "
+        f"{q.get('activations', '')} activations, {calibration.get('method', '')} calibration on {calibration.get('images', '')} images "
+        f"({calibration.get('source', '')}); conv layers kept in float: {len(q.get('float_nodes', []))}.",
+        "",
+        f"Fidelity to the fp32 model (sha256 `{q.get('fp32_sha256', '')}`) on {fidelity.get('images', '')} held-out images:",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+    ]
+    for key, value in sorted(fidelity.items()):
+        if key not in ("images", "source"):
+            shown = ", ".join(f"{k} {_figure(v)}" for k, v in value.items()) if isinstance(value, dict) else _figure(value)
+            lines.append(f"| {key} | {shown} |")
+    return [*lines, ""]
+
+
 def render_card(manifest: Manifest, description: str = "") -> str:
     pre = manifest.preprocess
     lines = [
@@ -47,6 +72,7 @@ def render_card(manifest: Manifest, description: str = "") -> str:
         "",
         *[f"- {key}: {_figure(manifest.parity[key]['relative'])}" for key in ("logits", "features", "cams") if key in manifest.parity],
         "",
+        *_precision_lines(manifest),
         "## Provenance",
         "",
         *[f"- {key}: {_figure(value)}" for key, value in sorted(manifest.provenance.items())],

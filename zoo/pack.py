@@ -141,6 +141,8 @@ def pack(
             "onnxruntime": onnxruntime_version(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
+        precision=info.precision,
+        quantization=info.quantization,
     )
     files["README.md"] = render_card(manifest, description).encode()
     manifest.files["README.md"] = file_entry(files["README.md"])

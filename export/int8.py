@@ -1,0 +1,333 @@
+"""INT8 edge models: onnxruntime's static quantization (QDQ), kept only when the explanations survive it.
+
+A quantized model is only worth shipping if it still says what the fp32 model says, and looks where
+it looks. So every INT8 export is measured against its fp32 model on held-out images that
+calibration never saw (`measure_fidelity`), and refused, with nothing written, when a figure misses
+its bound (`FidelityGate`). The settings were chosen by measurement: see docs/int8.md.
+
+The INT8 file is a gapcam model like any other: same input, outputs (float32) and metadata, plus
+`gapcam.quantization` with the settings and the measured figures.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+import onnxruntime
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from export.errors import ExportError
+from runtime.boxes import best_iou, box_iou
+from runtime.errors import CamError, first_line
+from runtime.files import atomic_path, sha256_file
+from runtime.image import ImageInput, Preprocess, collect_images, preprocess
+from runtime.onnx_model import PREFIX, ModelInfo
+from runtime.providers import CPU
+from runtime.session import CamSession
+from train.checkpoint import load_checkpoint
+from train.recipes import DataOptions, get_recipe
+
+CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+CALIBRATION_IMAGES = 100  # default number of images the activation ranges come from
+HELD_OUT_IMAGES = 500  # default number of held-out images the gate measures on
+MIN_HELD_OUT = 20  # fewer held-out images than this measure nothing a user could rely on
+
+
+@dataclass(frozen=True)
+class QuantizationSettings:
+    """How the model is quantized: onnxruntime QDQ, int8 weights, uint8 activations, and these choices."""
+
+    method: str = "percentile"  # activation ranges: "minmax", "entropy" or "percentile" (99.999th)
+    per_channel: bool = True  # one weight scale per output channel (else one per tensor)
+    float_tail: int = 0  # keep the last N conv layers in float (the CAM conv is the last)
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise ExportError(f"calibration method must be one of {sorted(CALIBRATION_METHODS)}, got {self.method!r}")
+        if self.float_tail < 0:
+            raise ExportError(f"float_tail must be 0 or more, got {self.float_tail}")
+
+
+@dataclass(frozen=True)
+class FidelityGate:
+    """The least an INT8 model must keep of its fp32 model on held-out images."""
+
+    min_top1_agreement: float = 0.98  # share of images whose top class is the fp32 model's
+    min_median_box_iou: float = 0.9  # median IoU of the top class's box with the fp32 model's
+    min_median_cam_correlation: float = 0.95  # median Pearson correlation of the top class's raw CAM
+
+    def failures(self, fidelity: dict) -> list[str]:
+        """One phrase per figure below its bound, naming the figure and the option that sets it."""
+        checks = [
+            ("top-1 agreement", fidelity["top1_agreement"], self.min_top1_agreement, "--min-top1-agreement"),
+            ("median box IoU", fidelity["box_iou"]["median"], self.min_median_box_iou, "--min-box-iou"),
+            ("median CAM correlation", fidelity["cam_correlation"]["median"], self.min_median_cam_correlation, "--min-cam-correlation"),
+        ]
+        return [f"{name} {value:.3f} < {bound:g} ({option})" for name, value, bound, option in checks if not value >= bound]
+
+
+@dataclass
+class CalibrationData:
+    """Images for calibration and, separately, for the fidelity gate (never the same images)."""
+
+    calibration: Sequence[ImageInput]
+    held_out: Sequence[ImageInput]
+    source: str  # where they come from, for the user and the metadata
+    held_out_labels: np.ndarray | None = None  # [N] true classes, where the data has them
+    held_out_boxes: list[np.ndarray] | None = None  # per image [m, 4] true boxes in its pixels, where the data has them
+
+    def __post_init__(self) -> None:
+        if not self.calibration:
+            raise ExportError(f"{self.source}: no calibration images")
+        if len(self.held_out) < MIN_HELD_OUT:
+            raise ExportError(f"{self.source}: {len(self.held_out)} held-out images for the fidelity gate; it needs at least {MIN_HELD_OUT}")
+
+
+@dataclass
+class Int8Options:
+    """What `export_model` needs to write an INT8 model beside the fp32 one."""
+
+    data: CalibrationData
+    settings: QuantizationSettings = field(default_factory=QuantizationSettings)
+    gate: FidelityGate = field(default_factory=FidelityGate)
+    out: str | os.PathLike | None = None  # default: beside the fp32 model, NAME.int8.onnx
+
+
+@dataclass
+class Int8Report:
+    path: Path
+    size_bytes: int
+    fp32_size_bytes: int
+    quantization: dict  # what goes into the metadata: settings, calibration, fidelity, gate
+
+
+def recipe_calibration(
+    checkpoint_path: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    calibration_images: int = CALIBRATION_IMAGES,
+    held_out_images: int = HELD_OUT_IMAGES,
+    seed: int = 0,
+) -> CalibrationData:
+    """Calibration images from the training split of the checkpoint's recipe data (generated, or at
+    `data`, else where training found it); held-out images from its validation split, with their
+    labels and, where the data has them, true boxes."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    recipe = get_recipe(checkpoint.provenance.get("recipe", ""))
+    options = DataOptions.of_run((checkpoint.training or {}).get("config", {}), data)
+    if recipe.needs_data and (options.path is None or not options.path.exists()):
+        raise ExportError(f"{checkpoint_path}: --int8 calibrates on recipe {recipe.name}'s data: pass --data PATH ({recipe.data_help}) or --calibration FOLDER")
+    train, val = recipe.read_split(options, "train"), recipe.read_split(options, "val")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.permutation(len(train.images))[:calibration_images])
+    held = np.sort(rng.permutation(len(val.images))[:held_out_images])
+    return CalibrationData(
+        calibration=[train.images[i] for i in chosen],
+        held_out=[val.images[i] for i in held],
+        source=f"recipe {recipe.name}: training split (calibration), validation split (held out)",
+        held_out_labels=val.labels[held],
+        held_out_boxes=None if val.boxes is None else [np.asarray(val.boxes[i], dtype=np.float64).reshape(-1, 4) for i in held],
+    )
+
+
+def folder_calibration(
+    folder: str | os.PathLike, calibration_images: int = CALIBRATION_IMAGES, held_out_images: int = HELD_OUT_IMAGES, seed: int = 0
+) -> CalibrationData:
+    """The images under `folder` (any layout), shuffled with `seed`: the first `calibration_images`
+    calibrate, up to `held_out_images` of the rest are held out for the gate."""
+    if not Path(folder).is_dir():
+        raise ExportError(f"--calibration {folder}: not a folder")
+    paths = collect_images([str(folder)])[0]
+    needed = calibration_images + MIN_HELD_OUT
+    if len(paths) < needed:
+        raise ExportError(
+            f"--calibration {folder}: {len(paths)} images; {calibration_images} calibrate and at least {MIN_HELD_OUT} "
+            f"more are held out for the fidelity gate, so it needs {needed} (or fewer --calibration-images)"
+        )
+    order = np.random.default_rng(seed).permutation(len(paths))
+    return CalibrationData(
+        calibration=[paths[i] for i in order[:calibration_images]],
+        held_out=[paths[i] for i in order[calibration_images : calibration_images + held_out_images]],
+        source=f"folder {folder}",
+    )
+
+
+def int8_path(fp32_path: str | os.PathLike) -> Path:
+    """fer.onnx -> fer.int8.onnx, beside it."""
+    fp32_path = Path(fp32_path)
+    return fp32_path.with_name(f"{fp32_path.stem}.int8.onnx")
+
+
+class _OneImageAtATime(CalibrationDataReader):
+    """Feeds calibration one preprocessed image per call: onnxruntime's histogram calibrators
+    (entropy, percentile) stack the batches they collect and fail on a shorter last batch."""
+
+    def __init__(self, images: Sequence[ImageInput], spec: Preprocess):
+        self._images, self._spec, self._next = images, spec, 0
+
+    def get_next(self) -> dict | None:
+        if self._next == len(self._images):
+            return None
+        image = self._images[self._next]
+        self._next += 1
+        try:
+            return {"input": preprocess(image, self._spec)}
+        except CamError as err:
+            raise ExportError(f"calibration image: {err}") from None
+
+
+def _last_convs(model_path: Path, count: int) -> list[str]:
+    convs = [node.name for node in onnx.load(model_path).graph.node if node.op_type == "Conv"]
+    return convs[len(convs) - count :] if count else []
+
+
+def quantize_file(fp32_path: Path, out: Path, calibration: Sequence[ImageInput], spec: Preprocess, settings: QuantizationSettings) -> list[str]:
+    """Write the QDQ model of `fp32_path` to `out` (no metadata yet); returns the conv nodes kept in float.
+
+    Shape inference and graph optimization first (onnxruntime's recommended pre-processing), then
+    calibration on `calibration`, at most 16 images' intermediate outputs held at once.
+    """
+    with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work, contextlib.redirect_stdout(io.StringIO()):
+        prepared = Path(work) / "prepared.onnx"
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its warnings are about our graph, not the user's
+        quant_pre_process(str(fp32_path), str(prepared))
+        kept_float = _last_convs(prepared, settings.float_tail)
+        quantize_static(
+            str(prepared), str(out), _OneImageAtATime(calibration, spec),
+            quant_format=QuantFormat.QDQ,
+            per_channel=settings.per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CALIBRATION_METHODS[settings.method],
+            nodes_to_exclude=kept_float,
+            extra_options={"CalibMaxIntermediateOutputs": 16},
+        )
+    return kept_float
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two maps; two constant maps correlate 1 when equal, else 0."""
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    scale = np.sqrt((a * a).sum() * (b * b).sum())
+    if scale == 0:
+        return 1.0 if np.allclose(a, b) else 0.0
+    return float((a * b).sum() / scale)
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": float(np.median(values)), "min": float(np.min(values)), "p05": float(np.percentile(values, 5))}
+
+
+def measure_fidelity(
+    reference: CamSession,
+    candidate: CamSession,
+    images: Sequence[ImageInput],
+    labels: np.ndarray | None = None,
+    boxes: list[np.ndarray] | None = None,
+    batch_size: int = 32,
+) -> dict:
+    """How closely `candidate` (the INT8 model) follows `reference` (fp32) on `images`.
+
+    For the reference's top class of each image: top-1 agreement, the largest probability
+    difference (any class), the correlation of the raw CAMs and the IoU of the boxes (median, 5th
+    percentile, worst). With true `labels` and `boxes`: classification and GT-known localization
+    accuracy (box of the true class's CAM at the model's threshold, IoU >= 0.5) of both.
+    """
+    agree, prob_gap, correlations, ious = [], 0.0, [], []
+    correct = {"fp32": [], "int8": []}
+    located = {"fp32": [], "int8": []}
+    with_truth = labels is not None and boxes is not None
+    for start in range(0, len(images), batch_size):
+        batch = list(images[start : start + batch_size])
+        ref = reference.run(batch)
+        top = np.array([[r.classes[0]] for r in ref])
+        chosen = np.concatenate([top, labels[start : start + len(batch), None]], axis=1) if with_truth else top
+        cand = candidate.run(batch, classes=chosen)
+        for r, c in zip(ref, cand):
+            agree.append(int(np.argmax(c.logits)) == r.classes[0])
+            prob_gap = max(prob_gap, float(np.abs(r.probs - c.probs).max()))
+            correlations.append(_correlation(r.cams_raw[0], c.cams_raw[0]))
+            ious.append(box_iou(r.box, c.box))
+        if with_truth:
+            truth = labels[start : start + len(batch)]
+            ref_true = reference.run(batch, classes=truth[:, None])
+            for i, (r, c) in enumerate(zip(ref_true, cand)):
+                true_boxes = boxes[start + i]
+                correct["fp32"].append(int(np.argmax(r.logits)) == truth[i])
+                correct["int8"].append(int(np.argmax(c.logits)) == truth[i])
+                located["fp32"].append(best_iou(r.box, true_boxes) >= 0.5)
+                located["int8"].append(best_iou(tuple(c.boxes[1]), true_boxes) >= 0.5)
+    fidelity = {
+        "images": len(images),
+        "top1_agreement": float(np.mean(agree)),
+        "max_prob_difference": prob_gap,
+        "cam_correlation": _spread(correlations),
+        "box_iou": _spread(ious),
+    }
+    if with_truth:
+        fidelity["classification_accuracy"] = {k: float(np.mean(v)) for k, v in correct.items()}
+        fidelity["gt_known_localization_accuracy"] = {k: float(np.mean(v)) for k, v in located.items()}
+    return fidelity
+
+
+def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str | None = None) -> Int8Report:
+    """Quantize the gapcam model at `fp32_path`, measure it against the fp32 model, and write it to
+    `options.out` (default NAME.int8.onnx beside `name` or `fp32_path`) only if it passes the gate.
+
+    Raises ExportError naming each failing figure, or what could not be read; nothing is written then.
+    """
+    fp32_path = Path(fp32_path)
+    out = Path(options.out) if options.out is not None else int8_path(name or fp32_path)
+    reference = CamSession(fp32_path, providers=[CPU])
+    data, settings = options.data, options.settings
+    with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work:
+        candidate_path = Path(work) / "model.int8.onnx"
+        try:
+            kept_float = quantize_file(fp32_path, candidate_path, data.calibration, reference.preprocessing, settings)
+        except ExportError:
+            raise
+        except Exception as err:  # onnxruntime's quantization tools raise many unrelated types
+            raise ExportError(f"{out}: onnxruntime could not quantize the model ({first_line(err)}); nothing written") from None
+        proto = onnx.load(candidate_path)
+        quantization = {
+            "precision": "int8",
+            "format": "QDQ",
+            "weights": f"int8 {'per channel' if settings.per_channel else 'per tensor'}",
+            "activations": "uint8 per tensor",
+            "calibration": {"method": settings.method, "images": len(data.calibration), "source": data.source},
+            "float_nodes": kept_float,
+            "fp32_sha256": sha256_file(fp32_path),
+            "onnxruntime": onnxruntime.__version__,
+        }
+        _write_metadata(proto, reference.info, quantization, candidate_path)
+        candidate = CamSession(candidate_path, providers=[CPU])
+        fidelity = measure_fidelity(reference, candidate, data.held_out, data.held_out_labels, data.held_out_boxes)
+        fidelity["source"] = data.source
+        failed = options.gate.failures(fidelity)
+        if failed:
+            raise ExportError(f"{out}: the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: {'; '.join(failed)}; nothing written")
+        quantization.update(fidelity=fidelity, gate=asdict(options.gate))
+        _write_metadata(proto, reference.info, quantization, candidate_path)
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(candidate_path.read_bytes())
+    return Int8Report(out, out.stat().st_size, fp32_path.stat().st_size, quantization)
+
+
+def _write_metadata(proto: onnx.ModelProto, info: ModelInfo, quantization: dict, path: Path) -> None:
+    """The fp32 model's gapcam metadata with `quantization` added, in place of what the tools left."""
+    kept = [p for p in proto.metadata_props if not p.key.startswith(PREFIX)]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    info = replace(info, quantization=quantization)
+    for key, value in info.to_props().items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save_model(proto, path, save_as_external_data=False)
