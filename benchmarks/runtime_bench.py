@@ -37,8 +37,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from export import export_model
+from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
 from runtime import CamSession, ModelInfo, explain_outputs
 from runtime.image import Preprocess, preprocess
+from runtime.providers import CPU
+from runtime.shapes import render_split
 from train.models import GapCam
 from train.recipes import CHEST_XRAY, FER
 
@@ -334,6 +337,27 @@ def folder_memory_rows(onnx_path: Path, folder: Path, counts: tuple[int, ...] = 
     return rows
 
 
+def int8_rows(recipe, onnx_path: Path, folder: Path, repeats: int) -> list[str]:
+    """fp32 against its INT8 model (`export.int8` defaults, calibrated on 100 shapes images): `run`
+    latency at batch 1 and 8, throughput at batch 32, file size."""
+    images = list(render_split(132, 0, "train", max(recipe.preprocess.size)).images)
+    data = CalibrationData(images[:100], images[100:], "shapes images")
+    report = quantize_model(onnx_path, Int8Options(data, gate=NO_GATE, out=folder / f"{recipe.name}.int8.onnx"))
+    sessions = {"fp32": CamSession(onnx_path, providers=[CPU]), "int8": CamSession(report.path, providers=[CPU])}
+    held = images[100:]
+    medians = block_medians({(p, b): (lambda b=b, s=s: s.run(held[:b])) for p, s in sessions.items() for b in (1, 8, 32)}, repeats)
+    figures = {p: {b: medians[(p, b)] for b in (1, 8, 32)} for p in sessions}
+    rows = []
+    for precision, seconds in figures.items():
+        size = onnx_path.stat().st_size if precision == "fp32" else report.size_bytes
+        rows.append(f"| {recipe.name} | {precision} | {seconds[1] * 1e3:.1f} ms | {seconds[8] * 1e3:.1f} ms | {32 / seconds[32]:.0f} | {size / 1e6:.2f} MB |")
+    speed = {b: figures["fp32"][b] / figures["int8"][b] for b in (1, 8, 32)}
+    fidelity = report.quantization["fidelity"]
+    rows.append(f"| {recipe.name} | int8 speed-up | {speed[1]:.2f}x | {speed[8]:.2f}x | {speed[32]:.2f}x | "
+                f"{onnx_path.stat().st_size / report.size_bytes:.1f}x smaller (top-1 agreement {fidelity['top1_agreement']:.3f}) |")
+    return rows
+
+
 def versions() -> str:
     names = ("numpy", "Pillow", "onnxruntime-gpu", "onnxruntime", "torch", "torchcam", "grad-cam")
     found = []
@@ -407,6 +431,14 @@ def main(target: Path | None) -> None:
             "", "| images | peak RSS | images/s |", "| --- | --- | --- |",
         ]
         lines += folder_memory_rows(models[FER.name][2], folder)
+        lines += [
+            "", "INT8 models (`export --int8` defaults, calibrated on 100 shapes images at model size; random weights, so the "
+            "agreement shown is only a sanity check: docs/int8.md measures fidelity on a trained model). `CamSession.run` "
+            "on model-size images: latency at batch 1 and 8, throughput at batch 32.",
+            "", "| model | precision | batch 1 | batch 8 | images/s at batch 32 | file |", "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for recipe, _, onnx_path, _ in models.values():
+            lines += int8_rows(recipe, onnx_path, folder, repeats=5 if recipe is FER else 3)
     lines += ["", f"The whole benchmark took {time.perf_counter() - started:.0f} s.", END]
     text = "\n".join(lines)
     print(text)

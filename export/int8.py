@@ -21,9 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import onnx
-import onnxruntime
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
 from export.errors import ExportError
 from runtime.boxes import best_iou, box_iou
@@ -31,7 +29,7 @@ from runtime.errors import CamError, first_line
 from runtime.files import atomic_path, sha256_file
 from runtime.image import ImageInput, Preprocess, collect_images, preprocess
 from runtime.onnx_model import PREFIX, ModelInfo
-from runtime.providers import CPU
+from runtime.providers import CPU, onnxruntime_version
 from runtime.session import CamSession
 from train.checkpoint import load_checkpoint
 from train.recipes import DataOptions, get_recipe
@@ -73,6 +71,9 @@ class FidelityGate:
             ("median CAM correlation", fidelity["cam_correlation"]["median"], self.min_median_cam_correlation, "--min-cam-correlation"),
         ]
         return [f"{name} {value:.3f} < {bound:g} ({option})" for name, value, bound, option in checks if not value >= bound]
+
+
+NO_GATE = FidelityGate(min_top1_agreement=0.0, min_median_box_iou=0.0, min_median_cam_correlation=-1.0)  # report, never refuse: studies, benchmarks
 
 
 @dataclass
@@ -306,7 +307,7 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
             "calibration": {"method": settings.method, "images": len(data.calibration), "source": data.source},
             "float_nodes": kept_float,
             "fp32_sha256": sha256_file(fp32_path),
-            "onnxruntime": onnxruntime.__version__,
+            "onnxruntime": onnxruntime_version(),
         }
         _write_metadata(proto, reference.info, quantization, candidate_path)
         candidate = CamSession(candidate_path, providers=[CPU])
