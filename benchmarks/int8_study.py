@@ -31,7 +31,7 @@ SETTINGS = [
     for method in ("minmax", "entropy", "percentile")
     for per_channel in (True, False)
     for tail in (0, 1)
-]
+] + [QuantizationSettings(reduce_range=True)]
 HEADER = (
     "| setting | top-1 agreement | largest prob. difference | CAM corr. median / worst | box IoU median / p5 / worst "
     "| GT-known loc. fp32 / int8 | size | quantize s |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -44,16 +44,18 @@ def row(label: str, fp32: Path, data: CalibrationData, settings: QuantizationSet
     seconds = time.perf_counter() - start
     f = report.quantization["fidelity"]
     loc = f.get("gt_known_localization_accuracy")
+    located = f"{loc['fp32']:.3f} / {loc['int8']:.3f}" if loc else "no boxes"
     return (
         f"| {label} | {f['top1_agreement']:.3f} | {f['max_prob_difference']:.3f} "
         f"| {f['cam_correlation']['median']:.4f} / {f['cam_correlation']['min']:.3f} "
         f"| {f['box_iou']['median']:.3f} / {f['box_iou']['p05']:.3f} / {f['box_iou']['min']:.3f} "
-        f"| {f'{loc['fp32']:.3f} / {loc['int8']:.3f}' if loc else 'no boxes'} | {report.size_bytes / 1e6:.2f} MB | {seconds:.1f} |"
+        f"| {located} | {report.size_bytes / 1e6:.2f} MB | {seconds:.1f} |"
     )
 
 
 def describe(settings: QuantizationSettings) -> str:
-    return f"{settings.method}, {'per-channel' if settings.per_channel else 'per-tensor'}{', last conv float' if settings.float_tail else ''}"
+    extras = (", last conv float" if settings.float_tail else "") + (", 7-bit weights (--reduce-range)" if settings.reduce_range else "")
+    return f"{settings.method}, {'per-channel' if settings.per_channel else 'per-tensor'}{extras}"
 
 
 def resnet_model(folder: Path) -> tuple[Path, CalibrationData]:

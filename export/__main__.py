@@ -17,7 +17,7 @@ from runtime.cli import cli_errors
 from runtime.files import read_text_file
 
 INT8_ONLY = {
-    "calibration", "data", "calibration-images", "held-out-images", "calibration-method", "per-tensor", "float-tail",
+    "calibration", "data", "calibration-images", "held-out-images", "calibration-method", "per-tensor", "reduce-range", "float-tail",
     "min-top1-agreement", "min-box-iou", "min-cam-correlation",
 }
 
@@ -40,6 +40,7 @@ INT8_ONLY = {
 @click.option("--held-out-images", type=click.IntRange(min=MIN_HELD_OUT), default=HELD_OUT_IMAGES, show_default=True, help="With --int8: most held-out images the gate measures on.")
 @click.option("--calibration-method", type=click.Choice(sorted(CALIBRATION_METHODS)), default=QuantizationSettings.method, show_default=True, help="With --int8: how activation ranges are set.")
 @click.option("--per-tensor", is_flag=True, help="With --int8: one weight scale per tensor instead of per output channel.")
+@click.option("--reduce-range", is_flag=True, help="With --int8: 7-bit weights, for x86 CPUs without VNNI (their 8-bit products can saturate).")
 @click.option("--float-tail", type=click.IntRange(min=0), default=0, show_default=True, help="With --int8: keep the last N conv layers in float.")
 @click.option("--min-top1-agreement", type=click.FloatRange(0, 1), default=FidelityGate.min_top1_agreement, show_default=True, help="With --int8: gate on the share of same top classes.")
 @click.option("--min-box-iou", type=click.FloatRange(0, 1), default=FidelityGate.min_median_box_iou, show_default=True, help="With --int8: gate on the median IoU of the boxes.")
@@ -75,7 +76,7 @@ def main(ctx: click.Context, checkpoint: str, out: str | None, opset: int, arch:
             click.echo(line)
 
 
-def int8_options(ctx: click.Context, checkpoint: str, arch: str | None, int8: bool, calibration, data, calibration_images, held_out_images, calibration_method, per_tensor, float_tail, min_top1_agreement, min_box_iou, min_cam_correlation) -> Int8Options | None:
+def int8_options(ctx: click.Context, checkpoint: str, arch: str | None, int8: bool, calibration, data, calibration_images, held_out_images, calibration_method, per_tensor, reduce_range, float_tail, min_top1_agreement, min_box_iou, min_cam_correlation) -> Int8Options | None:
     """The --int8 request from the command line, with its calibration data; None without --int8."""
     if not int8:
         given = [name for name in ctx.params if name.replace("_", "-") in INT8_ONLY and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
@@ -90,7 +91,7 @@ def int8_options(ctx: click.Context, checkpoint: str, arch: str | None, int8: bo
         source = recipe_calibration(checkpoint, data, calibration_images, held_out_images)
     return Int8Options(
         data=source,
-        settings=QuantizationSettings(method=calibration_method, per_channel=not per_tensor, float_tail=float_tail),
+        settings=QuantizationSettings(method=calibration_method, per_channel=not per_tensor, float_tail=float_tail, reduce_range=reduce_range),
         gate=FidelityGate(min_top1_agreement, min_box_iou, min_cam_correlation),
     )
 

@@ -47,6 +47,7 @@ class QuantizationSettings:
     method: str = "percentile"  # activation ranges: "minmax", "entropy" or "percentile" (99.999th)
     per_channel: bool = True  # one weight scale per output channel (else one per tensor)
     float_tail: int = 0  # keep the last N conv layers in float (the CAM conv is the last)
+    reduce_range: bool = False  # 7-bit weights: for x86 CPUs without VNNI, whose 8-bit dot products can saturate
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -168,14 +169,21 @@ def int8_path(fp32_path: str | os.PathLike) -> Path:
 
 
 class _OneImageAtATime(CalibrationDataReader):
-    """Feeds calibration one preprocessed image per call: onnxruntime's histogram calibrators
-    (entropy, percentile) stack the batches they collect and fail on a shorter last batch."""
+    """Feeds calibration one preprocessed image per call (onnxruntime's histogram calibrators stack
+    what they collect and fail on a shorter last batch), over the range calibration asks for."""
 
     def __init__(self, images: Sequence[ImageInput], spec: Preprocess):
-        self._images, self._spec, self._next = images, spec, 0
+        self._images, self._spec = images, spec
+        self._next, self._end = 0, len(images)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._end = start_index, end_index
 
     def get_next(self) -> dict | None:
-        if self._next == len(self._images):
+        if self._next >= self._end:
             return None
         image = self._images[self._next]
         self._next += 1
@@ -183,6 +191,13 @@ class _OneImageAtATime(CalibrationDataReader):
             return {"input": preprocess(image, self._spec)}
         except CamError as err:
             raise ExportError(f"calibration image: {err}") from None
+
+
+def calibration_stride(count: int, most: int = 16) -> int:
+    """Images per calibration pass: the largest divisor of `count` up to `most` (onnxruntime needs
+    a divisor). Each pass folds its activations into the running ranges or histograms, so memory
+    holds one pass's activations, not every image's."""
+    return max(d for d in range(1, most + 1) if count % d == 0)
 
 
 def _last_convs(model_path: Path, count: int) -> list[str]:
@@ -194,7 +209,8 @@ def quantize_file(fp32_path: Path, out: Path, calibration: Sequence[ImageInput],
     """Write the QDQ model of `fp32_path` to `out` (no metadata yet); returns the conv nodes kept in float.
 
     Shape inference and graph optimization first (onnxruntime's recommended pre-processing), then
-    calibration on `calibration`, at most 16 images' intermediate outputs held at once.
+    calibration on `calibration` in passes of `calibration_stride` images. (onnxruntime's own
+    CalibMaxIntermediateOutputs is not used: in 1.31 its MinMax calibrator drops every full chunk.)
     """
     with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work, contextlib.redirect_stdout(io.StringIO()):
         prepared = Path(work) / "prepared.onnx"
@@ -205,11 +221,12 @@ def quantize_file(fp32_path: Path, out: Path, calibration: Sequence[ImageInput],
             str(prepared), str(out), _OneImageAtATime(calibration, spec),
             quant_format=QuantFormat.QDQ,
             per_channel=settings.per_channel,
+            reduce_range=settings.reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CALIBRATION_METHODS[settings.method],
             nodes_to_exclude=kept_float,
-            extra_options={"CalibMaxIntermediateOutputs": 16},
+            extra_options={"CalibStridedMinMax": calibration_stride(len(calibration))},  # despite its name, used by every method
         )
     return kept_float
 
@@ -302,7 +319,7 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
         quantization = {
             "precision": "int8",
             "format": "QDQ",
-            "weights": f"int8 {'per channel' if settings.per_channel else 'per tensor'}",
+            "weights": f"int8 {'per channel' if settings.per_channel else 'per tensor'}{', 7-bit range' if settings.reduce_range else ''}",
             "activations": "uint8 per tensor",
             "calibration": {"method": settings.method, "images": len(data.calibration), "source": data.source},
             "float_nodes": kept_float,

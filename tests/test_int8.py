@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 import torchvision
@@ -12,11 +13,13 @@ from PIL import Image
 
 from export import ExportError, export_checkpoint
 from export.int8 import (
-    CalibrationData, FidelityGate, Int8Options, QuantizationSettings, folder_calibration, measure_fidelity, recipe_calibration,
+    CalibrationData, FidelityGate, Int8Options, QuantizationSettings, calibration_stride, folder_calibration, measure_fidelity,
+    quantize_file, recipe_calibration,
 )
 from runtime import CamSession
 from runtime.errors import CamError
 from runtime.files import sha256_file
+from runtime.image import preprocess
 from runtime.onnx_model import ModelInfo
 from runtime.providers import CPU
 from tests.fixtures import write_fer_csv
@@ -215,3 +218,18 @@ def test_zoo_pack_records_precision_and_fidelity(exported_int8, tmp_path):
     fp32 = pack(exported_int8.path, "tiny-fp32", "0.1.0", tmp_path)
     assert fp32.manifest.precision == "fp32" and "## Precision" not in (fp32.folder / "README.md").read_text()
     assert CamSession(packed.archive).info.precision == "int8"
+
+
+def test_calibration_uses_every_image_in_bounded_passes(tiny_onnx, shape_images, tmp_path):
+    """The input's quantization range must cover an outlier in the first pass of images, not only the
+    last pass (onnxruntime's own chunking, CalibMaxIntermediateOutputs, loses all but the last)."""
+    assert [calibration_stride(n) for n in (100, 97, 16, 48, 7)] == [10, 1, 16, 16, 7]
+    spec = CamSession(tiny_onnx).preprocessing
+    dim = [(image // 4).astype(np.uint8) for image in shape_images.images] * 3
+    images = [np.full_like(dim[0], 255)] + dim[1:]  # 24 images in passes of 12; the bright one first
+    quantize_file(tiny_onnx, tmp_path / "q.onnx", images, spec, QuantizationSettings(method="minmax"))
+    graph = onnx.load(tmp_path / "q.onnx").graph
+    values = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    scale = next(values[node.input[1]] for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] == "input")
+    pixels = preprocess(images, spec)
+    assert float(scale) == pytest.approx((pixels.max() - min(pixels.min(), 0)) / 255, rel=1e-3)
