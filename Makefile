@@ -2,7 +2,13 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# The onnxruntime build (extra cpu or gpu): the one the venv already has, else CUDA's where nvidia-smi
+# finds a GPU, else the CPU build. The two builds must never be installed side by side.
+DETECTED_ORT := $(shell if test -x $(PY) && $(PY) -m pip show -q onnxruntime-gpu 2>/dev/null; then echo gpu; \
+	elif test -x $(PY) && $(PY) -m pip show -q onnxruntime 2>/dev/null; then echo cpu; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then echo gpu; else echo cpu; fi)
+ORT ?= $(DETECTED_ORT)
+STAMP := $(VENV)/.installed-$(ORT)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: install test demo bench bundle clean
 
@@ -11,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,test]'
+	$(PY) -m pip install --quiet -e '.[$(ORT),train,serve,test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -4,14 +4,56 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from importlib import metadata
 from typing import Sequence
-
-import onnxruntime as ort
 
 from runtime.errors import CamError, first_line
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# Distributions that each install the same `onnxruntime` folder: two of them overwrite each other.
+ONNXRUNTIME_BUILDS = (
+    "onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-qnn",
+    "onnxruntime-rocm", "onnxruntime-silicon", "onnxruntime-training",
+)
+INSTALL_HINT = "pip install 'gapcam[cpu]' (or 'gapcam[gpu]' for CUDA)"
+
+
+def onnxruntime_builds() -> list[str]:
+    """'name version' of every installed onnxruntime build."""
+    found = []
+    for name in ONNXRUNTIME_BUILDS:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _import_onnxruntime():
+    """onnxruntime, or a CamError saying what to install or remove.
+
+    Two builds (say onnxruntime and onnxruntime-gpu) share one folder: pip reports no conflict, yet
+    whichever was installed last has overwritten parts of the other, and removing either breaks
+    both (`module 'onnxruntime' has no attribute 'SessionOptions'`).
+    """
+    builds = onnxruntime_builds()
+    if len(builds) > 1:
+        names = [build.split()[0] for build in builds]
+        raise CamError(
+            f"{' and '.join(builds)} are installed over each other in one onnxruntime folder; keep one: "
+            f"pip uninstall -y {' '.join(names)} && {INSTALL_HINT}"
+        )
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise CamError(f"onnxruntime is not installed or does not load ({first_line(err)}): {INSTALL_HINT}") from None
+    if not hasattr(onnxruntime, "InferenceSession"):
+        raise CamError(f"the onnxruntime folder is damaged (left over from another build?): pip install --force-reinstall {builds[0].split()[0] if builds else 'onnxruntime'}")
+    return onnxruntime
+
+
+ort = _import_onnxruntime()
 
 
 def cuda_driver_present() -> bool:

@@ -108,12 +108,14 @@ def test_gate_refuses_with_the_failing_figure_and_writes_nothing(tiny_checkpoint
 
 def test_cli_prints_the_fidelity_table(tiny_checkpoint, tmp_path):
     done = export_cli(tiny_checkpoint, "-o", tmp_path / "m.onnx", "--int8", "--calibration-images", 20, "--float-tail", 1,
-                      "--min-top1-agreement", 0.9, cwd=tmp_path)
+                      "--reduce-range", "--min-top1-agreement", 0.9, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for text in ("calibrated on 20 images, measured on 32 held-out images", "top-1 agreement", "box IoU, median",
                  "GT-known localization, fp32 / int8", "1 conv layer(s) kept float", f"wrote {tmp_path / 'm.int8.onnx'}"):
         assert text in done.stdout
-    kept = CamSession(tmp_path / "m.int8.onnx").info.quantization["float_nodes"]
+    quantization = CamSession(tmp_path / "m.int8.onnx").info.quantization
+    assert quantization["weights"] == "int8 per channel, 7-bit range"
+    kept = quantization["float_nodes"]
     graph = onnx.load(tmp_path / "m.int8.onnx").graph
     produced_by = {output: node.op_type for node in graph.node for output in node.output}
     last_conv = [node for node in graph.node if node.op_type == "Conv"][-1]
