@@ -5,12 +5,13 @@ tensor in both places by construction.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import BinaryIO, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from runtime.errors import CamError
 from runtime.files import limit_from_environment
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]  # bytes: an encoded image file
 
 RESIZE_METHODS = {
     "nearest": Image.Resampling.NEAREST,
@@ -103,7 +104,8 @@ def _check_pixels(width: int, height: int, source: str) -> None:
 
 
 def load_image(image: ImageInput) -> Image.Image:
-    """Decode a path, PIL image or uint8 array (HxW, HxWx1, HxWx3, HxWx4) into a PIL image.
+    """Decode a path, an encoded file's bytes, a PIL image or a uint8 array (HxW, HxWx1, HxWx3,
+    HxWx4) into a PIL image.
 
     Raises CamError naming the file or array when it is missing, unreadable, empty, larger than
     `max_image_pixels()`, or of another type.
@@ -118,27 +120,31 @@ def load_image(image: ImageInput) -> Image.Image:
     if isinstance(image, np.ndarray):
         return _array_to_image(image)
     if isinstance(image, (str, os.PathLike)):
-        return _read_image_file(Path(image))
-    raise CamError(f"image: expected a path, PIL image or uint8 array, got {type(image).__name__}")
+        path = Path(image)
+        if not path.is_file():
+            raise CamError(f"{path}: no such image file")
+        return _decode(path, str(path))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(image), f"image bytes ({len(image)} bytes)")
+    raise CamError(f"image: expected a path, encoded bytes, a PIL image or a uint8 array, got {type(image).__name__}")
 
 
-def _read_image_file(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise CamError(f"{path}: no such image file")
+def _decode(source: Path | BinaryIO, name: str) -> Image.Image:
+    """An image file (a path, or its bytes in a stream) decoded, its size checked from the header first."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # gapcam's own limit applies
-            with Image.open(path) as img:
-                _check_pixels(*img.size, str(path))  # from the header, before anything is decoded
+            with Image.open(source) as img:
+                _check_pixels(*img.size, name)  # from the header, before anything is decoded
                 img.load()
                 # Photos often store their rotation in EXIF; show the model what a viewer shows
                 # (in place: without it, Pillow copies every image, rotated or not).
                 ImageOps.exif_transpose(img, in_place=True)
                 return img
     except Image.DecompressionBombError as err:  # not an OSError: Pillow's own hard limit
-        raise CamError(f"{path}: refused as a decompression bomb ({err})") from None
+        raise CamError(f"{name}: refused as a decompression bomb ({err})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise CamError(f"{path}: not a readable image ({err.__class__.__name__}: {err})") from None
+        raise CamError(f"{name}: not a readable image ({err.__class__.__name__}: {err})") from None
 
 
 def _array_to_image(array: np.ndarray) -> Image.Image:
