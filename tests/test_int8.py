@@ -22,7 +22,7 @@ from runtime.files import sha256_file
 from runtime.image import preprocess
 from runtime.onnx_model import ModelInfo
 from runtime.providers import CPU
-from tests.fixtures import write_fer_csv
+from fixtures import write_fer_csv
 from zoo import pack
 
 CPU_ONLY = [CPU]

@@ -13,6 +13,7 @@ import zipfile
 import numpy as np
 import onnx
 import pytest
+from PIL import Image
 
 from fixtures import copy_package, rewrite_manifest
 from runtime import CamSession
@@ -245,3 +246,22 @@ def test_zoo_functions_raise_zoo_errors_only(tmp_path, tiny_onnx, packed):
         publish(cut, tmp_path / "index.json")
     with pytest.raises(ZooError, match="cut.zip"):
         triton_repository(cut, tmp_path / "triton")
+
+
+def test_a_triton_client_gets_the_same_results_through_explain_outputs(packed, shape_images, tmp_path):
+    """docs/serving.md's client for `zoo triton` + Triton's onnxruntime backend, with onnxruntime on the
+    repository's own model.onnx standing in for the server (the backend runs that file as it is)."""
+    import onnxruntime
+    from runtime import explain_outputs, load_image, preprocess
+
+    model_dir = triton_repository(packed.archive, tmp_path / "repo")
+    info = CamSession(packed.archive).info  # the client's copy of labels, preprocessing, fc weights, threshold
+    pictures = [load_image(Image.fromarray(p).resize((90 + 10 * i, 70))) for i, p in enumerate(shape_images.images[:3])]
+    batch = preprocess(pictures, info.preprocess)
+    server = onnxruntime.InferenceSession(str(model_dir / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits, cams = server.run(["logits", "cams"], {"input": batch})
+    results = explain_outputs(info, logits, [(p.height, p.width) for p in pictures], class_maps=cams, topk=2)
+    expected = CamSession(packed.archive).run(pictures, topk=2)
+    for got, want in zip(results, expected):
+        assert np.array_equal(got.classes, want.classes) and np.array_equal(got.boxes, want.boxes)
+        np.testing.assert_allclose(got.cams_raw, want.cams_raw, rtol=1e-5, atol=1e-6)
