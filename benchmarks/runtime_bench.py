@@ -40,7 +40,7 @@ from export import export_model
 from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
 from runtime import CamSession, ModelInfo, explain_outputs
 from runtime.image import Preprocess, preprocess
-from runtime.providers import CPU
+from runtime.providers import CPU, installed_versions
 from runtime.shapes import render_split
 from train.models import GapCam
 from train.recipes import CHEST_XRAY, FER
@@ -359,14 +359,7 @@ def int8_rows(recipe, onnx_path: Path, folder: Path, repeats: int) -> list[str]:
 
 
 def versions() -> str:
-    names = ("numpy", "Pillow", "onnxruntime-gpu", "onnxruntime", "torch", "torchcam", "grad-cam")
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pass
-    return ", ".join(found)
+    return ", ".join(installed_versions(("numpy", "Pillow", "onnxruntime-gpu", "onnxruntime", "torch", "torchcam", "grad-cam")))
 
 
 def cpu_name() -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import platform
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -50,15 +51,21 @@ def load_subcommand(name: str) -> click.Command:
             raise
         extra = EXTRA_OF_MODULE[top]
         raise click.ClickException(f"gapcam {name} needs {top}, which is not installed: pip install 'gapcam[{extra}]'") from None
-    except gapcam_errors() as err:  # onnxruntime missing, or two builds installed
-        raise click.ClickException(str(err)) from None
+    except Exception as err:  # onnxruntime missing, or two builds installed: gapcam's one-line errors
+        raise_one_line(err)
     return getattr(module, entry.attribute)
 
 
-def gapcam_errors() -> tuple[type[BaseException], ...]:
-    from runtime.errors import GapcamError  # numpy and click only: loads where onnxruntime does not
+def raise_one_line(err: Exception) -> None:
+    """Re-raise a GapcamError as click's one-line error, anything else as it is.
 
-    return (GapcamError,)
+    The class comes from the already imported `runtime.errors`: importing `runtime` again would
+    fail again, when onnxruntime is what failed.
+    """
+    errors = sys.modules.get("runtime.errors")
+    if errors is not None and isinstance(err, errors.GapcamError):
+        raise click.ClickException(str(err)) from None
+    raise err
 
 
 class Subcommands(click.Group):
@@ -85,16 +92,15 @@ def version_text() -> str:
 
         lines.append(f"onnxruntime: {', '.join(onnxruntime_builds()) or ort.__version__}; providers available: "
                      f"{', '.join(ort.get_available_providers())}; gapcam uses: {', '.join(choose_providers(None))}")
-    except gapcam_errors() as err:
-        lines.append(f"onnxruntime: {err}")
-    try:
-        lines.append(f"torch: {metadata.version('torch')} (train and export available)")
-    except metadata.PackageNotFoundError:
-        lines.append("torch: not installed (train and export need pip install 'gapcam[train]')")
-    try:
-        lines.append(f"nvidia-pytriton: {metadata.version('nvidia-pytriton')} (serve available)")
-    except metadata.PackageNotFoundError:
-        lines.append("nvidia-pytriton: not installed (serve needs pip install 'gapcam[serve]')")
+    except Exception as err:
+        try:
+            raise_one_line(err)
+        except click.ClickException as one_line:
+            lines.append(f"onnxruntime: {one_line.message}")
+    installed = {(dist.metadata["Name"] or "").lower(): dist.version for dist in metadata.distributions()}
+    for name, extra, commands in (("torch", "train", "train and export"), ("nvidia-pytriton", "serve", "serve")):
+        version = installed.get(name)
+        lines.append(f"{name}: {version} ({commands} available)" if version else f"{name}: not installed ({commands} need pip install 'gapcam[{extra}]')")
     return "\n".join(lines)
 
 

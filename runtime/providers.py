@@ -19,15 +19,20 @@ ONNXRUNTIME_BUILDS = (
 INSTALL_HINT = "pip install 'gapcam[cpu]' (or 'gapcam[gpu]' for CUDA)"
 
 
-def onnxruntime_builds() -> list[str]:
-    """'name version' of every installed onnxruntime build."""
+def installed_versions(names: Sequence[str]) -> list[str]:
+    """'name version' of each of these distributions that is installed, in the order given."""
     found = []
-    for name in ONNXRUNTIME_BUILDS:
+    for name in names:
         try:
             found.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             pass
     return found
+
+
+def onnxruntime_builds() -> list[str]:
+    """'name version' of every installed onnxruntime build."""
+    return installed_versions(ONNXRUNTIME_BUILDS)
 
 
 def _import_onnxruntime():

@@ -135,3 +135,10 @@ def test_wheel_in_a_fresh_virtualenv_runs_without_torch(distributions, tmp_path,
     assert version.returncode == 0 and "onnxruntime: onnxruntime " in version.stdout and "torch: not installed" in version.stdout
     help_text = subprocess.run([str(gapcam), "run", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env).stdout
     assert help_text.startswith("Usage: gapcam run ")
+
+
+def test_version_reports_a_broken_onnxruntime_instead_of_failing(tmp_path):
+    other = "onnxruntime" if installed("onnxruntime-gpu") else "onnxruntime-gpu"
+    fake_distribution(tmp_path, other)
+    done = run_python("", tmp_path, "-m", "gapcam", "--version")
+    assert done.returncode == 0 and "onnxruntime: " in done.stdout and "keep one" in done.stdout and "torch: " in done.stdout
