@@ -20,6 +20,7 @@ import tritonclient.grpc as grpcclient  # noqa: E402  (installed with nvidia-pyt
 import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from fixtures import write_png_bomb  # noqa: E402
 from runtime import CamSession  # noqa: E402
 
 TOPK = 2
@@ -155,10 +156,13 @@ def test_model_configuration(server, tiny_onnx):
     ]
 
 
-def test_a_bad_image_fails_its_request_and_the_server_goes_on(server, images):
+def test_a_bad_image_fails_its_request_and_the_server_goes_on(server, images, tmp_path):
+    bomb = write_png_bomb(tmp_path / "bomb.png", 20000, 20000).read_bytes()  # 400 megapixels in a few hundred KB
     with server.client() as client:
         with pytest.raises(InferenceServerException, match="not a readable image"):
             client.infer(server.name, request([b"this is not an image"]))
+        with pytest.raises(InferenceServerException, match="decompression bomb|megapixels"):
+            client.infer(server.name, request([bomb]))
         assert client.infer(server.name, request(images[:1])).as_numpy("classes").shape == (1, TOPK)
         assert client.is_server_live()
 
