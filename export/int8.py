@@ -205,6 +205,19 @@ def _last_convs(model_path: Path, count: int) -> list[str]:
     return convs[len(convs) - count :] if count else []
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """onnxruntime's quantization tools log warnings about the graph on the root logger: not the
+    user's concern while the fidelity gate measures the result. The level is restored after."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_file(fp32_path: Path, out: Path, calibration: Sequence[ImageInput], spec: Preprocess, settings: QuantizationSettings) -> list[str]:
     """Write the QDQ model of `fp32_path` to `out` (no metadata yet); returns the conv nodes kept in float.
 
@@ -212,9 +225,8 @@ def quantize_file(fp32_path: Path, out: Path, calibration: Sequence[ImageInput],
     calibration on `calibration` in passes of `calibration_stride` images. (onnxruntime's own
     CalibMaxIntermediateOutputs is not used: in 1.31 its MinMax calibrator drops every full chunk.)
     """
-    with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work, contextlib.redirect_stdout(io.StringIO()):
+    with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work, contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
         prepared = Path(work) / "prepared.onnx"
-        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its warnings are about our graph, not the user's
         quant_pre_process(str(fp32_path), str(prepared))
         kept_float = _last_convs(prepared, settings.float_tail)
         quantize_static(
