@@ -14,7 +14,9 @@ from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
 from runtime.files import atomic_path
 from runtime.image import IMAGE_SUFFIXES, collect_images, load_image
-from runtime.localization import evaluate_localization, folder_ground_truth, shapes_ground_truth, write_localization_report
+from runtime.localization import (
+    cub_ground_truth, evaluate_localization, folder_ground_truth, is_cub, shapes_ground_truth, write_localization_report,
+)
 from runtime.overlay import COLORMAPS
 from runtime.pipeline import BoundedWriter, prefetched_batches
 from runtime.report import HtmlReport, ResultLog, explain_figure, report_card
@@ -131,11 +133,14 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
 @json_option
 @cli_errors
 def eval_command(model, data, count, seed, threshold_step, out_dir, method, providers, as_json):
-    """Localization metrics of MODEL on DATA: `shapes` (built in, boxes and masks) or a folder with
-    boxes.csv (path,x0,y0,x1,y1,label) and optional masks/<image stem>.png."""
+    """Localization metrics of MODEL on DATA: `shapes` (built in, boxes and masks), CUB_200_2011/ as
+    it ships (its test split; masks from segmentations/ when present), or a folder with boxes.csv
+    (path,x0,y0,x1,y1,label) and optional masks/<image stem>.png."""
     session = CamSession(model, providers=list(providers) or None)
     if data == "shapes":
         truth = shapes_ground_truth(count, seed, session.input_size[0])
+    elif Path(data).is_dir() and is_cub(Path(data)):
+        truth = cub_ground_truth(Path(data), session.labels)
     elif Path(data).is_dir():
         truth = folder_ground_truth(Path(data), session.labels)
     else:

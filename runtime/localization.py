@@ -25,7 +25,7 @@ from PIL import Image
 
 from runtime.boxes import THRESHOLD_STEP, best_iou, box_accuracy_curve, cam_box, threshold_grid, threshold_ious
 from runtime.errors import CamError
-from runtime.files import atomic_path, write_text_atomic
+from runtime.files import atomic_path, read_text_file, write_text_atomic
 from runtime.image import load_image
 from runtime.plot import line_chart
 from runtime.session import CamSession
@@ -107,6 +107,63 @@ def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
         boxes=[np.array(rows[name][1]) for name in names],
         masks=masks,
     )
+
+
+CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt", "classes.txt")
+
+
+def is_cub(folder: Path) -> bool:
+    """Whether `folder` is laid out as CUB-200-2011 ships (its index files beside `images/`)."""
+    return all((folder / name).is_file() for name in CUB_FILES)
+
+
+def _cub_table(folder: Path, name: str, columns: int) -> dict[int, list[str]]:
+    """One CUB index file: image (or class) id -> the other columns, every line checked."""
+    rows = {}
+    for number, line in enumerate(read_text_file(folder / name, f"CUB {name}", limit=64 << 20).splitlines(), 1):
+        parts = line.split(maxsplit=columns - 1)
+        if not line.strip():
+            continue
+        if len(parts) != columns or not parts[0].isdigit():
+            raise CamError(f"{folder / name}, line {number}: expected {columns} columns starting with an id, got {line!r:.80}")
+        rows[int(parts[0])] = parts[1:]
+    return rows
+
+
+def cub_ground_truth(folder: Path, labels: Sequence[str], split: str = "test") -> GroundTruth:
+    """CUB-200-2011 as it ships: the test (or train) images with their class and box (x, y, width,
+    height in pixels -> x0, y0, x1, y1), and masks from `segmentations/` (object where > 127) when present.
+
+    The model's labels must name CUB's classes, as in classes.txt (`001.Black_footed_Albatross`) or
+    without the number (`Black_footed_Albatross`). Raises CamError naming the file and line otherwise.
+    """
+    names = _cub_table(folder, "images.txt", 2)
+    classes = {cid: row[0] for cid, row in _cub_table(folder, "classes.txt", 2).items()}
+    class_of, training = _cub_table(folder, "image_class_labels.txt", 2), _cub_table(folder, "train_test_split.txt", 2)
+    boxes = _cub_table(folder, "bounding_boxes.txt", 5)
+    index = {label: i for i, label in enumerate(labels)}
+    index.update({label.split(".", 1)[1]: i for i, label in enumerate(labels) if "." in label and label.split(".", 1)[0].isdigit()})
+    chosen = [image_id for image_id in sorted(names) if training.get(image_id, ["?"])[0] == ("0" if split == "test" else "1")]
+    if not chosen:
+        raise CamError(f"{folder}: no {split} images in train_test_split.txt")
+    truth = GroundTruth(names=[], images=[], labels=np.zeros(len(chosen), dtype=np.int64), boxes=[], masks=[])
+    for i, image_id in enumerate(chosen):
+        name = names[image_id][0]
+        cub_class = classes.get(int(class_of.get(image_id, ["0"])[0]), "")
+        label = index.get(cub_class, index.get(cub_class.split(".", 1)[-1]))
+        if label is None:
+            raise CamError(f"{folder}: image {image_id} is of class {cub_class!r}, which is not one of the model's labels")
+        try:
+            x, y, width, height = (float(v) for v in boxes[image_id])
+        except (KeyError, ValueError):
+            raise CamError(f"{folder / 'bounding_boxes.txt'}: no box x y width height for image {image_id}") from None
+        mask_path = folder / "segmentations" / Path(name).with_suffix(".png")
+        truth.names.append(name)
+        truth.images.append(folder / "images" / name)
+        truth.labels[i] = label
+        truth.boxes.append(np.array([[x, y, x + width, y + height]]))
+        truth.masks.append(np.asarray(Image.open(mask_path).convert("L")) > 127 if mask_path.is_file() else None)
+    return truth
 
 
 def pixel_average_precision(positive_hist: np.ndarray, negative_hist: np.ndarray) -> float:

@@ -127,3 +127,38 @@ def bounded_python(code: str, limit_bytes: int, env: dict | None = None) -> subp
         resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=cap, env=env, timeout=600)
+
+
+def write_cub(root: Path, per_class: int = 4, seed: int = 3) -> Path:
+    """A CUB_200_2011/ tree in the layout it ships in (ids 1-based, boxes x y width height, JPEGs under
+    images/<NNN.class>/), whose classes are the shapes dataset's: a shapes model can be scored on it.
+    The first half of each class is marked for training, the rest for testing; one test image has a
+    segmentation, as CUB's separate segmentations/ download has."""
+    from runtime.shapes import CLASSES, render_split
+
+    data = render_split(per_class * len(CLASSES) * 3, seed, "test")
+    rows = {name: [] for name in ("images", "image_class_labels", "train_test_split", "bounding_boxes")}
+    counts = {c: 0 for c in range(len(CLASSES))}
+    image_id = 0
+    for pixels, label, box, mask in zip(data.images, data.labels, data.boxes, data.masks):
+        if counts[int(label)] == per_class:
+            continue
+        counts[int(label)] += 1
+        image_id += 1
+        folder = f"{int(label) + 1:03d}.{CLASSES[int(label)]}"
+        name = f"{folder}/{CLASSES[int(label)]}_{image_id:04d}.jpg"
+        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / "images" / name, quality=95)
+        x0, y0, x1, y1 = (float(v) for v in box)
+        rows["images"].append(f"{image_id} {name}")
+        rows["image_class_labels"].append(f"{image_id} {int(label) + 1}")
+        training = counts[int(label)] <= per_class // 2
+        rows["train_test_split"].append(f"{image_id} {1 if training else 0}")
+        rows["bounding_boxes"].append(f"{image_id} {x0:.1f} {y0:.1f} {x1 - x0:.1f} {y1 - y0:.1f}")
+        if not training and not (root / "segmentations").exists():  # the first test image
+            (root / "segmentations" / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask.astype(np.uint8) * 255).save((root / "segmentations" / name).with_suffix(".png"))
+    for name, lines in rows.items():
+        (root / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("".join(f"{i + 1} {i + 1:03d}.{c}\n" for i, c in enumerate(CLASSES)))
+    return root

@@ -133,3 +133,45 @@ def test_eval_cli_on_shapes_and_on_a_folder(tiny_onnx, box_folder, tmp_path):
     assert json.loads((tmp_path / "loc2" / "localization.json").read_text())["images_with_masks"] == 2
     bad = runtime_eval(tmp_path / "nowhere")
     assert bad.returncode == 1 and "not `shapes` and not a folder" in bad.stderr
+
+
+def test_cub_layout_is_read_as_it_ships(session, tmp_path):
+    from fixtures import write_cub
+    from runtime.localization import cub_ground_truth, is_cub
+
+    root = write_cub(tmp_path / "CUB_200_2011")
+    assert is_cub(root) and not is_cub(tmp_path)
+    truth = cub_ground_truth(root, session.labels)
+    lines = dict(line.split(" ", 1) for line in (root / "images.txt").read_text().splitlines())
+    split = dict(line.split() for line in (root / "train_test_split.txt").read_text().splitlines())
+    assert truth.names == [lines[i] for i in sorted(lines, key=int) if split[i] == "0"]  # the test split only
+    assert len(truth.names) == 2 * len(session.labels)
+    first = truth.names[0]
+    image_id = next(i for i, name in lines.items() if name == first)
+    x, y, w, h = map(float, next(l for l in (root / "bounding_boxes.txt").read_text().splitlines() if l.split()[0] == image_id).split()[1:])
+    assert truth.boxes[0].tolist() == [[x, y, x + w, y + h]]
+    assert truth.labels[0] == session.labels.index(first.split("/")[0].split(".", 1)[1])
+    assert sum(mask is not None for mask in truth.masks) == 1
+    assert len(cub_ground_truth(root, session.labels, split="train").names) == 2 * len(session.labels)
+    numbered = [f"{i + 1:03d}.{label}" for i, label in enumerate(session.labels)]  # labels as classes.txt writes them
+    assert cub_ground_truth(root, numbered).labels.tolist() == truth.labels.tolist()
+    with pytest.raises(CamError, match="not one of the model's labels"):
+        cub_ground_truth(root, ["cat", "dog"])
+    (root / "bounding_boxes.txt").write_text("1 2 3\n")
+    with pytest.raises(CamError, match=r"bounding_boxes.txt, line 1: expected 5 columns"):
+        cub_ground_truth(root, session.labels)
+
+
+def test_eval_cli_scores_a_cub_tree(tiny_onnx, session, tmp_path):
+    from fixtures import write_cub
+    from runtime.localization import cub_ground_truth
+
+    root = write_cub(tmp_path / "CUB_200_2011")
+    done = subprocess.run([sys.executable, "-m", "runtime", "eval", str(tiny_onnx), str(root), "--out", str(tmp_path / "loc"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)
+    expected = evaluate_localization(session, cub_ground_truth(root, session.labels))
+    assert metrics["images"] == expected["images"] == 10 and metrics["images_with_masks"] == 1
+    assert metrics["gt_known_localization_accuracy"] == expected["gt_known_localization_accuracy"]
+    assert metrics["mean_max_box_accuracy_v2"] == expected["mean_max_box_accuracy_v2"]
