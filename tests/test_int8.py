@@ -23,7 +23,7 @@ from runtime.image import preprocess
 from runtime.onnx_model import ModelInfo
 from runtime.providers import CPU
 from fixtures import write_fer_csv
-from zoo import pack
+from zoo import pack, triton_repository
 
 CPU_ONLY = [CPU]
 TINY_GATE = FidelityGate(min_top1_agreement=0.9)
@@ -220,6 +220,8 @@ def test_zoo_pack_records_precision_and_fidelity(exported_int8, tmp_path):
     fp32 = pack(exported_int8.path, "tiny-fp32", "0.1.0", tmp_path)
     assert fp32.manifest.precision == "fp32" and "## Precision" not in (fp32.folder / "README.md").read_text()
     assert CamSession(packed.archive).info.precision == "int8"
+    config = (triton_repository(packed.archive, tmp_path / "repo") / "config.pbtxt").read_text()
+    assert config.count("TYPE_FP32") == 4  # input and outputs stay float32: Triton's layout takes it unchanged
 
 
 def test_calibration_uses_every_image_in_bounded_passes(tiny_onnx, shape_images, tmp_path):
