@@ -27,7 +27,7 @@ from export.errors import ExportError
 from runtime.boxes import best_iou, box_iou
 from runtime.errors import CamError, first_line
 from runtime.files import atomic_path, sha256_file
-from runtime.image import ImageInput, Preprocess, collect_images, preprocess
+from runtime.image import ImageInput, Preprocess, collect_images, load_image, preprocess
 from runtime.onnx_model import PREFIX, ModelInfo
 from runtime.providers import CPU, onnxruntime_version
 from runtime.session import CamSession
@@ -277,7 +277,7 @@ def measure_fidelity(
     located = {"fp32": [], "int8": []}
     with_truth = labels is not None and boxes is not None
     for start in range(0, len(images), batch_size):
-        batch = list(images[start : start + batch_size])
+        batch = [load_image(image) for image in images[start : start + batch_size]]  # decoded once for every run below
         ref = reference.run(batch)
         top = np.array([[r.classes[0]] for r in ref])
         chosen = np.concatenate([top, labels[start : start + len(batch), None]], axis=1) if with_truth else top
@@ -346,9 +346,8 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
         if failed:
             raise ExportError(f"{out}: the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: {'; '.join(failed)}; nothing written")
         quantization.update(fidelity=fidelity, gate=asdict(options.gate))
-        _write_metadata(proto, reference.info, quantization, candidate_path)
         with atomic_path(out) as tmp:
-            tmp.write_bytes(candidate_path.read_bytes())
+            _write_metadata(proto, reference.info, quantization, tmp)
     return Int8Report(out, out.stat().st_size, fp32_path.stat().st_size, quantization)
 
 

@@ -97,6 +97,7 @@ def version_text() -> str:
             raise_one_line(err)
         except click.ClickException as one_line:
             lines.append(f"onnxruntime: {one_line.message}")
+    # Read here, not through runtime.providers.installed_versions: that module fails to import when onnxruntime does.
     installed = {(dist.metadata["Name"] or "").lower(): dist.version for dist in metadata.distributions()}
     for name, extra, commands in (("torch", "train", "train and export"), ("nvidia-pytriton", "serve", "serve")):
         version = installed.get(name)
