@@ -32,7 +32,7 @@ from runtime.onnx_model import PREFIX, ModelInfo
 from runtime.providers import CPU, onnxruntime_version
 from runtime.session import CamSession
 from train.checkpoint import load_checkpoint
-from train.recipes import DataOptions, get_recipe
+from train.recipes import DataOptions, recipe_of_checkpoint
 
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
 CALIBRATION_IMAGES = 100  # default number of images the activation ranges come from
@@ -123,7 +123,7 @@ def recipe_calibration(
     `data`, else where training found it); held-out images from its validation split, with their
     labels and, where the data has them, true boxes."""
     checkpoint = load_checkpoint(checkpoint_path)
-    recipe = get_recipe(checkpoint.provenance.get("recipe", ""))
+    recipe = recipe_of_checkpoint(checkpoint.provenance, checkpoint.labels)
     options = DataOptions.of_run((checkpoint.training or {}).get("config", {}), data)
     if recipe.needs_data and (options.path is None or not options.path.exists()):
         raise ExportError(f"{checkpoint_path}: --int8 calibrates on recipe {recipe.name}'s data: pass --data PATH ({recipe.data_help}) or --calibration FOLDER")
@@ -136,7 +136,8 @@ def recipe_calibration(
         held_out=[val.images[i] for i in held],
         source=f"recipe {recipe.name}: training split (calibration), validation split (held out)",
         held_out_labels=val.labels[held],
-        held_out_boxes=None if val.boxes is None else [np.asarray(val.boxes[i], dtype=np.float64).reshape(-1, 4) for i in held],
+        held_out_boxes=None if val.boxes is None or any(val.boxes[i] is None for i in held)
+        else [np.asarray(val.boxes[i], dtype=np.float64).reshape(-1, 4) for i in held],
     )
 
 

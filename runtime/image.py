@@ -147,6 +147,30 @@ def _decode(source: Path | BinaryIO, name: str) -> Image.Image:
         raise CamError(f"{name}: not a readable image ({err.__class__.__name__}: {err})") from None
 
 
+EXIF_ORIENTATION = 0x0112
+TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def image_size(image: ImageInput) -> tuple[int, int]:
+    """(width, height) of the image `load_image` would return, read from a file's header (EXIF
+    rotation applied) without decoding its pixels. Raises CamError as `load_image` does."""
+    if isinstance(image, np.ndarray):
+        return image.shape[1], image.shape[0]
+    if isinstance(image, Image.Image):
+        return image.size
+    path = Path(image)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if img.getexif().get(EXIF_ORIENTATION) in TRANSPOSED_ORIENTATIONS:
+                width, height = height, width
+    except FileNotFoundError:
+        raise CamError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise CamError(f"{path}: not a readable image ({err.__class__.__name__}: {err})") from None
+    return width, height
+
+
 def _array_to_image(array: np.ndarray) -> Image.Image:
     if array.dtype != np.uint8:
         raise CamError(f"image array: expected dtype uint8, got {array.dtype}")

@@ -67,12 +67,9 @@ def shapes_ground_truth(count: int, seed: int, size: int) -> GroundTruth:
     )
 
 
-def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
-    """FOLDER/boxes.csv (path,x0,y0,x1,y1,label; several rows per image allowed; label by name or index),
-    and optional masks FOLDER/masks/<image stem>.png (non-zero = object)."""
-    table = folder / "boxes.csv"
-    if not table.is_file():
-        raise CamError(f"{folder}: no boxes.csv (columns path,x0,y0,x1,y1,label)")
+def read_boxes_csv(table: Path, labels: Sequence[str]) -> dict[str, tuple[int, list[list[float]]]]:
+    """A boxes.csv (path,x0,y0,x1,y1,label; several rows per image allowed; label by name or index):
+    image path as written -> (class index, its boxes). Raises CamError naming the file and line."""
     rows: dict[str, tuple[int, list]] = {}
     with open(table, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -80,13 +77,13 @@ def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
             raise CamError(f"{table}: needs the columns path,x0,y0,x1,y1,label")
         for row in reader:
             where = f"{table}, line {reader.line_num}"
-            label = row["label"].strip()
+            label = (row["label"] or "").strip()
             index = labels.index(label) if label in labels else int(label) if label.isdigit() and int(label) < len(labels) else None
             if index is None:
                 raise CamError(f"{where}: label {label!r} is not one of the model's {list(labels)}")
             try:
                 box = [float(row[key]) for key in ("x0", "y0", "x1", "y1")]
-            except ValueError:
+            except (TypeError, ValueError):
                 raise CamError(f"{where}: box coordinates must be numbers") from None
             if box[2] <= box[0] or box[3] <= box[1]:
                 raise CamError(f"{where}: box needs x1 > x0 and y1 > y0")
@@ -94,15 +91,29 @@ def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
             if known[0] != index:
                 raise CamError(f"{where}: {row['path']} has boxes of two classes; one class per image")
             known[1].append(box)
+    return rows
+
+
+def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
+    """FOLDER/boxes.csv (see `read_boxes_csv`), and optional masks FOLDER/masks/<image stem>.png
+    (non-zero = object). A split of an image-folder tree (DIR/test) may instead use its parent's
+    DIR/boxes.csv, whose paths start with the split (`test/cat/1.jpg`): its rows under FOLDER count."""
+    root, prefix = folder, ""
+    if not (folder / "boxes.csv").is_file() and (folder.parent / "boxes.csv").is_file():
+        root, prefix = folder.parent, folder.name + "/"
+    table = root / "boxes.csv"
+    if not table.is_file():
+        raise CamError(f"{folder}: no boxes.csv (columns path,x0,y0,x1,y1,label)")
+    rows = {name: row for name, row in read_boxes_csv(table, labels).items() if name.startswith(prefix)}
     if not rows:
-        raise CamError(f"{table}: no rows")
+        raise CamError(f"{table}: no rows" + (f" for images under {prefix}" if prefix else ""))
     names, masks = sorted(rows), []
     for name in names:
-        mask_path = folder / "masks" / (Path(name).stem + ".png")
+        mask_path = root / "masks" / (Path(name).stem + ".png")
         masks.append(np.asarray(Image.open(mask_path).convert("L")) > 0 if mask_path.is_file() else None)
     return GroundTruth(
         names=names,
-        images=[folder / name for name in names],
+        images=[root / name for name in names],
         labels=np.array([rows[name][0] for name in names], dtype=np.int64),
         boxes=[np.array(rows[name][1]) for name in names],
         masks=masks,
@@ -130,9 +141,15 @@ def _cub_table(folder: Path, name: str, columns: int) -> dict[int, list[str]]:
     return rows
 
 
-def cub_ground_truth(folder: Path, labels: Sequence[str], split: str = "test") -> GroundTruth:
+def cub_classes(folder: Path) -> tuple[str, ...]:
+    """CUB's class names in id order, as classes.txt writes them (`001.Black_footed_Albatross`)."""
+    return tuple(row[0] for _, row in sorted(_cub_table(folder, "classes.txt", 2).items()))
+
+
+def cub_ground_truth(folder: Path, labels: Sequence[str], split: str = "test", masks: bool = True) -> GroundTruth:
     """CUB-200-2011 as it ships: the test (or train) images with their class and box (x, y, width,
-    height in pixels -> x0, y0, x1, y1), and masks from `segmentations/` (object where > 127) when present.
+    height in pixels -> x0, y0, x1, y1), and masks from `segmentations/` (object where > 127) when
+    present and `masks` is true.
 
     The model's labels must name CUB's classes, as in classes.txt (`001.Black_footed_Albatross`) or
     without the number (`Black_footed_Albatross`). Raises CamError naming the file and line otherwise.
@@ -162,7 +179,7 @@ def cub_ground_truth(folder: Path, labels: Sequence[str], split: str = "test") -
         truth.images.append(folder / "images" / name)
         truth.labels[i] = label
         truth.boxes.append(np.array([[x, y, x + width, y + height]]))
-        truth.masks.append(np.asarray(Image.open(mask_path).convert("L")) > 127 if mask_path.is_file() else None)
+        truth.masks.append(np.asarray(Image.open(mask_path).convert("L")) > 127 if masks and mask_path.is_file() else None)
     return truth
 
 

@@ -162,3 +162,36 @@ def write_cub(root: Path, per_class: int = 4, seed: int = 3) -> Path:
         (root / f"{name}.txt").write_text("\n".join(lines) + "\n")
     (root / "classes.txt").write_text("".join(f"{i + 1} {i + 1:03d}.{c}\n" for i, c in enumerate(CLASSES)))
     return root
+
+
+def write_image_folder(root: Path, per_class: int = 6, val: bool = False, test: int = 3, boxes: bool = True, seed: int = 5,
+                       size: int = 64) -> Path:
+    """An image-classification tree in torchvision's ImageFolder layout, whose classes are the shapes
+    dataset's: DIR/train/<class>/*.jpg (per_class each), DIR/val/ when `val`, DIR/test/ (`test` each),
+    and DIR/boxes.csv (path relative to DIR, x0,y0,x1,y1,label) for the val and test images (and,
+    without val/, the training images, of which training carves its validation). Images are JPEGs
+    of `size`x`size` pixels; every third is stored at 1.5x that size, so boxes must be rescaled."""
+    from runtime.shapes import CLASSES, render_split
+
+    splits = {"train": per_class, **({"val": max(2, per_class // 3)} if val else {}), **({"test": test} if test else {})}
+    rows = ["path,x0,y0,x1,y1,label"]
+    for split_index, (split, count) in enumerate(splits.items()):
+        data = render_split(count * len(CLASSES) * 3, seed + split_index, split, size)
+        written = {c: 0 for c in range(len(CLASSES))}
+        for number, (pixels, label, box) in enumerate(zip(data.images, data.labels, data.boxes)):
+            label = int(label)
+            if written[label] == count:
+                continue
+            written[label] += 1
+            name = f"{split}/{CLASSES[label]}/{CLASSES[label]}_{number:04d}.jpg"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            image, scale = Image.fromarray(pixels), 1.5 if number % 3 == 0 else 1.0
+            if scale != 1.0:
+                image = image.resize((round(size * scale), round(size * scale)), Image.Resampling.BILINEAR)
+            image.save(root / name, quality=95)
+            if boxes and (split != "train" or not val):
+                x0, y0, x1, y1 = (float(v) * scale for v in box)
+                rows.append(f"{name},{x0:.1f},{y0:.1f},{x1:.1f},{y1:.1f},{CLASSES[label]}")
+    if boxes:
+        (root / "boxes.csv").write_text("\n".join(rows) + "\n")
+    return root

@@ -57,7 +57,7 @@ LEAF_MODULES = {  # the math and formats at the bottom import no session, store 
     "runtime/onnx_model.py": {"numpy", "runtime.boxes", "runtime.errors", "runtime.image"},
     "runtime/package.py": {"runtime.errors", "runtime.files"},
     "train/checkpoint.py": {"torch", "runtime", "runtime.errors", "runtime.files", "runtime.image", "train.errors",
-                            "train.models", "train.loop", "train.prepared", "train.recipes"},
+                            "train.models", "train.loop", "train.data", "train.recipes"},
 }
 
 

@@ -39,15 +39,15 @@ def test_paths_pil_and_arrays_give_the_same_tensor(tmp_path):
 
 
 def test_training_eval_transform_is_the_runtime_preprocess(tmp_path):
-    """One image through train.prepared (the training loop's evaluation input) and through CamSession's preprocess."""
-    from train.prepared import preprocess_all
+    """One image through train.data (the training loop's evaluation input) and through CamSession's preprocess."""
+    from train.data import ImageSet
     from train.recipes import SHAPES
 
     pixels = np.random.default_rng(3).integers(0, 256, (90, 70, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "b.jpg")
-    trained = preprocess_all([tmp_path / "b.jpg"], SHAPES.preprocess)[0].numpy()
+    trained = ImageSet([tmp_path / "b.jpg"], np.array([0]), SHAPES.preprocess)[0].x.numpy()
     deployed = preprocess(tmp_path / "b.jpg", SHAPES.preprocess)
-    np.testing.assert_array_equal(trained, deployed)
+    np.testing.assert_array_equal(trained, deployed[0])
 
 
 def test_bad_images_give_one_line_errors(tmp_path):

@@ -10,6 +10,7 @@ from train import TrainError
 from train.checkpoint import load_checkpoint
 from train.readers import read_chest_xray, read_fer, stratified_split
 from train.loop import TrainConfig, fit, inverse_frequency_weights
+from train.data import loader
 from train.recipes import CHEST_XRAY, FER, DataOptions
 
 
@@ -81,10 +82,15 @@ def test_chest_xray_pools_official_val_and_carves(chest):
     assert read_chest_xray(chest / "chest_xray", "test", CHEST_XRAY.labels, 0).labels.tolist() == test.labels.tolist()
 
 
-def test_chest_xray_decodes_every_size_and_mode_and_skips_broken_files(chest):
-    data = CHEST_XRAY.load(DataOptions(chest, seed=0))
-    assert data.train_x.shape[1:] == (1, 200, 256)
-    assert any("skipped 1 unreadable" in note and "broken.jpeg" in note for note in data.notes)
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_chest_xray_decodes_every_size_and_mode_and_skips_broken_files(chest, cache, tmp_path):
+    """Cached, the broken file is found (and left out) while decoding once; streamed, each epoch meets it."""
+    data = CHEST_XRAY.load(DataOptions(chest, seed=0), cache=cache, cache_dir=tmp_path)
+    batches = list(loader(data.train, 8, 0)) + list(loader(data.val, 8, 0))
+    assert {tuple(b.x.shape[1:]) for b in batches if len(b.y)} == {(1, 200, 256)}
+    found = [note for note in data.notes if "skipped 1 unreadable" in note] + [e for b in batches for e in b.errors]
+    assert len(found) == 1 and "broken.jpeg" in found[0]
+    assert sum(len(b.y) for b in batches) == 8 + 25 + 2 + 2 - 1
 
 
 def test_class_weights_balance_the_classes():

@@ -6,9 +6,10 @@ from click.core import ParameterSource
 
 from runtime.cli import DefaultGroup, cli_errors
 from train.evaluate import evaluate_checkpoint
+from train.errors import TrainError
 from train.loop import TrainConfig, fit, resume
 from train.models import BACKBONES
-from train.recipes import RECIPES, SPLITS
+from train.recipes import CACHE_MODES, RECIPES, SPLITS
 
 
 class RecipeFirst(DefaultGroup):
@@ -19,8 +20,32 @@ class RecipeFirst(DefaultGroup):
 
 @click.group(cls=RecipeFirst, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Train GAP-CAM models: `python -m train RECIPE [OPTIONS]` (RECIPE: shapes, fer, chest-xray),
-    or evaluate one: `python -m train eval CHECKPOINT`."""
+    """Train GAP-CAM models: `python -m train RECIPE [OPTIONS]` (RECIPE: shapes, fer, chest-xray,
+    folder for your own image folder, cub), or evaluate one: `python -m train eval CHECKPOINT`."""
+
+
+def parse_size(ctx, param, value: str | None) -> tuple[int, int] | None:
+    """--size N (square) or WIDTHxHEIGHT -> (width, height)."""
+    if value is None:
+        return None
+    parts = value.lower().split("x")
+    try:
+        width, height = (int(parts[0]), int(parts[0])) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give N or WIDTHxHEIGHT, e.g. 224 or 256x200") from None
+    if len(parts) > 2 or min(width, height) < 8 or max(width, height) > 4096:
+        raise click.BadParameter(f"{value!r}: give N or WIDTHxHEIGHT, each side 8 to 4096 pixels")
+    return width, height
+
+
+def parse_floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
+    """--mean / --std: one number per channel, comma-separated."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give numbers separated by commas, e.g. 0.485,0.456,0.406") from None
 
 
 @main.command("fit")
@@ -38,14 +63,29 @@ def main() -> None:
 @click.option("--backbone", type=click.Choice(sorted(BACKBONES)), help="Backbone (default: the recipe's).")
 @click.option("--cam-channels", type=click.IntRange(min=1), help="Filters K of the CAM conv (default: the recipe's).")
 @click.option("--pool", type=click.Choice(["gap", "gmp"]), help="Global pooling (default: the recipe's, gap).")
-@click.option("--pretrained", is_flag=True, help="Start from torchvision's ImageNet weights (downloaded by torchvision).")
+@click.option("--pretrained/--no-pretrained", default=None,
+              help="Start from torchvision's ImageNet weights (downloaded by torchvision) [default: folder and cub "
+                   "when torchvision has them cached, else from scratch].")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Start from a local torchvision state dict of the backbone.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names in logit order, one per line [default: folder: the sorted class folders; cub: classes.txt].")
+@click.option("--size", callback=parse_size, metavar="N|WxH", help="Model input size: N for NxN or WIDTHxHEIGHT (default: the recipe's; folder and cub 224).")
+@click.option("--color", type=click.Choice(["RGB", "L"]), help="Input color mode, RGB or L (grayscale) (default: the recipe's).")
+@click.option("--mean", callback=parse_floats, metavar="M[,M,M]", help="Per-channel mean on the [0, 1] scale (default: the recipe's; ImageNet's for folder and cub).")
+@click.option("--std", callback=parse_floats, metavar="S[,S,S]", help="Per-channel std on the [0, 1] scale (default: the recipe's).")
+@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes per training process [default: the usable cores less one, at most 8].")
+@click.option("--cache", type=click.Choice(CACHE_MODES), default="auto", show_default=True,
+              help="Decode image files once into a memory-mapped uint8 file at model size (auto: when it fits in 4 GiB).")
 @click.pass_context
 @cli_errors
-def fit_command(ctx: click.Context, recipe: str, resume_from: str | None, **options) -> None:
+def fit_command(ctx: click.Context, recipe: str, resume_from: str | None, size: tuple[int, int] | None, **options) -> None:
     """Train RECIPE and write its checkpoint, validation metrics and plots."""
+    if size is not None:
+        options["width"], options["height"] = size
     if resume_from:
         given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+        changes_data = sorted(set(given) & {"labels", "width", "height", "color", "mean", "std", "backbone", "cam_channels", "pool"})
+        if changes_data or size is not None:
+            raise TrainError(f"--resume continues a run as it was set up: {', '.join('--' + n.replace('_', '-') for n in changes_data) or '--size'} cannot change")
         resume(resume_from, log=click.echo, recipe=recipe, **given)
     else:
         fit(TrainConfig(recipe=recipe, **{**options, "out": options["out"] or f"{recipe}.pt"}), log=click.echo)

@@ -23,7 +23,7 @@ from train.models import STATE_DICT_DETAIL, Architecture, GapCam
 
 if TYPE_CHECKING:  # imported for annotations only: the loop imports this module
     from train.loop import TrainConfig
-    from train.prepared import PreparedData
+    from train.data import TrainingData
     from train.recipes import Recipe
 
 FORMAT = "gapcam-checkpoint"
@@ -57,10 +57,12 @@ KINDS = {  # the type each key must hold in a file
 
 
 def run_checkpoint(
-    *, config: TrainConfig, recipe: Recipe, data: PreparedData, model: GapCam, optimizer: torch.optim.Optimizer,
+    *, config: TrainConfig, recipe: Recipe, data: TrainingData, model: GapCam, optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler, history: list[dict], best_accuracy: float, processes: int,
+    notes: list[str], sampler: dict,
 ) -> Checkpoint:
-    """The checkpoint of a run after `len(history)` epochs, with the state that `--resume` needs."""
+    """The checkpoint of a run after `len(history)` epochs, with the state that `--resume` needs
+    (`sampler`: the seed, next epoch and process count that fix the batch order)."""
     epoch = len(history)
     return Checkpoint(
         architecture=recipe.architecture.to_dict(),
@@ -69,11 +71,11 @@ def run_checkpoint(
         provenance={
             "recipe": recipe.name,
             "data_fingerprint": data.fingerprint,
-            "images": {"train": len(data.train_x), "val": len(data.val_x)},
+            "images": {"train": len(data.train), "val": len(data.val)},
             "epochs": epoch,
             "seed": config.seed,
             "metrics": {"val_accuracy": history[-1]["val_accuracy"], "val_loss": history[-1]["val_loss"]},
-            "notes": data.notes,
+            "notes": notes,
             "processes": processes,
             "init": "imagenet" if config.pretrained else ("weights file" if config.weights else "random"),
             "gapcam_version": runtime.__version__,
@@ -89,6 +91,7 @@ def run_checkpoint(
             "rng": torch.get_rng_state(),
             "history": history,
             "best_accuracy": best_accuracy,
+            "sampler": sampler,
             "config": asdict(config),
         },
     )

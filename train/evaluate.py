@@ -12,9 +12,9 @@ import torch
 from runtime.files import atomic_path, write_text_atomic
 from runtime.image import Preprocess
 from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.prepared import preprocess_all
+from train.data import ImageSet, default_workers, loader
 from train.errors import TrainError
-from train.recipes import DataOptions, get_recipe
+from train.recipes import DataOptions, recipe_of_checkpoint
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -69,15 +69,20 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
 
 
 @torch.no_grad()
-def logits_of(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """The model's logits [N, num_classes] for a preprocessed set, in eval mode, batch by batch, on the CPU."""
+def logits_and_labels(model: torch.nn.Module, images: ImageSet, device: torch.device, workers: int = 0,
+                      batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(logits [n, num_classes] on the CPU, labels [n], one line per unreadable image left out) of a
+    streamed set, in eval mode."""
     model.eval()
-    return torch.cat([model(x[i : i + batch_size].to(device))[0].cpu() for i in range(0, len(x), batch_size)])
-
-
-def predict(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
-    """Softmax probabilities [N, num_classes]."""
-    return torch.softmax(logits_of(model, x, device), dim=1).numpy()
+    logits, labels, errors = [], [], []
+    for batch in loader(images, batch_size, workers):
+        errors += batch.errors
+        if len(batch.y):
+            logits.append(model(batch.x.to(device))[0].cpu())
+            labels.append(batch.y)
+    if not logits:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.int64), errors
+    return torch.cat(logits), torch.cat(labels), errors
 
 
 def pyplot():
@@ -150,17 +155,17 @@ def evaluate_checkpoint(
     """Score a checkpoint on a split of its recipe's data; write the report next to it (or in out_dir)."""
     checkpoint_path = Path(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path)
-    recipe = get_recipe(checkpoint.provenance.get("recipe", ""))
+    recipe = recipe_of_checkpoint(checkpoint.provenance, checkpoint.labels)
     training = checkpoint.training or {}
     config = training.get("config", {})
     options = DataOptions.of_run(config, data)
-    spec = Preprocess.from_dict(checkpoint.preprocess)
     part = recipe.read_split(options, split)
-    x, kept, skipped = preprocess_all(part.images, spec, f"decoding {split} images")
-    if not kept:
-        raise TrainError(f"{split} split: no readable images")
+    images = ImageSet(part.images, part.labels, Preprocess.from_dict(checkpoint.preprocess))
     model = model_from_checkpoint(checkpoint, str(checkpoint_path)).to(device)
-    metrics = classification_metrics(part.labels[kept], predict(model, x, torch.device(device)), checkpoint.labels)
+    logits, labels, skipped = logits_and_labels(model, images, torch.device(device), default_workers())
+    if not len(labels):
+        raise TrainError(f"{split} split: no readable images")
+    metrics = classification_metrics(labels.numpy(), torch.softmax(logits, dim=1).numpy(), checkpoint.labels)
     metrics.update({"checkpoint": str(checkpoint_path), "split": split, "skipped_images": skipped, "notes": part.notes})
     prefix = (Path(out_dir) if out_dir else checkpoint_path.parent) / checkpoint_path.stem
     return metrics, write_report(prefix, split, metrics, training.get("history"))

@@ -1,14 +1,16 @@
 """The training loop: warm-up + cosine schedule, evaluation each epoch, best and last checkpoints.
 
-Resuming is exact: batch order and augmentation come from a generator seeded by (seed, epoch), and
-the checkpoint holds the model, optimizer, scheduler, epoch and RNG state. Under `torchrun` the
-same loop runs with DistributedDataParallel: every process takes its share of each batch, and
-rank 0 alone evaluates and writes.
+Data streams from `train.data` (decoded per sample in worker processes). Resuming is exact: the
+batch order comes from a DistributedSampler seeded by (seed, epoch) and each sample's augmentation
+from (seed, epoch, index), and the checkpoint holds the model, optimizer, scheduler, epoch, torch
+RNG and sampler state. Under `torchrun` the same loop runs with DistributedDataParallel: each
+process streams its share of every epoch, and rank 0 alone evaluates and writes.
 """
 from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,12 +27,13 @@ from runtime.boxes import box_accuracy_curve, threshold_grid, threshold_ious
 from runtime.cam import normalize_maps
 from runtime.errors import CamError, first_line
 from runtime.files import check_writable
+from runtime.image import Preprocess
 from train.checkpoint import Checkpoint, load_checkpoint, run_checkpoint, save_checkpoint
+from train.data import ImageSet, TrainingData, batches_per_epoch, check_batch_size, default_workers, loader, training_sampler
 from train.errors import TrainError
-from train.evaluate import classification_metrics, logits_of, predict, write_report
-from train.models import STATE_DICT_DETAIL, BackboneInit, GapCam
-from train.prepared import PreparedData, augment
-from train.recipes import DataOptions, Recipe, get_recipe
+from train.evaluate import classification_metrics, logits_and_labels, write_report
+from train.models import STATE_DICT_DETAIL, BackboneInit, GapCam, imagenet_weights_cached
+from train.recipes import CACHE_MODES, DataOptions, Recipe, get_recipe
 
 
 @dataclass
@@ -50,12 +53,28 @@ class TrainConfig:
     backbone: str | None = None  # None: the recipe's backbone
     cam_channels: int | None = None  # None: the recipe's K
     pool: str | None = None  # None: the recipe's pooling
-    pretrained: bool = False  # start the backbone from torchvision's ImageNet weights
+    pretrained: bool | None = None  # ImageNet weights; None: the recipe's default where torchvision has them cached
     weights: str | None = None  # start the backbone from this local torchvision state dict
+    labels: str | None = None  # --labels FILE: class names in logit order (folder and cub)
+    width: int | None = None  # model input width; None: the recipe's
+    height: int | None = None  # model input height; None: the recipe's
+    color: str | None = None  # "RGB" or "L"; None: the recipe's
+    mean: tuple[float, ...] | None = None  # per channel, on the [0, 1] scale; None: the recipe's
+    std: tuple[float, ...] | None = None
+    workers: int | None = None  # decoding processes per training process; None: default_workers()
+    cache: str = "auto"  # decode image files once into a memory-mapped cache: auto, on or off
+
+    def data_options(self) -> DataOptions:
+        return DataOptions(Path(self.data) if self.data else None, self.samples, self.seed, Path(self.labels) if self.labels else None)
 
     def resolved(self, recipe: Recipe) -> "TrainConfig":
         """The same config with the recipe's defaults filled in."""
-        arch = recipe.architecture
+        arch, spec = recipe.architecture, recipe.preprocess
+        if self.cache not in CACHE_MODES:
+            raise TrainError(f"--cache must be one of {CACHE_MODES}, got {self.cache!r}")
+        pretrained = self.pretrained
+        if pretrained is None:
+            pretrained = recipe.pretrained and self.weights is None and imagenet_weights_cached(self.backbone or arch.backbone)
         return replace(
             self,
             epochs=self.epochs or recipe.epochs,
@@ -64,16 +83,43 @@ class TrainConfig:
             backbone=self.backbone or arch.backbone,
             cam_channels=self.cam_channels or arch.cam_channels,
             pool=self.pool or arch.pool,
+            pretrained=pretrained,
+            width=spec.width,
+            height=spec.height,
+            color=spec.color,
+            mean=spec.mean,
+            std=spec.std,
         )
 
+    def build_preprocess(self, spec: Preprocess) -> Preprocess:
+        """The recipe's preprocessing with this run's input size, color mode, mean and std. A color
+        change without --mean/--std carries the recipe's over (averaged for gray, repeated for RGB)."""
+        color = self.color or spec.color
+        def carried(values: tuple[float, ...]) -> tuple[float, ...]:
+            if color == spec.color:
+                return values
+            return (sum(values) / len(values),) if color == "L" else values * 3
+        try:
+            return Preprocess(
+                height=self.height or spec.height,
+                width=self.width or spec.width,
+                color=color,
+                mean=tuple(self.mean) if self.mean else carried(spec.mean),
+                std=tuple(self.std) if self.std else carried(spec.std),
+                resize=spec.resize,
+            )
+        except CamError as err:
+            raise TrainError(f"--size/--color/--mean/--std: {str(err).removeprefix('preprocess: ')}") from None
+
     def build_recipe(self) -> Recipe:
-        """The recipe with this run's model choices applied."""
-        recipe = get_recipe(self.recipe)
-        changes = {"backbone": self.backbone, "cam_channels": self.cam_channels, "pool": self.pool}
+        """The recipe with this run's classes, input and model choices applied."""
+        recipe = get_recipe(self.recipe).resolve_labels(self.data_options())
+        spec = self.build_preprocess(recipe.preprocess)
+        changes = {"backbone": self.backbone, "cam_channels": self.cam_channels, "pool": self.pool, "in_channels": spec.channels}
         changes = {key: value for key, value in changes.items() if value is not None}
         if "backbone" in changes and changes["backbone"] != recipe.architecture.backbone:
             changes["backbone_args"] = {}  # the recipe's builder arguments belong to its own backbone
-        return recipe.with_arch(**changes)
+        return replace(recipe.with_arch(**changes), preprocess=spec)
 
 
 def last_path(out: str | Path) -> Path:
@@ -124,68 +170,95 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 def make_optimizer(model: GapCam, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimizer; the head (CAM conv and fc) at `recipe.head_lr_scale` times the backbone's rate."""
+    head = [*model.cam_conv.parameters(), *model.fc.parameters()]
+    groups = [{"params": list(model.backbone.parameters()), "lr": lr}, {"params": head, "lr": lr * recipe.head_lr_scale}]
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=recipe.weight_decay)
     raise TrainError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
 
 
-def validation_metrics(model: GapCam, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> dict:
-    """Loss and accuracy of `model` on a preprocessed set."""
-    logits, count = logits_of(model, x, device), max(1, len(x))
-    return {"loss": F.cross_entropy(logits, y, reduction="sum").item() / count, "accuracy": (logits.argmax(1) == y).sum().item() / count}
+def validation_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Loss and accuracy from a validation pass's logits."""
+    count = max(1, len(labels))
+    return {"loss": F.cross_entropy(logits, labels, reduction="sum").item() / count, "accuracy": (logits.argmax(1) == labels).sum().item() / count}
 
 
 @torch.no_grad()
-def calibrate_box_threshold(model: GapCam, x: torch.Tensor, y: torch.Tensor, boxes: np.ndarray, device, batch_size: int = 256) -> dict:
-    """The CAM threshold with the best box accuracy on validation boxes (true class's CAM, IoU >= 0.5).
+def calibrate_box_threshold(model: GapCam, images: ImageSet, boxes: list[np.ndarray | None], device, workers: int = 0, batch_size: int = 64) -> dict | None:
+    """The CAM threshold with the best box accuracy on the validation images that have true boxes
+    (true class's CAM, IoU >= 0.5 with any of its boxes); None when none has.
 
     Choe et al. (CVPR 2020) show the best threshold depends on the model; the paper's 0.2 is kept
     for data without boxes.
     """
+    if all(b is None for b in boxes):
+        return None
     model.eval()
-    cams = []
-    for start in range(0, len(x), batch_size):
-        _, features = model(x[start : start + batch_size].to(device))
-        raw = model.cams(features, y[start : start + batch_size, None].to(device))
+    thresholds, ious = threshold_grid(), []
+    for batch in loader(images, batch_size, workers):
+        chosen = [i for i, index in enumerate(batch.index.tolist()) if boxes[index] is not None]
+        if not chosen:
+            continue
+        x, y = batch.x[chosen], batch.y[chosen]
+        _, features = model(x.to(device))
+        raw = model.cams(features, y[:, None].to(device))
         up = F.interpolate(raw, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        cams.append(normalize_maps(up.cpu().numpy()))
-    thresholds = threshold_grid()
-    ious = np.array([threshold_ious(cam, box, thresholds)[0] for cam, box in zip(np.concatenate(cams), boxes)])
-    curve = box_accuracy_curve(ious, 0.5)
+        for cam, index in zip(normalize_maps(up.cpu().numpy()), batch.index[chosen].tolist()):
+            ious.append(threshold_ious(cam, boxes[index], thresholds)[0])
+    if not ious:
+        return None
+    curve = box_accuracy_curve(np.array(ious), 0.5)
     best = int(np.argmax(curve))
     return {
         "box_threshold": float(thresholds[best]),
         "val_max_box_accuracy": float(curve[best]),
         "val_box_accuracy_curve": {str(t): float(a) for t, a in zip(thresholds, curve)},
+        "val_images_with_boxes": len(ious),
     }
 
 
-def train_one_epoch(net, optimizer, scheduler, data: PreparedData, recipe: Recipe, config: TrainConfig, epoch: int, device,
-                    class_weights: torch.Tensor | None = None, rank: int = 0, world: int = 1) -> dict:
-    """One pass over the training set; with several processes each takes every world-th image of a batch."""
+class SkippedImages:
+    """Unreadable images met while streaming, each reported once."""
+
+    def __init__(self, log):
+        self.log, self.seen = log, {}
+
+    def add(self, errors: list[str]) -> None:
+        for error in errors:
+            if error not in self.seen:
+                self.seen[error] = None
+                self.log(f"skipped an unreadable image: {error}")
+
+    def note(self) -> list[str]:
+        return [f"skipped {len(self.seen)} unreadable image(s) while streaming, e.g. {next(iter(self.seen))}"] if self.seen else []
+
+
+def train_one_epoch(net, optimizer, scheduler, batches, recipe: Recipe, config: TrainConfig, epoch: int, device,
+                    class_weights: torch.Tensor | None, rank: int, skipped: SkippedImages) -> dict:
+    """One pass over this process's share of the training set."""
     net.train()
-    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-    order = torch.randperm(len(data.train_x), generator=generator)
     loss_sum, correct, seen = 0.0, 0, 0
-    batches = range(0, len(order), config.batch_size)
     with tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None if rank == 0 else True, unit="batch") as bar:
-        for start in bar:
-            index = order[start : start + config.batch_size][rank::world]
-            xb = augment(data.train_x[index], generator, recipe.hflip, recipe.shift).to(device)
-            yb = data.train_y[index].to(device)
+        for step, batch in enumerate(bar):
+            skipped.add(batch.errors)
+            if not len(batch.y):
+                scheduler.step()  # keep the schedule where an uninterrupted run has it
+                continue
+            xb, yb = batch.x.to(device, non_blocking=True), batch.y.to(device, non_blocking=True)
             logits, _ = net(xb)
             loss = F.cross_entropy(logits, yb, weight=class_weights)
             if not torch.isfinite(loss):
-                raise Diverged(f"epoch {epoch + 1}, batch {start // config.batch_size + 1}: the training loss is {loss.item()}")
+                raise Diverged(f"epoch {epoch + 1}, batch {step + 1}: the training loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.item() * len(index)
+            loss_sum += loss.item() * len(yb)
             correct += (logits.argmax(1) == yb).sum().item()
-            seen += len(index)
+            seen += len(yb)
             bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
     return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
@@ -233,22 +306,36 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoi
 
 
 def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log, state: Checkpoint | None) -> Path:
-    started = time.time()
-    data = recipe.load(DataOptions(Path(config.data) if config.data else None, config.samples, config.seed))
-    for note in data.notes:
-        log(note)
-    log(f"{recipe.name}: {len(data.train_x)} training and {len(data.val_x)} validation images "
-        f"({time.time() - started:.1f}s to prepare), device {device}" + (f", {world} processes" if world > 1 else ""))
+    """Load the data (into a cache folder that lives as long as the run), then train."""
+    check_batch_size(config.batch_size, world)
+    workers = config.workers if config.workers is not None else default_workers(world)
+    with tempfile.TemporaryDirectory(prefix="gapcam-cache-") as cache_dir:
+        started = time.time()
+        data = recipe.load(config.data_options(), config.cache, cache_dir, workers)
+        for note in data.notes:
+            log(note)
+        log(f"{recipe.name}: {len(recipe.labels)} classes, {len(data.train)} training and {len(data.val)} validation images "
+            f"({time.time() - started:.1f}s to prepare), {workers} decoding worker(s), device {device}"
+            + (f", {world} processes" if world > 1 else ""))
+        if recipe.pretrained and not config.pretrained and config.weights is None and state is None:
+            log(f"training {config.backbone} from scratch: torchvision's ImageNet weights are not in its cache "
+                "(--pretrained downloads them; --no-pretrained silences this)")
+        return _train(config, recipe, data, workers, device, rank, world, log, state, started)
 
+
+def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int, device, rank: int, world: int, log,
+           state: Checkpoint | None, started: float) -> Path:
     torch.manual_seed(config.seed)
-    init = BackboneInit() if state is not None else BackboneInit(config.pretrained, config.weights)
+    init = BackboneInit() if state is not None else BackboneInit(bool(config.pretrained), config.weights)
     model = GapCam(recipe.architecture, init).to(device)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     optimizer = make_optimizer(model, recipe, config.lr)
-    steps_per_epoch = math.ceil(len(data.train_x) / config.batch_size)
+    steps_per_epoch = batches_per_epoch(len(data.train), config.batch_size, world)
     schedule = warmup_cosine(config.epochs * steps_per_epoch, warmup_steps=max(1, steps_per_epoch // 2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    class_weights = inverse_frequency_weights(data.train_y, len(recipe.labels)).to(device) if recipe.class_weighted else None
+    sampler = training_sampler(data.train, config.seed, rank, world)
+    batches = loader(data.train, config.batch_size // world, workers, sampler, pin_memory=device.type == "cuda")
+    class_weights = inverse_frequency_weights(torch.from_numpy(data.train.labels), len(recipe.labels)).to(device) if recipe.class_weighted else None
     if class_weights is not None:
         log("class weights (inverse frequency): " + ", ".join(f"{l} {w:.2f}" for l, w in zip(recipe.labels, class_weights.tolist())))
     start_epoch, history, best = 0, [], -1.0
@@ -260,17 +347,28 @@ def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log
             torch.set_rng_state(state.training["rng"])
             start_epoch, history = int(state.training["epoch"]), list(state.training["history"])
             best = float(state.training["best_accuracy"])
+            saved_sampler = state.training.get("sampler", {"seed": config.seed, "epoch": start_epoch, "processes": world})
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             raise TrainError(f"{config.out}: the checkpoint's training state does not fit this run ({first_line(err, STATE_DICT_DETAIL)})") from None
+        sampler.seed = int(saved_sampler["seed"])
+        if int(saved_sampler["processes"]) != world:
+            log(f"note: the run was saved with {saved_sampler['processes']} process(es) and continues with {world}: "
+                "its batch order now differs from an uninterrupted run's")
 
+    skipped = SkippedImages(log)
     out, last = Path(config.out), last_path(config.out)
     for epoch in range(start_epoch, config.epochs):
         tick = time.time()
+        sampler.set_epoch(epoch)
+        data.train.epoch = epoch  # each sample's augmentation is seeded by (seed, epoch, index)
         try:
-            train_metrics = train_one_epoch(net, optimizer, scheduler, data, recipe, config, epoch, device, class_weights, rank, world)
-            val_metrics = validation_metrics(model, data.val_x, data.val_y, device) if rank == 0 else {}
-            if rank == 0 and not math.isfinite(val_metrics["loss"]):
-                raise Diverged(f"epoch {epoch + 1}: the validation loss is {val_metrics['loss']}")
+            train_metrics = train_one_epoch(net, optimizer, scheduler, batches, recipe, config, epoch, device, class_weights, rank, skipped)
+            if rank == 0:
+                logits, labels, errors = logits_and_labels(model, data.val, device, workers)
+                skipped.add(errors)
+                val_metrics = validation_metrics(logits, labels)
+                if not math.isfinite(val_metrics["loss"]):
+                    raise Diverged(f"epoch {epoch + 1}: the validation loss is {val_metrics['loss']}")
         except Diverged as err:
             saved = epoch > start_epoch or state is not None  # this run (or the one it resumes) wrote `last`
             kept = f"the last good checkpoint is {last}, after epoch {epoch}" if saved else "no epoch finished, so nothing was saved"
@@ -289,7 +387,8 @@ def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log
             best = max(best, val_metrics["accuracy"])
             checkpoint = run_checkpoint(
                 config=config, recipe=recipe, data=data, model=model, optimizer=optimizer, scheduler=scheduler,
-                history=history, best_accuracy=best, processes=world,
+                history=history, best_accuracy=best, processes=world, notes=data.notes + skipped.note(),
+                sampler={"seed": sampler.seed, "epoch": epoch + 1, "processes": world},
             )
             save_checkpoint(last, checkpoint)
             if improved:
@@ -301,13 +400,13 @@ def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log
             log(f"stopped after {config.stop_after} epoch(s); continue with --resume {last}")
             break
     if rank == 0 and out.exists():
-        report = calibrate_and_report(out, model, data, device, history, log)
+        report = calibrate_and_report(out, model, data, device, workers, history, log)
         log(f"best validation accuracy {best:.3f}; wrote {out} (best), {last} (latest) and {', '.join(p.name for p in report)} "
             f"in {time.time() - started:.0f}s")
     return out
 
 
-def calibrate_and_report(out: Path, model: GapCam, data: PreparedData, device, history: list[dict], log) -> list[Path]:
+def calibrate_and_report(out: Path, model: GapCam, data: TrainingData, device, workers: int, history: list[dict], log) -> list[Path]:
     """With the best weights: calibrate the CAM box threshold where there are boxes (stored in the best
     checkpoint), and write the validation metrics and plots beside the checkpoint.
 
@@ -316,10 +415,11 @@ def calibrate_and_report(out: Path, model: GapCam, data: PreparedData, device, h
     """
     best_checkpoint = load_checkpoint(out)
     model.load_state_dict(best_checkpoint.model)
-    if data.val_boxes is not None:
-        loc = calibrate_box_threshold(model, data.val_x, data.val_y, data.val_boxes, device)
+    loc = calibrate_box_threshold(model, data.val, data.val_boxes, device, workers) if data.val_boxes is not None else None
+    if loc is not None:
         save_checkpoint(out, replace(best_checkpoint, localization=loc))
-        log(f"CAM box threshold {loc['box_threshold']:.2f} (validation box accuracy {loc['val_max_box_accuracy']:.3f}; "
-            f"{loc['val_box_accuracy_curve']['0.2']:.3f} at the paper's 0.2)")
-    metrics = classification_metrics(data.val_y.numpy(), predict(model, data.val_x, device), best_checkpoint.labels)
+        log(f"CAM box threshold {loc['box_threshold']:.2f} (validation box accuracy {loc['val_max_box_accuracy']:.3f} on "
+            f"{loc['val_images_with_boxes']} images with boxes; {loc['val_box_accuracy_curve']['0.2']:.3f} at the paper's 0.2)")
+    logits, labels, _ = logits_and_labels(model, data.val, device, workers)
+    metrics = classification_metrics(labels.numpy(), torch.softmax(logits, dim=1).numpy(), best_checkpoint.labels)
     return write_report(out.with_suffix(""), "val", {**metrics, "checkpoint": str(out), "split": "val"}, history)

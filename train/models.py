@@ -110,6 +110,20 @@ def torchvision_model(name: str, init: BackboneInit) -> nn.Module:
     return net
 
 
+def imagenet_weights_cached(name: str) -> bool:
+    """Whether torchvision's ImageNet weights for backbone `name` are already in torch's hub cache
+    (so that starting from them needs no download)."""
+    if torchvision_layout(name) is None:
+        return False
+    from torchvision import models
+
+    try:
+        url = models.get_model_weights(name).DEFAULT.url
+    except (ValueError, KeyError):
+        return False
+    return (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).is_file()
+
+
 def adapt_first_conv(body: nn.Module, in_channels: int) -> None:
     """Give the first conv `in_channels` inputs. For a grayscale input an RGB-trained conv keeps its
     response to gray images: its weights are summed over the RGB axis."""

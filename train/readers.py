@@ -1,4 +1,5 @@
-"""Readers for the datasets as users download them: FER2013 (CSV or folders) and the chest X-ray set.
+"""Readers for the datasets as users have them: FER2013 (CSV or folders), the chest X-ray set, any
+image-classification folder (torchvision's ImageFolder layout) and CUB-200-2011 as it ships.
 
 Each reader returns one split as image sources (paths or uint8 arrays) with label indices; the
 pixels are decoded later by the runtime's preprocessing. Where a dataset has no usable validation
@@ -13,7 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
+from runtime.files import read_text_file
 from runtime.image import IMAGE_SUFFIXES
+from runtime.localization import cub_classes, cub_ground_truth, read_boxes_csv
 from train.errors import TrainError
 
 VAL_FRACTION = 0.1  # share of the training pool carved out for validation where needed
@@ -28,7 +31,7 @@ class LabeledImages:
     images: list  # paths or uint8 arrays
     labels: np.ndarray  # int64 [N]
     notes: list[str] = field(default_factory=list)
-    boxes: np.ndarray | None = None  # [N, 4] true boxes in image pixels, where the data has them
+    boxes: list[np.ndarray | None] | None = None  # per image [m, 4] true boxes in its pixels (None: that image has none)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +52,8 @@ def carve(pool: LabeledImages, split: str, seed: int, what: str) -> LabeledImage
     keep, carved = stratified_split(pool.labels, VAL_FRACTION, seed)
     chosen = keep if split == "train" else carved
     note = f"validation: a stratified {VAL_FRACTION:.0%} of {what} ({len(carved)} images, seed {seed}); training keeps {len(keep)}"
-    return LabeledImages([pool.images[i] for i in chosen], pool.labels[chosen], pool.notes + [note])
+    boxes = None if pool.boxes is None else [pool.boxes[i] for i in chosen]
+    return LabeledImages([pool.images[i] for i in chosen], pool.labels[chosen], pool.notes + [note], boxes)
 
 
 def class_folders(root: Path, labels: Sequence[str]) -> LabeledImages:
@@ -118,3 +122,76 @@ def read_chest_xray(path: Path, split: str, labels: Sequence[str], seed: int) ->
         pool = LabeledImages(pool.images + official.images, np.concatenate([pool.labels, official.labels]), pool.notes + official.notes)
         pool.notes.append(f"the official val split ({len(official.images)} images) joins the training pool: too small to select models on")
     return carve(pool, split, seed, "the training pool")
+
+
+def read_label_file(path: Path) -> tuple[str, ...]:
+    """--labels FILE: one class name per line, in logit order (blank lines ignored)."""
+    labels = tuple(line.strip() for line in read_text_file(path, "--labels file", limit=1 << 20).splitlines() if line.strip())
+    if len(labels) < 2:
+        raise TrainError(f"--labels {path}: needs at least two class names, one per line")
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise TrainError(f"--labels {path}: names {repeated} appear twice")
+    return labels
+
+
+def folder_labels(path: Path, label_file: Path | None) -> tuple[str, ...]:
+    """The classes of an image-folder tree: --labels FILE's order, else the sorted folder names of DIR/train."""
+    if label_file is not None:
+        return read_label_file(label_file)
+    train = path / "train"
+    if not train.is_dir():
+        raise TrainError(f"{path}: expected {train}/<class>/ folders of images (torchvision's ImageFolder layout)")
+    labels = tuple(sorted(child.name for child in train.iterdir() if child.is_dir()))
+    if len(labels) < 2:
+        raise TrainError(f"{train}: needs at least two class folders, found {list(labels)}")
+    return labels
+
+
+def attach_boxes(part: LabeledImages, root: Path, labels: Sequence[str]) -> LabeledImages:
+    """Give each image its rows of root/boxes.csv (paths relative to root), where it has any."""
+    table = root / "boxes.csv"
+    if not table.is_file():
+        return part
+    rows = read_boxes_csv(table, labels)
+    folder_class = {label.lower(): index for index, label in enumerate(labels)}
+    for name, (label, _) in rows.items():  # the whole table, whichever split this is
+        folder = Path(name).parent.name.lower()
+        if folder in folder_class and folder_class[folder] != label:
+            raise TrainError(f"{table}: {name} is in class folder {labels[folder_class[folder]]!r} but its boxes say {labels[label]!r}")
+    boxes = []
+    for image in part.images:
+        row = rows.get(Path(image).relative_to(root).as_posix())
+        boxes.append(None if row is None else np.array(row[1], dtype=np.float64))
+    return LabeledImages(part.images, part.labels, part.notes, boxes if any(b is not None for b in boxes) else None)
+
+
+def read_image_folder(path: Path, split: str, labels: Sequence[str], seed: int) -> LabeledImages:
+    """DIR/{train,val,test}/<class>/ images (val and test optional; without val/, a stratified share of
+    train/), with true boxes from DIR/boxes.csv where it has rows for them."""
+    if split == "test" or (split == "val" and (path / "val").is_dir()):
+        part = class_folders(path / split, labels)
+    else:
+        train = class_folders(path / "train", labels)
+        empty = [label for index, label in enumerate(labels) if not (train.labels == index).any()]
+        if empty:
+            raise TrainError(f"{path / 'train'}: no images for classes {empty}")
+        part = train if (path / "val").is_dir() else carve(train, split, seed, f"{path / 'train'}")
+    return attach_boxes(part, path, labels)
+
+
+def read_cub(path: Path, split: str, labels: Sequence[str], seed: int) -> LabeledImages:
+    """CUB-200-2011 as it ships: the official test split, and a stratified share of the official
+    training split as validation. Boxes come along for threshold calibration and evaluation only."""
+    truth = cub_ground_truth(path, labels, "test" if split == "test" else "train", masks=False)
+    part = LabeledImages(truth.images, truth.labels, boxes=list(truth.boxes))
+    return part if split == "test" else carve(part, split, seed, "CUB's training split")
+
+
+def cub_labels(path: Path, label_file: Path | None) -> tuple[str, ...]:
+    """CUB's 200 classes from classes.txt, in id order (or --labels FILE's order)."""
+    if label_file is not None:
+        return read_label_file(label_file)
+    if not (path / "classes.txt").is_file():
+        raise TrainError(f"{path}: not CUB-200-2011 as it ships (no classes.txt beside images/)")
+    return cub_classes(path)

@@ -6,14 +6,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from runtime.image import Preprocess
+import numpy as np
+
+from runtime.errors import CamError
+from runtime.image import Preprocess, image_size
 from runtime import shapes
-from train.prepared import PreparedData, prepare
-from train.readers import LabeledImages, read_chest_xray, read_fer
+from train.data import (
+    CACHE_LIMIT_BYTES, Augment, ImageSet, TrainingData, fingerprint, parity_samples,
+)
+from train.readers import (
+    LabeledImages, cub_labels, folder_labels, read_chest_xray, read_cub, read_fer, read_image_folder,
+)
 from train.errors import TrainError
 from train.models import Architecture
 
 SPLITS = ("train", "val", "test")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's pretrained weights expect these
+CACHE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -23,18 +32,20 @@ class DataOptions:
     path: Path | None = None  # --data
     samples: int | None = None  # --samples, for generated datasets
     seed: int = 0  # --seed: generated data and carved validation data
+    labels_file: Path | None = None  # --labels FILE: class names in logit order (folder and cub)
 
     @classmethod
     def of_run(cls, config: dict, data: str | os.PathLike | None = None) -> "DataOptions":
         """The data a training run used (its checkpoint's `training["config"]`), at `data` if given."""
         path = data if data else config.get("data")
-        return cls(Path(path) if path else None, config.get("samples"), config.get("seed", 0))
+        labels = config.get("labels")
+        return cls(Path(path) if path else None, config.get("samples"), config.get("seed", 0), Path(labels) if labels else None)
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str  # the RECIPE argument of `python -m train`
-    labels: tuple[str, ...]  # class names in logit order
+    labels: tuple[str, ...]  # class names in logit order; empty where they come from the data (find_labels)
     preprocess: Preprocess  # input size, color mode, mean, std, resize method
     architecture: Architecture  # default model; --backbone and friends override it
     read: Callable[["Recipe", DataOptions, str], LabeledImages]  # one split: "train", "val" or "test"
@@ -43,27 +54,83 @@ class Recipe:
     lr: float = 3e-3  # default --lr, peak of the warm-up + cosine schedule
     optimizer: str = "adamw"  # "adamw", or "sgd" (Nesterov momentum 0.9)
     weight_decay: float = 5e-4  # weight decay of either optimizer
-    hflip: bool = True  # random horizontal flips during training
-    shift: int = 4  # random shifts of up to this many pixels during training
+    head_lr_scale: float = 1.0  # the CAM conv and fc learn this many times faster than the backbone (fine-tuning)
+    augment: Augment = Augment(hflip=True, shift=4)  # per-sample training augmentation
     class_weighted: bool = False  # weight the loss by inverse class frequency (imbalanced data)
+    pretrained: bool = False  # start from ImageNet weights by default where torchvision has them cached
     needs_data: bool = True  # False for generated datasets, which ignore --data
     data_help: str = ""  # the layout --data expects, for error messages and --help
+    find_labels: Callable[[Path, Path | None], tuple[str, ...]] | None = None  # (data, --labels FILE) -> labels
 
     def with_arch(self, **changes) -> "Recipe":
         return replace(self, architecture=replace(self.architecture, **changes))
 
+    def with_labels(self, labels) -> "Recipe":
+        """This recipe for the classes `labels` (from the data, or from a checkpoint)."""
+        return replace(self.with_arch(num_classes=len(labels)), labels=tuple(labels))
+
+    def resolve_labels(self, options: DataOptions) -> "Recipe":
+        """The recipe with its labels, found in the data where the recipe has none of its own."""
+        if self.find_labels is None:
+            return self
+        self.check_data(options)
+        return self.with_labels(self.find_labels(options.path, options.labels_file))
+
+    def check_data(self, options: DataOptions) -> None:
+        if self.needs_data and (options.path is None or not options.path.exists()):
+            raise TrainError(f"recipe {self.name} needs --data PATH: {self.data_help}")
+
     def read_split(self, options: DataOptions, split: str) -> LabeledImages:
         if split not in SPLITS:
             raise TrainError(f"split must be one of {SPLITS}, got {split!r}")
-        if self.needs_data and (options.path is None or not options.path.exists()):
-            raise TrainError(f"recipe {self.name} needs --data PATH: {self.data_help}")
+        self.check_data(options)
         return self.read(self, options, split)
 
-    def load(self, options: DataOptions) -> PreparedData:
-        """Training and validation sets, preprocessed."""
-        train, val = self.read_split(options, "train"), self.read_split(options, "val")
-        notes = list(dict.fromkeys(train.notes + val.notes))
-        return prepare(train.images, train.labels, val.images, val.labels, self.preprocess, notes, val_boxes=val.boxes)
+    def image_set(self, options: DataOptions, split: str, augment: bool = False) -> tuple[ImageSet, LabeledImages]:
+        """(one split as a streaming ImageSet, as the reader found it)."""
+        part = self.read_split(options, split)
+        return ImageSet(part.images, part.labels, self.preprocess, self.augment if augment else None, options.seed), part
+
+    def load(self, options: DataOptions, cache: str = "auto", cache_dir: str | os.PathLike | None = None, workers: int = 0) -> TrainingData:
+        """Training and validation sets ready to stream; with `cache` (on, or auto for image files
+        whose model-size pixels fit CACHE_LIMIT_BYTES) decoded once into files in `cache_dir`."""
+        train, train_part = self.image_set(options, "train", augment=True)
+        val, val_part = self.image_set(options, "val")
+        notes = list(dict.fromkeys(train_part.notes + val_part.notes))
+        val_keep = np.arange(len(val))
+        use_cache = cache == "on" or (cache == "auto" and not train.in_memory and train.cache_bytes() + val.cache_bytes() <= CACHE_LIMIT_BYTES)
+        if use_cache and cache_dir is not None:
+            train, _, train_errors = train.with_cache(cache_dir, workers, "training images")
+            val, val_keep, val_errors = val.with_cache(cache_dir, workers, "validation images")
+            gib = (train.cache_bytes() + val.cache_bytes()) / (1 << 30)
+            notes.append(f"decoded once into a memory-mapped cache of {gib:.2f} GiB at model size (--cache off streams from the files)")
+            for errors in (train_errors, val_errors):
+                if errors:
+                    notes.append(f"skipped {len(errors)} unreadable image(s), e.g. {errors[0]}")
+        if len(train) == 0 or len(val) == 0:
+            raise TrainError("no readable images left in the training or validation split")
+        boxes = None if val_part.boxes is None else [model_pixel_boxes(val_part.images[i], val_part.boxes[i], self.preprocess) for i in val_keep]
+        return TrainingData(
+            train=train,
+            val=val,
+            samples=parity_samples(val),
+            fingerprint=fingerprint((train_part.images, train_part.labels), (val_part.images, val_part.labels)),
+            notes=notes,
+            val_boxes=boxes,
+        )
+
+
+def model_pixel_boxes(image, boxes: np.ndarray | None, spec: Preprocess) -> np.ndarray | None:
+    """True boxes [m, 4] in an image's pixels -> in the model input's pixels (None stays None, as
+    does an image whose size cannot be read: it is left out of calibration)."""
+    if boxes is None:
+        return None
+    try:
+        width, height = image_size(image)
+    except CamError:
+        return None
+    scale = np.array([spec.width / width, spec.height / height] * 2)
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale
 
 
 def read_shapes(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
@@ -72,7 +139,7 @@ def read_shapes(recipe: Recipe, options: DataOptions, split: str) -> LabeledImag
     if count < 10:
         raise TrainError(f"--samples must be at least 10, got {count}")
     data = shapes.render_split(count if split == "train" else max(count // 5, 5), options.seed, split, recipe.preprocess.height)
-    return LabeledImages(list(data.images), data.labels, boxes=data.boxes)
+    return LabeledImages(data.images, data.labels, boxes=list(data.boxes))
 
 
 def read_fer_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
@@ -81,6 +148,14 @@ def read_fer_recipe(recipe: Recipe, options: DataOptions, split: str) -> Labeled
 
 def read_chest_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
     return read_chest_xray(options.path, split, recipe.labels, options.seed)
+
+
+def read_folder_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
+    return read_image_folder(options.path, split, recipe.labels, options.seed)
+
+
+def read_cub_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
+    return read_cub(options.path, split, recipe.labels, options.seed)
 
 
 SHAPES = Recipe(
@@ -117,8 +192,7 @@ FER = Recipe(
     epochs=30,
     batch_size=64,
     lr=1e-3,
-    hflip=True,
-    shift=4,
+    augment=Augment(hflip=True, shift=4),
     data_help="Kaggle's fer2013.csv, or a folder with train/<emotion>/*.jpg and test/<emotion>/*.jpg",
 )
 
@@ -131,16 +205,61 @@ CHEST_XRAY = Recipe(
     epochs=12,
     batch_size=32,
     lr=1e-3,
-    hflip=False,  # chest anatomy is not left-right symmetric (the heart sits on the left)
-    shift=8,
+    augment=Augment(hflip=False, shift=8),  # no flips: chest anatomy is not left-right symmetric (the heart sits on the left)
     class_weighted=True,  # about 3 PNEUMONIA images per NORMAL one
     data_help="the Kaggle chest_xray/ folder: {train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg",
 )
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (SHAPES, FER, CHEST_XRAY)}
+FOLDER = Recipe(
+    name="folder",
+    labels=(),  # the class folders of DIR/train, sorted, or --labels FILE
+    find_labels=folder_labels,
+    preprocess=Preprocess(height=224, width=224, color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    architecture=Architecture(backbone="resnet18", in_channels=3, num_classes=2, cam_channels=1024),
+    read=read_folder_recipe,
+    epochs=30,
+    batch_size=32,
+    lr=3e-3,
+    optimizer="sgd",
+    weight_decay=1e-4,
+    head_lr_scale=10.0,  # the new CAM conv and fc start from random weights; the backbone from ImageNet's
+    # Random resized crops no smaller than a quarter of the image: torchvision's 8% would teach the
+    # CAM to find object parts, which is what weakly supervised localization must avoid.
+    augment=Augment(hflip=True, crop_scale=(0.25, 1.0)),
+    pretrained=True,
+    data_help="an image-classification folder: DIR/train/<class>/*, optional DIR/val/<class>/*, DIR/test/<class>/* and DIR/boxes.csv",
+)
+
+CUB = Recipe(
+    name="cub",
+    labels=(),  # classes.txt: 200 bird species
+    find_labels=cub_labels,
+    preprocess=Preprocess(height=224, width=224, color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    architecture=Architecture(backbone="resnet50", in_channels=3, num_classes=200, cam_channels=1024),
+    read=read_cub_recipe,
+    epochs=50,
+    batch_size=32,
+    lr=1e-3,
+    optimizer="sgd",
+    weight_decay=1e-4,
+    head_lr_scale=10.0,
+    # Choe et al. (CVPR 2020): resize to 256x256, random 224x224 crop, flip; here the same crop
+    # share (224/256 per side) of the 224x224 image, resized back.
+    augment=Augment(hflip=True, crop_scale=((224 / 256) ** 2, (224 / 256) ** 2), crop_ratio=(1.0, 1.0)),
+    pretrained=True,
+    data_help="CUB_200_2011/ as it ships: images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt, classes.txt, images/",
+)
+
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (SHAPES, FER, CHEST_XRAY, FOLDER, CUB)}
 
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise TrainError(f"unknown recipe {name!r} (choose from {sorted(RECIPES)})")
     return RECIPES[name]
+
+
+def recipe_of_checkpoint(provenance: dict, labels) -> Recipe:
+    """The recipe a checkpoint was trained with, for its own classes."""
+    recipe = get_recipe(provenance.get("recipe", ""))
+    return recipe.with_labels(labels) if recipe.find_labels is not None else recipe

@@ -1,0 +1,307 @@
+"""Streaming training data: images decoded per sample, in DataLoader workers, through `runtime.image`.
+
+Nothing is decoded up front, so memory does not grow with the dataset and decoding uses every core.
+Each sample is `runtime.image.resize` (the model-size image the runtime sees), then the recipe's
+augmentation on those uint8 pixels, then `runtime.image.normalize`: without augmentation a sample is
+exactly `runtime.image.preprocess` of its image.
+
+Determinism: the batch order comes from a `DistributedSampler` seeded by the run's seed and epoch,
+and each sample's augmentation from a generator seeded by (seed, epoch, image index). Neither
+depends on the number of workers or on which worker decodes what, so a run is the same with 0 or
+8 workers, and `--resume` at an epoch boundary repeats an uninterrupted run exactly.
+
+Small sets of image files can be decoded once into a memory-mapped uint8 cache at model size,
+which every worker shares (`PixelCache`); sets already in memory (shapes, fer2013.csv) need none.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from runtime.errors import CamError
+from runtime.image import RESIZE_METHODS, ImageInput, Preprocess, load_image, normalize, resize
+from train.errors import TrainError
+
+PARITY_SAMPLES = 8  # validation images stored in each checkpoint, for the export parity check
+CACHE_LIMIT_BYTES = 4 << 30  # `--cache auto` caches image files when their model-size pixels fit in this
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Per-sample training augmentation on the model-size uint8 image, in this order: a random
+    resized crop (photos), a horizontal flip, a shift with replicated edges (the small recipes)."""
+
+    hflip: bool = True  # flip left-right with probability 0.5
+    shift: int = 0  # translate by up to this many pixels in x and y, edges replicated
+    crop_scale: tuple[float, float] | None = None  # random resized crop: range of the kept area share
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # ... and of its aspect ratio (width / height)
+
+    def __call__(self, pixels: np.ndarray, rng: np.random.Generator, resample: str) -> np.ndarray:
+        """uint8 HxWxC -> uint8 HxWxC of the same size."""
+        if self.crop_scale is not None:
+            pixels = self.random_resized_crop(pixels, rng, resample)
+        if self.hflip and rng.random() < 0.5:
+            pixels = pixels[:, ::-1]
+        if self.shift > 0:
+            height, width = pixels.shape[:2]
+            dy, dx = rng.integers(0, 2 * self.shift + 1, size=2)
+            padded = np.pad(pixels, ((self.shift, self.shift), (self.shift, self.shift), (0, 0)), mode="edge")
+            pixels = padded[dy : dy + height, dx : dx + width]
+        return np.ascontiguousarray(pixels)
+
+    def random_resized_crop(self, pixels: np.ndarray, rng: np.random.Generator, resample: str) -> np.ndarray:
+        """A crop of random area share and aspect ratio at a random place, resized back (as torchvision's
+        RandomResizedCrop, clamped to the image instead of retried)."""
+        height, width, channels = pixels.shape
+        share = rng.uniform(*self.crop_scale)
+        ratio = math.exp(rng.uniform(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])))
+        area = share * width * height
+        w = min(width, max(1, round(math.sqrt(area * ratio))))
+        h = min(height, max(1, round(math.sqrt(area / ratio))))
+        x0, y0 = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels)
+        out = np.asarray(image.resize((width, height), RESIZE_METHODS[resample], box=(x0, y0, x0 + w, y0 + h)))
+        return out if out.ndim == 3 else out[:, :, None]
+
+
+def model_size_pixels(image: ImageInput, spec: Preprocess) -> np.ndarray:
+    """uint8 HxWxC at the model's size and color: `runtime.image.resize` of the decoded image."""
+    pixels = np.asarray(resize(load_image(image), spec))
+    return pixels if pixels.ndim == 3 else pixels[:, :, None]
+
+
+class PixelCache:
+    """uint8 [N, H, W, C] model-size images in a file, memory-mapped on first use in each process:
+    workers share the pages instead of copying them (pickling sends the path, not the pixels)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...]):
+        self.path, self.shape = Path(path), tuple(shape)
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
+        return self._array
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "shape": self.shape, "_array": None}
+
+
+class Sample(NamedTuple):
+    x: torch.Tensor | None  # float32 [C, H, W], None when the image could not be read
+    label: int
+    index: int  # position in the ImageSet
+    error: str = ""  # why the image could not be read
+
+
+class Batch(NamedTuple):
+    x: torch.Tensor  # float32 [n, C, H, W] of the readable images
+    y: torch.Tensor  # int64 [n]
+    index: torch.Tensor  # int64 [n]: positions in the ImageSet
+    errors: list[str]  # one line per unreadable image left out of this batch
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Stack the readable samples; unreadable ones are left out and reported."""
+    good = [s for s in samples if s.x is not None]
+    x = torch.stack([s.x for s in good]) if good else torch.empty(0)
+    return Batch(
+        x=x,
+        y=torch.tensor([s.label for s in good], dtype=torch.int64),
+        index=torch.tensor([s.index for s in good], dtype=torch.int64),
+        errors=[s.error for s in samples if s.x is None],
+    )
+
+
+@dataclass
+class ImageSet(Dataset):
+    """One split: image sources (paths, or uint8 arrays already in memory) and labels, decoded per sample."""
+
+    images: Sequence[ImageInput]  # paths or uint8 arrays (an array [N, H, W(, C)] is fine)
+    labels: np.ndarray  # int64 [N]
+    spec: Preprocess  # the model's input size, color mode and normalization
+    augment: Augment | None = None  # training augmentation; None: exactly `runtime.image.preprocess`
+    seed: int = 0  # with the epoch and the index, seeds each sample's augmentation
+    epoch: int = 0  # set by the training loop before each epoch
+    cache: PixelCache | None = None  # model-size pixels decoded once, where `with_cache` made them
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def pixels(self, index: int) -> np.ndarray:
+        """uint8 HxWxC model-size image `index`. Raises CamError when it cannot be read."""
+        if self.cache is not None:
+            return np.array(self.cache.array[index])
+        return model_size_pixels(self.images[index], self.spec)
+
+    def __getitem__(self, index: int) -> Sample:
+        label = int(self.labels[index])
+        try:
+            pixels = self.pixels(index)
+        except CamError as err:
+            return Sample(None, label, index, str(err))
+        if self.augment is not None:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            pixels = self.augment(pixels, rng, self.spec.resize)
+        return Sample(torch.from_numpy(normalize(pixels, self.spec)), label, index)
+
+    def subset(self, keep: Sequence[int]) -> "ImageSet":
+        """The same set restricted to positions `keep` (in order)."""
+        keep = np.asarray(keep, dtype=np.int64)
+        images = self.images[keep] if isinstance(self.images, np.ndarray) else [self.images[i] for i in keep]
+        return ImageSet(images, self.labels[keep], self.spec, self.augment, self.seed, self.epoch)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether every source is a uint8 array already in memory (nothing to decode from files)."""
+        return isinstance(self.images, np.ndarray) or all(isinstance(image, np.ndarray) for image in self.images)
+
+    def cache_bytes(self) -> int:
+        return len(self) * self.spec.height * self.spec.width * self.spec.channels
+
+    def with_cache(self, folder: str | os.PathLike, workers: int, desc: str) -> tuple["ImageSet", np.ndarray, list[str]]:
+        """(this set decoded once into a memory-mapped file in `folder` without its unreadable images,
+        the positions kept, one line per unreadable image). The decoding runs in `workers` processes."""
+        path = Path(tempfile.mkstemp(prefix=f"{desc.replace(' ', '-')}-", suffix=".u8", dir=folder)[1])
+        shape = (len(self), self.spec.height, self.spec.width, self.spec.channels)
+        array = np.memmap(path, dtype=np.uint8, mode="w+", shape=shape) if len(self) else np.zeros(shape, np.uint8)
+        raw = _RawPixels(self)
+        good, errors = np.zeros(len(self), dtype=bool), []
+        for indices, pixels, failures in DataLoader(raw, batch_size=64, num_workers=workers, collate_fn=_collate_raw):
+            array[indices] = pixels
+            good[indices] = True
+            errors += failures
+        if len(self):
+            array.flush()
+        del array
+        keep = np.flatnonzero(good)
+        if len(keep) == len(self):
+            return ImageSet(self.images, self.labels, self.spec, self.augment, self.seed, self.epoch, PixelCache(path, shape)), keep, errors
+        compact = _compact(path, shape, keep)  # positions shift: rewrite without the holes
+        kept = self.subset(keep)
+        kept.cache = compact
+        return kept, keep, errors
+
+
+class _RawPixels(Dataset):
+    """(index, uint8 model-size pixels or the error) of an ImageSet, for building its cache."""
+
+    def __init__(self, images: ImageSet):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        try:
+            return index, self.images.pixels(index), ""
+        except CamError as err:
+            return index, None, str(err)
+
+
+def _collate_raw(items):
+    good = [(i, p) for i, p, _ in items if p is not None]
+    indices = np.array([i for i, _ in good], dtype=np.int64)
+    pixels = np.stack([p for _, p in good]) if good else np.zeros((0, 1, 1, 1), np.uint8)
+    return indices, pixels, [e for _, p, e in items if p is None]
+
+
+def _compact(path: Path, shape: tuple[int, ...], keep: np.ndarray) -> PixelCache:
+    """Rewrite a cache file with only the rows `keep`, in place of the old one."""
+    new_shape = (len(keep), *shape[1:])
+    old = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+    compact_path = path.with_suffix(".kept.u8")
+    new = np.memmap(compact_path, dtype=np.uint8, mode="w+", shape=new_shape)
+    for start in range(0, len(keep), 1024):
+        new[start : start + 1024] = old[keep[start : start + 1024]]
+    new.flush()
+    del old, new
+    path.unlink()
+    return PixelCache(compact_path, new_shape)
+
+
+@dataclass
+class TrainingData:
+    """A run's training and validation sets, ready to stream, and what the loop reports about them."""
+
+    train: ImageSet
+    val: ImageSet
+    samples: torch.Tensor  # uint8 [k, H, W, C]: raw model-size validation images for export parity
+    fingerprint: str  # sha256 of the sources and labels, for provenance
+    notes: list[str] = field(default_factory=list)  # what the loader decided, printed to the user
+    val_boxes: list[np.ndarray | None] | None = None  # per validation image [m, 4] true boxes in model-input pixels
+
+
+def fingerprint(*sets: tuple[Sequence[ImageInput], np.ndarray]) -> str:
+    """sha256 over (sources, labels): the pixels of in-memory images, the name and size of files,
+    so that a run on a large folder is fingerprinted without reading it."""
+    digest = hashlib.sha256()
+    for images, labels in sets:
+        digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+        if isinstance(images, np.ndarray):
+            digest.update(np.ascontiguousarray(images).tobytes())
+            continue
+        for image in images:
+            if isinstance(image, np.ndarray):
+                digest.update(np.ascontiguousarray(image).tobytes())
+            else:
+                path = Path(image)
+                digest.update(f"{path.name}\0{path.stat().st_size if path.is_file() else -1}\0".encode())
+    return digest.hexdigest()
+
+
+def parity_samples(images: ImageSet) -> torch.Tensor:
+    """uint8 [k, H, W, C]: the first PARITY_SAMPLES readable validation images at model size."""
+    found = []
+    for index in range(len(images)):
+        try:
+            found.append(images.pixels(index))
+        except CamError:
+            continue
+        if len(found) == PARITY_SAMPLES:
+            break
+    return torch.from_numpy(np.stack(found))
+
+
+def default_workers(world: int = 1) -> int:
+    """Decoding processes per training process: the cores this process may use, less one for the
+    training step, at most 8 (beyond that one GPU rarely waits on decoding)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores // world - 1))
+
+
+def loader(images: ImageSet, batch_size: int, workers: int, sampler=None, pin_memory: bool = False) -> DataLoader:
+    """Batches of `images` in sampler order (else in order), decoded in `workers` processes."""
+    return DataLoader(
+        images, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(0),  # workers' own seeds: never drawn from the global RNG
+        prefetch_factor=4 if workers else None,
+    )
+
+
+def training_sampler(images: ImageSet, seed: int, rank: int, world: int) -> DistributedSampler:
+    """This process's share of each epoch's shuffled order (`set_epoch` before each epoch); with one
+    process, the whole order. The order depends on (seed, epoch, world) only."""
+    return DistributedSampler(images, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+
+
+def batches_per_epoch(count: int, batch_size: int, world: int) -> int:
+    """Optimizer steps per epoch: every process takes ceil(count / world) images, batch_size / world at a time."""
+    return math.ceil(math.ceil(count / world) / (batch_size // world))
+
+
+def check_batch_size(batch_size: int, world: int) -> None:
+    if batch_size % world:
+        raise TrainError(f"--batch-size {batch_size} must be a multiple of the {world} processes (each takes an equal share)")
+
