@@ -281,6 +281,14 @@ def default_workers(world: int = 1) -> int:
     return max(0, min(8, cores // world - 1))
 
 
+def decoding_workers(images: ImageSet, requested: int | None, world: int = 1) -> int:
+    """`requested` (--workers), else none for a set already in memory (nothing to decode: workers
+    would only take cores from the training step), else `default_workers`."""
+    if requested is not None:
+        return requested
+    return 0 if images.in_memory else default_workers(world)
+
+
 def loader(images: ImageSet, batch_size: int, workers: int, sampler=None, pin_memory: bool = False) -> DataLoader:
     """Batches of `images` in sampler order (else in order), decoded in `workers` processes."""
     return DataLoader(

@@ -12,7 +12,7 @@ import torch
 from runtime.files import atomic_path, write_text_atomic
 from runtime.image import Preprocess
 from train.checkpoint import load_checkpoint, model_from_checkpoint
-from train.data import ImageSet, default_workers, loader
+from train.data import ImageSet, decoding_workers, loader
 from train.errors import TrainError
 from train.recipes import DataOptions, recipe_of_checkpoint
 
@@ -162,7 +162,7 @@ def evaluate_checkpoint(
     part = recipe.read_split(options, split)
     images = ImageSet(part.images, part.labels, Preprocess.from_dict(checkpoint.preprocess))
     model = model_from_checkpoint(checkpoint, str(checkpoint_path)).to(device)
-    logits, labels, skipped = logits_and_labels(model, images, torch.device(device), default_workers())
+    logits, labels, skipped = logits_and_labels(model, images, torch.device(device), decoding_workers(images, None))
     if not len(labels):
         raise TrainError(f"{split} split: no readable images")
     metrics = classification_metrics(labels.numpy(), torch.softmax(logits, dim=1).numpy(), checkpoint.labels)

@@ -29,7 +29,7 @@ from runtime.errors import CamError, first_line
 from runtime.files import check_writable
 from runtime.image import Preprocess
 from train.checkpoint import Checkpoint, load_checkpoint, run_checkpoint, save_checkpoint
-from train.data import ImageSet, TrainingData, batches_per_epoch, check_batch_size, default_workers, loader, training_sampler
+from train.data import ImageSet, TrainingData, batches_per_epoch, check_batch_size, decoding_workers, default_workers, loader, training_sampler
 from train.errors import TrainError
 from train.evaluate import classification_metrics, logits_and_labels, write_report
 from train.models import STATE_DICT_DETAIL, BackboneInit, GapCam, imagenet_weights_cached
@@ -287,6 +287,7 @@ def resume(path: str | Path, log: Callable[[str], None] = print, **overrides) ->
 def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoint | None = None) -> Path:
     """Train per `config`, or continue from a loaded checkpoint `state`; returns the best checkpoint path."""
     recipe = config.build_recipe()
+    weights_unsaid = config.pretrained is None and config.weights is None and state is None
     config = config.resolved(recipe)
     for path, what in ((config.out, "best checkpoint"), (last_path(config.out), "latest checkpoint")):
         try:
@@ -297,6 +298,9 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoi
     rank, world = start_distributed(device)
     if rank != 0:
         log = lambda line: None  # noqa: E731 - only rank 0 talks and writes
+    if weights_unsaid and recipe.pretrained and not config.pretrained:
+        log(f"training {config.backbone} from scratch: torchvision's ImageNet weights are not in its cache "
+            "(--pretrained downloads them; --no-pretrained says so and silences this)")
     try:
         return _fit(config, recipe, device, rank, world, log, state)
     finally:
@@ -308,18 +312,16 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoi
 def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log, state: Checkpoint | None) -> Path:
     """Load the data (into a cache folder that lives as long as the run), then train."""
     check_batch_size(config.batch_size, world)
-    workers = config.workers if config.workers is not None else default_workers(world)
+    workers = config.workers if config.workers is not None else default_workers(world)  # decodes the cache, if any
     with tempfile.TemporaryDirectory(prefix="gapcam-cache-") as cache_dir:
         started = time.time()
         data = recipe.load(config.data_options(), config.cache, cache_dir, workers)
+        workers = decoding_workers(data.train, config.workers, world)
         for note in data.notes:
             log(note)
         log(f"{recipe.name}: {len(recipe.labels)} classes, {len(data.train)} training and {len(data.val)} validation images "
             f"({time.time() - started:.1f}s to prepare), {workers} decoding worker(s), device {device}"
             + (f", {world} processes" if world > 1 else ""))
-        if recipe.pretrained and not config.pretrained and config.weights is None and state is None:
-            log(f"training {config.backbone} from scratch: torchvision's ImageNet weights are not in its cache "
-                "(--pretrained downloads them; --no-pretrained silences this)")
         return _train(config, recipe, data, workers, device, rank, world, log, state, started)
 
 
