@@ -7,8 +7,9 @@ Writes an ImageFolder tree of `--images` JPEGs (the shapes dataset rendered at 2
 then, each in a fresh process:
 - the loader alone: images per second of one augmented epoch (decode, resize to 224, random
   resized crop, flip, normalize, collate), with 0, 1 and 2 workers, streamed and cached;
-- training one epoch of `python -m train folder` (small_cnn backbone at 224x224, so the data
-  pipeline and not a large model decides; batch 32; 10% carved for validation): the epoch's
+- training one epoch of `python -m train folder` at 224x224 with a deliberately light network (a
+  four-stage small_cnn of 8 to 64 channels, K = 64: about 0.1 GFLOP an image, so that the data
+  pipeline, not the model, decides; batch 32; 10% carved for validation): the epoch's
   seconds (training plus the validation pass) and the peak memory of the whole process tree
   (proportional set size, so pages that workers share are counted once), streamed with 0, 1 and
   2 workers, cached with 1, and, with `--old-tree DIR` (a checkout of 7ce38a2), the in-memory
@@ -26,31 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from process_tree import tree_memory_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_S = 0.1
-
-
-def tree_pss_mb(pid: int) -> float:
-    """Proportional set size of a process and its descendants, from /proc/PID/smaps_rollup."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        stack += children.get(current, [])
-        try:
-            for line in open(f"/proc/{current}/smaps_rollup"):
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
 
 
 def run_measured(code: str, cwd: Path) -> tuple[dict, float]:
@@ -58,7 +38,7 @@ def run_measured(code: str, cwd: Path) -> tuple[dict, float]:
     process = subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0.0
     while process.poll() is None:
-        peak = max(peak, tree_pss_mb(process.pid))
+        peak = max(peak, tree_memory_mb(process.pid, "Pss"))
         time.sleep(SAMPLE_S)
     out, err = process.communicate()
     if process.returncode != 0:
@@ -95,13 +75,19 @@ with tempfile.TemporaryDirectory() as cache:
     print(json.dumps({{"images": seen, "seconds": time.perf_counter() - start}}))
 """
 
+LIGHT = dict(backbone="small_cnn", in_channels=3, cam_channels=64, backbone_args={"widths": (8, 16, 32, 64), "convs_per_stage": 1})
+
 TRAIN_NEW = """
 import json, time
+from dataclasses import replace
 from train.loop import TrainConfig, fit
+from train.models import Architecture
+from train.recipes import FOLDER, RECIPES
 from train import load_checkpoint
+RECIPES["folder"] = replace(FOLDER, architecture=Architecture(**{light!r}))
 start = time.perf_counter()
-fit(TrainConfig(recipe="folder", data={data!r}, out="bench.pt", epochs=1, backbone="small_cnn", cam_channels=64, batch_size=32,
-                workers={workers}, cache={cache!r}, pretrained=False), log=lambda line: None)
+fit(TrainConfig(recipe="folder", data={data!r}, out="bench.pt", epochs=1, batch_size=32, workers={workers}, cache={cache!r},
+                pretrained=False), log=lambda line: None)
 history = load_checkpoint("bench.last.pt").training["history"]
 print(json.dumps({{"epoch_seconds": history[0]["seconds"], "total_seconds": time.perf_counter() - start}}))
 """
@@ -120,7 +106,7 @@ from train.recipes import RECIPES, Recipe
 RECIPES["bench"] = Recipe(
     name="bench", labels=tuple(sorted(CLASSES)),
     preprocess=Preprocess(224, 224, "RGB", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    architecture=Architecture(backbone="small_cnn", in_channels=3, num_classes=len(CLASSES), cam_channels=64),
+    architecture=Architecture(num_classes=len(CLASSES), **{light!r}),
     read=lambda recipe, options, split: carve(class_folders(options.path / "train", recipe.labels), split, 0, "train"),
     batch_size=32, optimizer="sgd", lr=3e-3, weight_decay=1e-4,
 )
@@ -135,25 +121,26 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--old-tree", type=Path, help="a checkout of gapcam 7ce38a2 (the in-memory loader)")
+    parser.add_argument("--training-only", action="store_true", help="skip the loader-alone rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         data = Path(work) / "photos"
         write_tree(data, args.images)
         print(f"{args.images} JPEGs of 256x256 (5 classes), model input 224x224; {os.cpu_count()} CPU cores\n")
         print("| loader alone (one augmented epoch) | workers | images/s |\n|---|---|---|")
-        for cache in ("off", "on"):
+        for cache in () if args.training_only else ("off", "on"):
             for workers in (0, 1, 2):
                 result, _ = run_measured(LOADER_ONLY.format(data=str(data), cache=cache, workers=workers), ROOT)
                 label = "streamed from the JPEGs" if cache == "off" else "from the memory-mapped cache"
                 print(f"| {label} | {workers} | {result['images'] / result['seconds']:.0f} |")
-        print("\n| training one epoch (small_cnn at 224, batch 32) | workers | epoch s | images/s | whole run s | peak memory MB |")
+        print("\n| training one epoch (light small_cnn at 224, batch 32) | workers | epoch s | images/s | whole run s | peak memory MB |")
         print("|---|---|---|---|---|---|")
         runs = [("streamed (`--cache off`)", TRAIN_NEW, w, "off") for w in (0, 1, 2)] + [("cached (`--cache on`)", TRAIN_NEW, 1, "on")]
         if args.old_tree:
             runs.append(("in memory (gapcam 7ce38a2)", TRAIN_OLD, 0, ""))
         for label, code, workers, cache in runs:
             with tempfile.TemporaryDirectory() as cwd:
-                result, peak = run_measured(code.format(data=str(data), workers=workers, cache=cache, old=str(args.old_tree)), Path(cwd) if code is TRAIN_NEW else Path(args.old_tree))
+                result, peak = run_measured(code.format(data=str(data), workers=workers, cache=cache, old=str(args.old_tree), light=LIGHT), Path(cwd) if code is TRAIN_NEW else Path(args.old_tree))
             print(f"| {label} | {workers if code is TRAIN_NEW else '-'} | {result['epoch_seconds']:.1f} | {args.images / result['epoch_seconds']:.0f} | "
                   f"{result['total_seconds']:.1f} | {peak:.0f} |")
 

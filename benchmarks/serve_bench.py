@@ -27,31 +27,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_serve import free_ports  # noqa: E402
+from process_tree import tree_memory_mb  # noqa: E402
 
 DURATION_S = 15
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, from /proc."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            for line in open(f"/proc/{current}/status"):
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-        stack += children.get(current, [])
-    return total / 1024
 
 
 def jpeg(seed: int) -> bytes:
@@ -106,13 +84,13 @@ def main(model: str) -> None:
             time.sleep(0.1)
         client.close()
         startup = time.monotonic() - launched
-        idle = tree_rss_mb(process.pid)
+        idle = tree_memory_mb(process.pid)
         images = [jpeg(seed) for seed in range(16)]
         rows = []
         for clients in (1, 4):
             rate, latencies = load(http, name, clients, images)
             ms = sorted(t * 1e3 for t in latencies)
-            rows.append(f"| {clients} | {rate:.1f} | {statistics.median(ms):.1f} | {ms[int(0.95 * (len(ms) - 1))]:.1f} | {tree_rss_mb(process.pid):.0f} MB |")
+            rows.append(f"| {clients} | {rate:.1f} | {statistics.median(ms):.1f} | {ms[int(0.95 * (len(ms) - 1))]:.1f} | {tree_memory_mb(process.pid):.0f} MB |")
         stopped = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=120)

@@ -30,7 +30,7 @@ class Subcommand:
 
 
 SUBCOMMANDS = {
-    "train": Subcommand("train.__main__", "main", "Train a GAP-CAM model: gapcam train RECIPE (shapes, fer, chest-xray)."),
+    "train": Subcommand("train.__main__", "main", "Train a GAP-CAM model: gapcam train RECIPE (shapes, fer, chest-xray, folder, cub)."),
     "export": Subcommand("export.__main__", "main", "A checkpoint or torch model to ONNX, parity checked (--int8 for CPUs)."),
     "run": Subcommand("runtime.__main__", "predict", "Classify images and draw where the model looked: overlays and a report."),
     "eval": Subcommand("runtime.__main__", "eval_command", "Localization metrics of a model on shapes or a folder with boxes."),

@@ -160,3 +160,24 @@ def test_cub_without_its_index_files_is_a_one_line_error(tmp_path):
     (tmp_path / "images").mkdir()
     done = run("train", "cub", "--data", tmp_path, "--epochs", "1", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr and "not CUB-200-2011 as it ships" in done.stderr
+
+
+def test_input_options_reshape_the_recipe(tree):
+    config = TrainConfig(recipe="folder", data=str(tree), out="x.pt", width=96, height=64, color="L")
+    recipe = config.build_recipe()
+    assert recipe.preprocess.size == (64, 96) and recipe.architecture.in_channels == 1
+    assert recipe.preprocess.mean == pytest.approx((np.mean((0.485, 0.456, 0.406)),))  # carried over to one channel
+    resolved = config.resolved(recipe)
+    assert (resolved.width, resolved.height, resolved.color, resolved.mean) == (96, 64, "L", recipe.preprocess.mean)
+    with pytest.raises(TrainError, match="mean and std need 3 values"):
+        TrainConfig(recipe="folder", data=str(tree), out="x.pt", mean=(0.5,)).build_recipe()
+
+
+def test_bad_command_line_values_are_named(tree, tmp_path):
+    bad_size = run("train", "folder", "--data", tree, "--size", "64x", cwd=tmp_path)
+    assert bad_size.returncode == 2 and "--size" in bad_size.stderr and "WIDTHxHEIGHT" in bad_size.stderr
+    bad_mean = run("train", "folder", "--data", tree, "--mean", "a,b,c", cwd=tmp_path)
+    assert bad_mean.returncode == 2 and "--mean" in bad_mean.stderr
+    fit(TrainConfig(recipe="folder", data=str(tree), out=str(tmp_path / "r.pt"), epochs=2, stop_after=1, workers=0, **SMALL), log=lambda s: None)
+    changed = run("train", "folder", "--resume", tmp_path / "r.last.pt", "--size", "32", cwd=tmp_path)
+    assert changed.returncode == 1 and "--resume continues a run as it was set up: --size cannot change" in changed.stderr

@@ -72,7 +72,7 @@ def parse_floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
 @click.option("--color", type=click.Choice(["RGB", "L"]), help="Input color mode, RGB or L (grayscale) (default: the recipe's).")
 @click.option("--mean", callback=parse_floats, metavar="M[,M,M]", help="Per-channel mean on the [0, 1] scale (default: the recipe's; ImageNet's for folder and cub).")
 @click.option("--std", callback=parse_floats, metavar="S[,S,S]", help="Per-channel std on the [0, 1] scale (default: the recipe's).")
-@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes per training process [default: the usable cores less one, at most 8].")
+@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes per training process [default on a GPU: the usable cores less one, at most 8; on the CPU, or for data already in memory: none].")
 @click.option("--cache", type=click.Choice(CACHE_MODES), default="auto", show_default=True,
               help="Decode image files once into a memory-mapped uint8 file at model size (auto: when it fits in 4 GiB).")
 @click.pass_context

@@ -274,19 +274,21 @@ def parity_samples(images: ImageSet) -> torch.Tensor:
     return torch.from_numpy(np.stack(found))
 
 
-def default_workers(world: int = 1) -> int:
-    """Decoding processes per training process: the cores this process may use, less one for the
-    training step, at most 8 (beyond that one GPU rarely waits on decoding)."""
+def default_workers(world: int = 1, spare: int = 1) -> int:
+    """Decoding processes per training process: its share of the usable cores, less `spare` for the
+    main process (the training step; none while the cache is built), at most 8 (beyond that one GPU
+    rarely waits on decoding)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores // world - 1))
+    return max(0, min(8, cores // world - spare))
 
 
-def decoding_workers(images: ImageSet, requested: int | None, world: int = 1) -> int:
-    """`requested` (--workers), else none for a set already in memory (nothing to decode: workers
-    would only take cores from the training step), else `default_workers`."""
+def decoding_workers(images: ImageSet, requested: int | None, world: int = 1, on_gpu: bool = False) -> int:
+    """`requested` (--workers), else `default_workers` where a GPU runs the model, else none: a set
+    already in memory has nothing to decode, and on the CPU torch's training step already uses every
+    core (measured in docs/benchmarks.md: on 2 cores an epoch takes longer with workers than without)."""
     if requested is not None:
         return requested
-    return 0 if images.in_memory else default_workers(world)
+    return default_workers(world) if on_gpu and not images.in_memory else 0
 
 
 def loader(images: ImageSet, batch_size: int, workers: int, sampler=None, pin_memory: bool = False) -> DataLoader:

@@ -162,7 +162,7 @@ def evaluate_checkpoint(
     part = recipe.read_split(options, split)
     images = ImageSet(part.images, part.labels, Preprocess.from_dict(checkpoint.preprocess))
     model = model_from_checkpoint(checkpoint, str(checkpoint_path)).to(device)
-    logits, labels, skipped = logits_and_labels(model, images, torch.device(device), decoding_workers(images, None))
+    logits, labels, skipped = logits_and_labels(model, images, torch.device(device), decoding_workers(images, None, on_gpu=device.startswith("cuda")))
     if not len(labels):
         raise TrainError(f"{split} split: no readable images")
     metrics = classification_metrics(labels.numpy(), torch.softmax(logits, dim=1).numpy(), checkpoint.labels)

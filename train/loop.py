@@ -312,11 +312,11 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoi
 def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log, state: Checkpoint | None) -> Path:
     """Load the data (into a cache folder that lives as long as the run), then train."""
     check_batch_size(config.batch_size, world)
-    workers = config.workers if config.workers is not None else default_workers(world)  # decodes the cache, if any
+    workers = config.workers if config.workers is not None else default_workers(world, spare=0)  # builds the cache, if any
     with tempfile.TemporaryDirectory(prefix="gapcam-cache-") as cache_dir:
         started = time.time()
         data = recipe.load(config.data_options(), config.cache, cache_dir, workers)
-        workers = decoding_workers(data.train, config.workers, world)
+        workers = decoding_workers(data.train, config.workers, world, device.type == "cuda")
         for note in data.notes:
             log(note)
         log(f"{recipe.name}: {len(recipe.labels)} classes, {len(data.train)} training and {len(data.val)} validation images "

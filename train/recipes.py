@@ -230,23 +230,17 @@ FOLDER = Recipe(
     data_help="an image-classification folder: DIR/train/<class>/*, optional DIR/val/<class>/*, DIR/test/<class>/* and DIR/boxes.csv",
 )
 
-CUB = Recipe(
+CUB = replace(  # the folder recipe's photo settings, for CUB's layout, model and schedule
+    FOLDER,
     name="cub",
-    labels=(),  # classes.txt: 200 bird species
-    find_labels=cub_labels,
-    preprocess=Preprocess(height=224, width=224, color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    find_labels=cub_labels,  # classes.txt: 200 bird species
     architecture=Architecture(backbone="resnet50", in_channels=3, num_classes=200, cam_channels=1024),
     read=read_cub_recipe,
     epochs=50,
-    batch_size=32,
     lr=1e-3,
-    optimizer="sgd",
-    weight_decay=1e-4,
-    head_lr_scale=10.0,
     # Choe et al. (CVPR 2020): resize to 256x256, random 224x224 crop, flip; here the same crop
     # share (224/256 per side) of the 224x224 image, resized back.
     augment=Augment(hflip=True, crop_scale=((224 / 256) ** 2, (224 / 256) ** 2), crop_ratio=(1.0, 1.0)),
-    pretrained=True,
     data_help="CUB_200_2011/ as it ships: images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt, classes.txt, images/",
 )
 
