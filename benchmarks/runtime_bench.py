@@ -28,7 +28,6 @@ import tempfile
 import textwrap
 import time
 from datetime import date
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np

@@ -3,6 +3,7 @@ end to end, and every bad layout is a one-line error."""
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -181,3 +182,14 @@ def test_bad_command_line_values_are_named(tree, tmp_path):
     fit(TrainConfig(recipe="folder", data=str(tree), out=str(tmp_path / "r.pt"), epochs=2, stop_after=1, workers=0, **SMALL), log=lambda s: None)
     changed = run("train", "folder", "--resume", tmp_path / "r.last.pt", "--size", "32", cwd=tmp_path)
     assert changed.returncode == 1 and "--resume continues a run as it was set up: --size cannot change" in changed.stderr
+
+
+def test_the_head_learns_faster_than_a_pretrained_backbone():
+    from train.loop import make_optimizer
+    from train.models import GapCam
+
+    recipe = FOLDER.with_labels(CLASSES).with_arch(backbone="small_cnn", cam_channels=8)
+    optimizer = make_optimizer(GapCam(recipe.architecture), recipe, 0.01)
+    assert [group["lr"] for group in optimizer.param_groups] == [0.01, 0.1]
+    shapes = make_optimizer(GapCam(recipe.architecture), replace(recipe, head_lr_scale=1.0), 0.01)
+    assert len(shapes.param_groups) == 1  # the other recipes keep one group, so their older checkpoints resume

@@ -19,9 +19,9 @@ import hashlib
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -160,7 +160,7 @@ class ImageSet(Dataset):
         """The same set restricted to positions `keep` (in order)."""
         keep = np.asarray(keep, dtype=np.int64)
         images = self.images[keep] if isinstance(self.images, np.ndarray) else [self.images[i] for i in keep]
-        return ImageSet(images, self.labels[keep], self.spec, self.augment, self.seed, self.epoch)
+        return replace(self, images=images, labels=self.labels[keep], cache=None)
 
     @property
     def in_memory(self) -> bool:
@@ -173,7 +173,9 @@ class ImageSet(Dataset):
     def with_cache(self, folder: str | os.PathLike, workers: int, desc: str) -> tuple["ImageSet", np.ndarray, list[str]]:
         """(this set decoded once into a memory-mapped file in `folder` without its unreadable images,
         the positions kept, one line per unreadable image). The decoding runs in `workers` processes."""
-        path = Path(tempfile.mkstemp(prefix=f"{desc.replace(' ', '-')}-", suffix=".u8", dir=folder)[1])
+        handle, name = tempfile.mkstemp(prefix=f"{desc.replace(' ', '-')}-", suffix=".u8", dir=folder)
+        os.close(handle)
+        path = Path(name)
         shape = (len(self), self.spec.height, self.spec.width, self.spec.channels)
         array = np.memmap(path, dtype=np.uint8, mode="w+", shape=shape) if len(self) else np.zeros(shape, np.uint8)
         raw = _RawPixels(self)
@@ -187,11 +189,9 @@ class ImageSet(Dataset):
         del array
         keep = np.flatnonzero(good)
         if len(keep) == len(self):
-            return ImageSet(self.images, self.labels, self.spec, self.augment, self.seed, self.epoch, PixelCache(path, shape)), keep, errors
+            return replace(self, cache=PixelCache(path, shape)), keep, errors
         compact = _compact(path, shape, keep)  # positions shift: rewrite without the holes
-        kept = self.subset(keep)
-        kept.cache = compact
-        return kept, keep, errors
+        return replace(self.subset(keep), cache=compact), keep, errors
 
 
 class _RawPixels(Dataset):

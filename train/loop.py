@@ -170,9 +170,12 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 def make_optimizer(model: GapCam, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
-    """The recipe's optimizer; the head (CAM conv and fc) at `recipe.head_lr_scale` times the backbone's rate."""
-    head = [*model.cam_conv.parameters(), *model.fc.parameters()]
-    groups = [{"params": list(model.backbone.parameters()), "lr": lr}, {"params": head, "lr": lr * recipe.head_lr_scale}]
+    """The recipe's optimizer; the head (CAM conv and fc) at `recipe.head_lr_scale` times the backbone's
+    rate where that is not 1 (one parameter group otherwise, as checkpoints of earlier gapcam have)."""
+    groups = list(model.parameters())
+    if recipe.head_lr_scale != 1:
+        head = [*model.cam_conv.parameters(), *model.fc.parameters()]
+        groups = [{"params": list(model.backbone.parameters()), "lr": lr}, {"params": head, "lr": lr * recipe.head_lr_scale}]
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
     if recipe.optimizer == "adamw":
