@@ -213,13 +213,13 @@ def resize(img: Image.Image, spec: Preprocess) -> Image.Image:
 
 
 def normalize(pixels: np.ndarray, spec: Preprocess) -> np.ndarray:
-    """uint8 HxW or HxWxC at model size -> float32 CxHxW, (x/255 - mean) / std."""
+    """uint8 HxW, HxWxC or a batch NxHxWxC at model size -> float32 CxHxW (NxCxHxW), (x/255 - mean) / std."""
     x = pixels.astype(np.float32) / np.float32(255.0)
     if x.ndim == 2:
         x = x[:, :, None]
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.moveaxis((x - mean) / std, -1, -3))  # a batch's channel axis too
 
 
 def preprocess(images: ImageInput | Sequence[ImageInput], spec: Preprocess) -> np.ndarray:

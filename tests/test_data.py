@@ -41,9 +41,20 @@ def assert_same_batches(a: list, b: list) -> None:
 def test_a_sample_without_augmentation_is_runtime_preprocess(files):
     images = ImageSet(files.images, files.labels, SPEC)
     for index in (0, 5, len(images) - 1):
-        sample = images[index]
-        np.testing.assert_array_equal(sample.x.numpy(), preprocess(files.images[index], SPEC)[0])
-        assert sample.label == files.labels[index] and sample.index == index
+        one = images[index]
+        assert one.y.tolist() == [files.labels[index]] and one.index.tolist() == [index]
+        np.testing.assert_array_equal(one.x.numpy(), preprocess(files.images[index], SPEC))
+    batch = images.__getitems__([3, 1, 4])  # what a DataLoader asks for, once per batch
+    np.testing.assert_array_equal(batch.x.numpy(), preprocess([files.images[i] for i in (3, 1, 4)], SPEC))
+
+
+@pytest.mark.parametrize("shape,color", [((48, 40, 3), "RGB"), ((48, 40), "L"), ((48, 40, 1), "L"), ((48, 40, 4), "RGB"), ((60, 40, 3), "RGB")])
+def test_arrays_in_memory_give_the_runtime_pixels(shape, color):
+    """Arrays already at model size skip the decode round trip; the pixels stay the runtime's."""
+    spec = Preprocess(height=48, width=40, color=color, mean=SPEC.mean[: 1 if color == "L" else 3], std=SPEC.std[: 1 if color == "L" else 3])
+    arrays = np.random.default_rng(2).integers(0, 256, (3, *shape), dtype=np.uint8)
+    batch = ImageSet(arrays, np.zeros(3, np.int64), spec).__getitems__([0, 1, 2])
+    np.testing.assert_array_equal(batch.x.numpy(), preprocess(list(arrays), spec))
 
 
 def test_batches_do_not_depend_on_the_number_of_workers(files):
@@ -70,7 +81,7 @@ def test_the_cache_leaves_out_unreadable_files(files, tmp_path):
     cached, keep, errors = images.with_cache(tmp_path, workers=0, desc="val")
     assert keep.tolist() == [0, 2] and len(errors) == 1 and "broken.jpg: not a readable image" in errors[0]
     assert len(cached) == 2 and cached.labels.tolist() == files.labels[[0, 2]].tolist()
-    np.testing.assert_array_equal(cached[1].x.numpy(), preprocess(files.images[2], SPEC)[0])
+    np.testing.assert_array_equal(cached[1].x.numpy(), preprocess(files.images[2], SPEC))
     streamed = list(loader(images, 8, 0))[0]
     assert streamed.index.tolist() == [0, 2] and streamed.errors == errors  # streamed, the batch leaves it out
 
@@ -95,6 +106,11 @@ def test_augmentation_keeps_size_and_is_seeded():
     np.testing.assert_array_equal(whole(pixels, rng, "bilinear"), pixels)
     gray = Augment(hflip=False, crop_scale=(0.5, 0.5))(pixels[:, :, :1], rng, "bilinear")
     assert gray.shape == (30, 50, 1)
+    padded = np.pad(pixels, ((4, 4), (4, 4), (0, 0)), mode="edge")  # the shift: a window of the edge-padded image
+    shifted = [Augment(hflip=False, shift=4)(pixels, np.random.default_rng(seed), "bilinear") for seed in range(30)]
+    windows = {(dy, dx): padded[dy : dy + 30, dx : dx + 50] for dy in range(9) for dx in range(9)}
+    assert all(any(np.array_equal(s, w) for w in windows.values()) for s in shifted)
+    assert len({next(k for k, w in windows.items() if np.array_equal(s, w)) for s in shifted}) > 10
     flips = [Augment(hflip=True)(pixels, np.random.default_rng(seed), "bilinear") for seed in range(20)]
     assert any(np.array_equal(f, pixels[:, ::-1]) for f in flips) and any(np.array_equal(f, pixels) for f in flips)
 

@@ -47,7 +47,7 @@ def test_training_eval_transform_is_the_runtime_preprocess(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "b.jpg")
     trained = ImageSet([tmp_path / "b.jpg"], np.array([0]), SHAPES.preprocess)[0].x.numpy()
     deployed = preprocess(tmp_path / "b.jpg", SHAPES.preprocess)
-    np.testing.assert_array_equal(trained, deployed[0])
+    np.testing.assert_array_equal(trained, deployed)
 
 
 def test_bad_images_give_one_line_errors(tmp_path):
