@@ -135,7 +135,7 @@ def main() -> None:
                 print(f"| {label} | {workers} | {result['images'] / result['seconds']:.0f} |")
         print("\n| training one epoch (light small_cnn at 224, batch 32) | workers | epoch s | images/s | whole run s | peak memory MB |")
         print("|---|---|---|---|---|---|")
-        runs = [("streamed (`--cache off`)", TRAIN_NEW, w, "off") for w in (0, 1, 2)] + [("cached (`--cache on`)", TRAIN_NEW, 1, "on")]
+        runs = [(label, TRAIN_NEW, w, cache) for label, cache in (("streamed (`--cache off`)", "off"), ("cached (`--cache on`)", "on")) for w in (0, 1, 2)]
         if args.old_tree:
             runs.append(("in memory (gapcam 7ce38a2)", TRAIN_OLD, 0, ""))
         for label, code, workers, cache in runs:
