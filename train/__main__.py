@@ -83,9 +83,9 @@ def fit_command(ctx: click.Context, recipe: str, resume_from: str | None, size: 
         options["width"], options["height"] = size
     if resume_from:
         given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-        changes_data = sorted(set(given) & {"labels", "width", "height", "color", "mean", "std", "backbone", "cam_channels", "pool"})
-        if changes_data or size is not None:
-            raise TrainError(f"--resume continues a run as it was set up: {', '.join('--' + n.replace('_', '-') for n in changes_data) or '--size'} cannot change")
+        changed = sorted(set(given) & {"labels", "color", "mean", "std", "backbone", "cam_channels", "pool"}) + (["size"] if size else [])
+        if changed:
+            raise TrainError(f"--resume continues a run as it was set up: {', '.join('--' + n.replace('_', '-') for n in changed)} cannot change")
         resume(resume_from, log=click.echo, recipe=recipe, **given)
     else:
         fit(TrainConfig(recipe=recipe, **{**options, "out": options["out"] or f"{recipe}.pt"}), log=click.echo)

@@ -111,8 +111,8 @@ class Batch(NamedTuple):
     errors: list[str]  # one line per unreadable image left out of this batch
 
 
-def as_batch(batch: Batch) -> Batch:
-    """The DataLoader's collate step: `ImageSet.__getitems__` already made the batch."""
+def as_batch(batch):
+    """The DataLoader's collate step: the dataset's `__getitems__` already made the batch."""
     return batch
 
 
@@ -137,22 +137,28 @@ class ImageSet(Dataset):
             return np.array(self.cache.array[index])
         return model_size_pixels(self.images[index], self.spec)
 
+    def read(self, indices: Sequence[int]) -> tuple[list[np.ndarray], list[int], list[str]]:
+        """(model-size pixels of the readable images among `indices`, their indices, one line per
+        unreadable image), unaugmented: what batches and the cache are made of."""
+        pixels, kept, errors = [], [], []
+        for index in indices:
+            try:
+                pixels.append(self.pixels(index))
+            except CamError as err:
+                errors.append(str(err))
+                continue
+            kept.append(index)
+        return pixels, kept, errors
+
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """The batch of images `indices`: each one's model-size pixels, augmented with its own
         generator (seeded by seed, epoch and index), then normalized together by
         `runtime.image.normalize`. Unreadable images are left out and reported. The DataLoader
         calls this once per batch, in a worker."""
-        pixels, kept, errors = [], [], []
-        for index in indices:
-            try:
-                image = self.pixels(index)
-            except CamError as err:
-                errors.append(str(err))
-                continue
-            if self.augment is not None:
-                image = self.augment(image, np.random.default_rng((self.seed, self.epoch, index)), self.spec.resize)
-            pixels.append(image)
-            kept.append(index)
+        pixels, kept, errors = self.read(indices)
+        if self.augment is not None:
+            pixels = [self.augment(image, np.random.default_rng((self.seed, self.epoch, index)), self.spec.resize)
+                      for image, index in zip(pixels, kept)]
         x = torch.from_numpy(normalize(np.stack(pixels), self.spec)) if pixels else torch.empty(0)
         return Batch(x, torch.from_numpy(self.labels[kept].astype(np.int64)), torch.tensor(kept, dtype=torch.int64), errors)
 
@@ -182,11 +188,11 @@ class ImageSet(Dataset):
         path = Path(name)
         shape = (len(self), self.spec.height, self.spec.width, self.spec.channels)
         array = np.memmap(path, dtype=np.uint8, mode="w+", shape=shape) if len(self) else np.zeros(shape, np.uint8)
-        raw = _RawPixels(self)
         good, errors = np.zeros(len(self), dtype=bool), []
-        for indices, pixels, failures in DataLoader(raw, batch_size=64, num_workers=workers, collate_fn=_collate_raw):
-            array[indices] = pixels
-            good[indices] = True
+        for pixels, kept, failures in DataLoader(_Unaugmented(self), batch_size=64, num_workers=workers, collate_fn=as_batch):
+            if kept:
+                array[kept] = np.stack(pixels)
+                good[kept] = True
             errors += failures
         if len(self):
             array.flush()
@@ -198,8 +204,8 @@ class ImageSet(Dataset):
         return replace(self.subset(keep), cache=compact), keep, errors
 
 
-class _RawPixels(Dataset):
-    """(index, uint8 model-size pixels or the error) of an ImageSet, for building its cache."""
+class _Unaugmented(Dataset):
+    """An ImageSet's `read` batches (model-size uint8 pixels, indices, errors), for building its cache."""
 
     def __init__(self, images: ImageSet):
         self.images = images
@@ -207,18 +213,8 @@ class _RawPixels(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int):
-        try:
-            return index, self.images.pixels(index), ""
-        except CamError as err:
-            return index, None, str(err)
-
-
-def _collate_raw(items):
-    good = [(i, p) for i, p, _ in items if p is not None]
-    indices = np.array([i for i, _ in good], dtype=np.int64)
-    pixels = np.stack([p for _, p in good]) if good else np.zeros((0, 1, 1, 1), np.uint8)
-    return indices, pixels, [e for _, p, e in items if p is None]
+    def __getitems__(self, indices: Sequence[int]):
+        return self.images.read(indices)
 
 
 def _compact(path: Path, shape: tuple[int, ...], keep: np.ndarray) -> PixelCache:

@@ -12,7 +12,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -65,7 +65,7 @@ class TrainConfig:
     cache: str = "auto"  # decode image files once into a memory-mapped cache: auto, on or off
 
     def data_options(self) -> DataOptions:
-        return DataOptions(Path(self.data) if self.data else None, self.samples, self.seed, Path(self.labels) if self.labels else None)
+        return DataOptions.of_run(asdict(self))
 
     def resolved(self, recipe: Recipe) -> "TrainConfig":
         """The same config with the recipe's defaults filled in."""
