@@ -14,6 +14,7 @@ from export.int8 import (
 )
 from export.onnx_export import OPSET, export_checkpoint
 from runtime.cli import cli_errors
+from runtime.compat import OLDEST_ONNXRUNTIME, OPSETS
 from runtime.files import read_text_file
 
 INT8_ONLY = {
@@ -25,7 +26,7 @@ INT8_ONLY = {
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="ONNX path [default: CHECKPOINT with .onnx].")
-@click.option("--opset", type=click.IntRange(min=17), default=OPSET, show_default=True, help="ONNX opset version.")
+@click.option("--opset", type=click.IntRange(OPSETS[0], OPSETS[-1]), default=OPSET, show_default=True, help=f"ONNX opset version ({OPSETS[0]} runs on onnxruntime {OLDEST_ONNXRUNTIME} and newer; docs/compatibility.md).")
 @click.option("--arch", help="CHECKPOINT is a state dict of this torchvision classifier (resnet50, densenet121, ...).")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="With --arch: class names, one per line.")
 @click.option("--input-size", nargs=2, type=click.IntRange(min=8), default=(224, 224), show_default=True, help="With --arch: H W.")

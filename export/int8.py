@@ -24,7 +24,9 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
 from export.errors import ExportError
+from export.versions import default_opset, stamp_lowest_versions
 from runtime.boxes import best_iou, box_iou
+from runtime.compat import required_onnxruntime
 from runtime.errors import CamError, first_line
 from runtime.files import atomic_path, sha256_file
 from runtime.image import ImageInput, Preprocess, collect_images, load_image, preprocess
@@ -329,6 +331,7 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
         except Exception as err:  # onnxruntime's quantization tools raise many unrelated types
             raise ExportError(f"{out}: onnxruntime could not quantize the model ({first_line(err)}); nothing written") from None
         proto = onnx.load(candidate_path)
+        stamp_lowest_versions(proto)  # the tools import every domain onnxruntime knows; older builds refuse unknown ones
         quantization = {
             "precision": "int8",
             "format": "QDQ",
@@ -357,7 +360,7 @@ def _write_metadata(proto: onnx.ModelProto, info: ModelInfo, quantization: dict,
     kept = [p for p in proto.metadata_props if not p.key.startswith(PREFIX)]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
-    info = replace(info, quantization=quantization)
+    info = replace(info, quantization=quantization, min_onnxruntime=required_onnxruntime(default_opset(proto), "int8"))
     for key, value in info.to_props().items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save_model(proto, path, save_as_external_data=False)

@@ -16,14 +16,16 @@ import runtime
 from export.errors import ExportError
 from export.int8 import Int8Options, Int8Report, quantize_model
 from export.parity import measure_parity, parity_inputs
+from export.versions import default_opset, stamp_lowest_versions
 from runtime.boxes import PAPER_BOX_THRESHOLD
+from runtime.compat import DEFAULT_OPSET, OPSETS, required_onnxruntime
 from runtime.errors import first_line, raises_only
 from runtime.files import atomic_path, sha256_file
 from runtime.image import Preprocess
 from runtime.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 
-OPSET = 18
+OPSET = DEFAULT_OPSET  # runs on every onnxruntime gapcam supports (runtime.compat)
 
 
 @dataclass
@@ -70,7 +72,12 @@ def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, 
     `fc_weight` [num_classes, K], num_classes <= K, the graph also outputs the class maps.
 
     The example batch has 2 images: torch.export specializes a size-1 dimension to a constant.
+    The model is stamped with the lowest IR version its opset needs, so older onnxruntime builds load it.
+
+    Raises ExportError for an opset gapcam does not export (runtime.compat.OPSETS).
     """
+    if opset not in OPSETS:
+        raise ExportError(f"--opset {opset}: gapcam exports opsets {OPSETS[0]} to {OPSETS[-1]} (each tested on onnxruntime; see docs/compatibility.md)")
     with_maps = fc_weight is not None and fc_weight.shape[0] <= fc_weight.shape[1]
     names = [*OUTPUT_NAMES, CLASS_MAPS_NAME] if with_maps else list(OUTPUT_NAMES)
     traced = WithClassMaps(model, fc_weight) if with_maps else model
@@ -89,7 +96,11 @@ def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, 
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
-    return program.model_proto
+    proto = program.model_proto
+    if default_opset(proto) != opset:  # the exporter falls back to its own opset where it cannot convert
+        raise ExportError(f"--opset {opset}: torch {torch.__version__} exported opset {default_opset(proto)} instead")
+    stamp_lowest_versions(proto)
+    return proto
 
 
 @raises_only(ExportError)
@@ -122,7 +133,8 @@ def export_model(
             f"features {parity['features']['relative']:.2e}, cams {parity['cams']['relative']:.2e}, "
             f"tolerance {parity['tolerance']:.0e}, argmax agree {parity['argmax_agree']}); nothing written"
         )
-    for key, value in replace(info, parity=parity).to_props().items():
+    info = replace(info, parity=parity, min_onnxruntime=required_onnxruntime(opset, "fp32"))
+    for key, value in info.to_props().items():
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name, proto.producer_version = "gapcam", runtime.__version__
     quantized = None

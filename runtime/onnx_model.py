@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from runtime.boxes import PAPER_BOX_THRESHOLD
+from runtime.compat import version_tuple
 from runtime.errors import CamError, check_format
 from runtime.image import Preprocess
 
@@ -53,6 +54,7 @@ class ModelInfo:
     parity: dict[str, Any] = field(default_factory=dict)  # torch-vs-onnxruntime figures at export
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, data fingerprint, metrics, ...
     quantization: dict[str, Any] = field(default_factory=dict)  # int8 models: settings and measured fidelity to the fp32 model
+    min_onnxruntime: str = ""  # the oldest onnxruntime that runs the graph (runtime.compat); "" in files from before 0.2
 
     def __post_init__(self) -> None:
         self.fc_weight = np.asarray(self.fc_weight, dtype=np.float32)
@@ -67,6 +69,11 @@ class ModelInfo:
             raise CamError("metadata: fc_weight and fc_bias must be finite numbers")
         if not isinstance(self.quantization, dict):
             raise CamError(f"metadata: quantization must be a JSON object, got {type(self.quantization).__name__}")
+        if self.min_onnxruntime:
+            try:
+                version_tuple(self.min_onnxruntime)
+            except (TypeError, AttributeError, ValueError):
+                raise CamError(f"metadata: min_onnxruntime must be a version such as '1.15', got {self.min_onnxruntime!r}") from None
         if not (isinstance(self.box_threshold, (int, float)) and 0.0 <= self.box_threshold <= 1.0):  # NaN fails too
             raise CamError(f"metadata: box_threshold must be a number within [0, 1], got {self.box_threshold!r}")
 
@@ -99,6 +106,7 @@ class ModelInfo:
             "parity": self.parity,
             "provenance": self.provenance,
             "quantization": self.quantization,
+            "min_onnxruntime": self.min_onnxruntime,
         }
         return {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
@@ -127,6 +135,7 @@ class ModelInfo:
                 parity=values.get("parity", {}),
                 provenance=values.get("provenance", {}),
                 quantization=values.get("quantization", {}),
+                min_onnxruntime=values.get("min_onnxruntime", ""),
             )
         except CamError as err:
             raise CamError(f"{source}: {err}" if not str(err).startswith(source) else str(err)) from None

@@ -3,10 +3,12 @@ CPU), and opening a model file or bytes with one-line errors."""
 from __future__ import annotations
 
 import ctypes
+import re
 import sys
 from importlib import metadata
 from typing import Sequence
 
+from runtime.compat import check_onnxruntime, version_tuple
 from runtime.errors import CamError, first_line
 
 CUDA = "CUDAExecutionProvider"
@@ -51,11 +53,21 @@ def _import_onnxruntime():
         )
     try:
         import onnxruntime
-    except ImportError as err:
-        raise CamError(f"onnxruntime is not installed or does not load ({first_line(err)}): {INSTALL_HINT}") from None
+    except Exception as err:  # ImportError, or SystemError from a build compiled for numpy 1 beside numpy 2
+        raise CamError(f"onnxruntime is not installed or does not load ({first_line(err)}): {_load_hint(builds)}") from None
     if not hasattr(onnxruntime, "InferenceSession"):
         raise CamError(f"the onnxruntime folder is damaged (left over from another build?): pip install --force-reinstall {builds[0].split()[0] if builds else 'onnxruntime'}")
     return onnxruntime
+
+
+def _load_hint(builds: list[str]) -> str:
+    """What to do when onnxruntime does not import: onnxruntime before 1.19 was built for numpy 1 and
+    fails to import beside numpy 2 (measured: 1.16.3 raises SystemError); else install it."""
+    numpy_version = installed_versions(["numpy"])
+    old_build = builds and version_tuple(builds[0].split()[1]) < (1, 19, 0)
+    if old_build and numpy_version and version_tuple(numpy_version[0].split()[1]) >= (2, 0, 0):
+        return f"{builds[0]} was built for numpy 1 and does not load beside {numpy_version[0]}: pip install 'numpy<2' (or onnxruntime>=1.19)"
+    return INSTALL_HINT
 
 
 ort = _import_onnxruntime()
@@ -90,12 +102,24 @@ def choose_providers(providers: Sequence[str] | None) -> list[str]:
     return list(providers)
 
 
+# Where in onnxruntime's sources a load error was raised: "/onnxruntime_src/.../model.cc:149 onnxruntime::Model::Model(...) "
+SOURCE_LOCATION = re.compile(r"[/\\]\S*?\.(?:cc|cpp|h):\d+ [\w:~<>]+\([^)]*\)\s*")
+
+
+def onnxruntime_reason(err: BaseException) -> str:
+    """onnxruntime's whole error message on one line, without the C++ source location and signature
+    it puts before the reason ("Unsupported model IR version: 10, max supported IR version: 9")."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return " ".join(SOURCE_LOCATION.sub(" ", text).split()) or err.__class__.__name__
+
+
 def open_inference_session(source: str | bytes, providers: Sequence[str] | None, name: str) -> ort.InferenceSession:
     """An onnxruntime session for a model path or serialized bytes, on `choose_providers(providers)`.
 
     A model given as bytes (a package's, or one being exported) cannot follow external-data
     references to other files on disk. Raises CamError naming `name` when the model does not load.
     """
+    check_onnxruntime(source, ort.__version__, name)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # a CUDA provider that cannot start falls back; callers report get_providers()
     # onnxruntime's threads otherwise spin after each call, taking the cores from the decoding and
@@ -104,7 +128,7 @@ def open_inference_session(source: str | bytes, providers: Sequence[str] | None,
     try:
         return ort.InferenceSession(source, sess_options=options, providers=choose_providers(providers))
     except Exception as err:  # onnxruntime raises several unrelated types for unreadable files
-        reason = first_line(err)
+        reason = onnxruntime_reason(err)
         if isinstance(source, bytes) and "external" in reason.lower():
             raise CamError(f"{name}: the ONNX model references external data; a package holds one self-contained ONNX file") from None
         raise CamError(f"{name}: not a loadable ONNX model ({reason})") from None

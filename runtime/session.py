@@ -102,6 +102,8 @@ class CamSession:
         actual_shapes = {o["name"]: o["shape"][1:] for o in [actual["input"], *actual["outputs"]]}
         if declared_shapes != actual_shapes:
             problems.append(f"shapes {declared_shapes} vs the model's {actual_shapes}")
+        if manifest.min_onnxruntime and manifest.min_onnxruntime != self.info.min_onnxruntime:
+            problems.append(f"min_onnxruntime {manifest.min_onnxruntime!r} vs the model's {self.info.min_onnxruntime!r}")
         if problems:
             raise CamError(f"{self.path}: manifest disagrees with {MODEL}: {'; '.join(problems)}")
 

@@ -54,7 +54,8 @@ RUNTIME_RULES = {
 LEAF_MODULES = {  # the math and formats at the bottom import no session, store or provider
     "runtime/boxes.py": {"numpy", "runtime.errors"},
     "runtime/cam.py": {"numpy", "runtime.errors"},
-    "runtime/onnx_model.py": {"numpy", "runtime.boxes", "runtime.errors", "runtime.image"},
+    "runtime/onnx_model.py": {"numpy", "runtime.boxes", "runtime.compat", "runtime.errors", "runtime.image"},
+    "runtime/compat.py": {"runtime.errors"},  # which onnxruntime runs which model: read before any session opens
     "runtime/package.py": {"runtime.errors", "runtime.files"},
     "train/checkpoint.py": {"torch", "runtime", "runtime.errors", "runtime.files", "runtime.image", "train.errors",
                             "train.models", "train.loop", "train.data", "train.recipes"},

@@ -61,6 +61,8 @@ def render_card(manifest: Manifest, description: str = "") -> str:
         f"- Preprocessing: resize to {pre['width']}x{pre['height']} ({pre['resize']}), color {pre['color']}, "
         f"(x/255 - mean) / std with mean {pre['mean']} and std {pre['std']}",
         f"- License: {manifest.license}",
+        *([f"- Runs on onnxruntime {manifest.min_onnxruntime} and newer (opset {manifest.provenance.get('opset', '?')})"]
+          if manifest.min_onnxruntime else []),
         "",
         "## Metrics",
         "",

@@ -143,6 +143,7 @@ def pack(
         },
         precision=info.precision,
         quantization=info.quantization,
+        min_onnxruntime=info.min_onnxruntime,
     )
     files["README.md"] = render_card(manifest, description).encode()
     manifest.files["README.md"] = file_entry(files["README.md"])
