@@ -10,7 +10,7 @@ DETECTED_ORT := $(shell if test -x $(PY) && $(PY) -m pip show -q onnxruntime-gpu
 ORT ?= $(DETECTED_ORT)
 STAMP := $(VENV)/.installed-$(ORT)-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install test demo bench bundle clean
+.PHONY: install test test-compat demo bench bench-compat bundle clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# gapcam's wheel in fresh virtualenvs: the oldest supported onnxruntime, and Pythons 3.10-3.13 where present.
+test-compat: $(STAMP)
+	$(PY) -m pytest -q -m compat
 
 demo: $(STAMP)
 	$(PY) -m train shapes --out demo/shapes.pt
@@ -38,11 +42,17 @@ clean:
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_bench.py docs/benchmarks.md
 
+# Which onnxruntime release runs gapcam's graphs at each opset (the table in runtime/compat.py).
+bench-compat: $(STAMP)
+	$(PY) benchmarks/onnxruntime_compat.py docs/compatibility.md
+
+SHAPES_VERSION := 1.1.0
 # Rebuild the shapes package that ships inside gapcam (runtime/models/) from the demo's model.
 bundle: $(STAMP)
 	test -f demo/metrics.json || $(MAKE) demo
-	$(PY) -m zoo pack demo/shapes.onnx --name shapes --version 1.0.0 --license MIT --card docs/shapes_card.md \
+	$(PY) -m zoo pack demo/shapes.onnx --name shapes --version $(SHAPES_VERSION) --license MIT --card docs/shapes_card.md \
 		--metrics demo/metrics.json -o build --overwrite $$(for f in demo/images/*.png; do printf -- '--images %s ' $$f; done)
-	cp build/shapes-1.0.0.zip runtime/models/shapes-1.0.0.zip
-	$(PY) -m zoo publish runtime/models/shapes-1.0.0.zip --index runtime/models/index.json
-	$(PY) -m zoo verify runtime/models/shapes-1.0.0.zip
+	rm -f runtime/models/shapes-*.zip runtime/models/index.json
+	cp build/shapes-$(SHAPES_VERSION).zip runtime/models/
+	$(PY) -m zoo publish runtime/models/shapes-$(SHAPES_VERSION).zip --index runtime/models/index.json
+	$(PY) -m zoo verify runtime/models/shapes-$(SHAPES_VERSION).zip

@@ -88,9 +88,12 @@ def version_text() -> str:
     """gapcam's version, the onnxruntime build with its providers, and torch where installed."""
     lines = [f"gapcam {gapcam.__version__} (Python {platform.python_version()}, {platform.system()} {platform.machine()})"]
     try:
+        from runtime.compat import OLDEST_ONNXRUNTIME, version_tuple
         from runtime.providers import choose_providers, onnxruntime_builds, ort
 
-        lines.append(f"onnxruntime: {', '.join(onnxruntime_builds()) or ort.__version__}; providers available: "
+        too_old = version_tuple(ort.__version__) < version_tuple(OLDEST_ONNXRUNTIME)
+        support = f"older than {OLDEST_ONNXRUNTIME}, the oldest gapcam supports" if too_old else f"gapcam supports {OLDEST_ONNXRUNTIME} and newer"
+        lines.append(f"onnxruntime: {', '.join(onnxruntime_builds()) or ort.__version__} ({support}); providers available: "
                      f"{', '.join(ort.get_available_providers())}; gapcam uses: {', '.join(choose_providers(None))}")
     except Exception as err:
         try:

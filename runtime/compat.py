@@ -60,7 +60,7 @@ class ModelHeader:
 
     ir_version: int = 0
     opsets: dict[str, int] = field(default_factory=dict)  # domain ("" is ai.onnx) -> version
-    min_onnxruntime: str = ""  # the model's own statement (gapcam models since 0.2), else ""
+    min_onnxruntime: str = ""  # the model's own statement (models exported since it was added), else ""
 
     def required(self) -> tuple[str, str]:
         """(the oldest onnxruntime this model needs, why), from its own statement, else from its IR

@@ -54,7 +54,7 @@ class ModelInfo:
     parity: dict[str, Any] = field(default_factory=dict)  # torch-vs-onnxruntime figures at export
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, data fingerprint, metrics, ...
     quantization: dict[str, Any] = field(default_factory=dict)  # int8 models: settings and measured fidelity to the fp32 model
-    min_onnxruntime: str = ""  # the oldest onnxruntime that runs the graph (runtime.compat); "" in files from before 0.2
+    min_onnxruntime: str = ""  # the oldest onnxruntime that runs the graph (runtime.compat); "" in older files
 
     def __post_init__(self) -> None:
         self.fc_weight = np.asarray(self.fc_weight, dtype=np.float32)

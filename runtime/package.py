@@ -59,7 +59,7 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)  # checkpoint sha256, versions, opset, created
     precision: str = "fp32"  # "int8" for a quantized model
     quantization: dict[str, Any] = field(default_factory=dict)  # int8: settings and measured fidelity to the fp32 model
-    min_onnxruntime: str = ""  # the oldest onnxruntime that runs the model, as its metadata says ("" before 0.2)
+    min_onnxruntime: str = ""  # the oldest onnxruntime that runs the model, as its metadata says ("" in older packages)
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2, sort_keys=True)
@@ -92,7 +92,7 @@ class Manifest:
         for name, entry in data["files"].items():
             if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and isinstance(entry.get("size"), int)):
                 raise CamError(f"{source}: manifest entry for {name!r} needs sha256 and size")
-        # packages made before INT8 models (precision, quantization) or before 0.2 (min_onnxruntime) lack them
+        # packages made before INT8 models (precision, quantization) or before min_onnxruntime lack them
         optional = {"precision": (str, "fp32"), "quantization": (dict, {}), "min_onnxruntime": (str, "")}
         for key, (kind, default) in optional.items():
             data.setdefault(key, default)

@@ -1,7 +1,14 @@
 """Shared fixtures: one tiny shapes model, trained for an epoch and exported, for the whole session."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +77,22 @@ def valid_props(tiny_onnx):
     import onnx
 
     return {p.key: p.value for p in onnx.load(tiny_onnx).metadata_props}
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory):
+    """The sdist and the wheel, built from a copy of the tracked files (the checkout stays clean)."""
+    source = tmp_path_factory.mktemp("source")
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (_ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(_ROOT / name, source / name)
+    dist = tmp_path_factory.mktemp("dist")
+    built = []
+    for hook in ("build_sdist", "build_wheel"):  # one process each, as a build frontend does
+        code = f"from setuptools import build_meta; print(build_meta.{hook}({str(dist)!r}))"
+        done = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        built.append(dist / done.stdout.split()[-1])
+    return tuple(built)

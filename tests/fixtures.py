@@ -195,3 +195,19 @@ def write_image_folder(root: Path, per_class: int = 6, val: bool = False, test: 
     if boxes:
         (root / "boxes.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def fresh_virtualenv(folder: Path, python: str, *requirements: str) -> Path:
+    """A new virtualenv of interpreter `python` at `folder` with `requirements` pip-installed from
+    the package index; returns its python. Fails the test with pip's last lines if pip fails."""
+    import pytest
+
+    made = subprocess.run([python, "-m", "venv", str(folder)], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    venv_python = folder / "bin" / "python"
+    install = subprocess.run([str(venv_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
+                             capture_output=True, text=True, timeout=900)
+    if install.returncode != 0 and any(marker in install.stderr for marker in ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable")):
+        pytest.skip(f"the package index cannot be reached: {install.stderr.strip().splitlines()[-1]}")
+    assert install.returncode == 0, install.stderr[-2000:]
+    return venv_python

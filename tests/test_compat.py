@@ -214,3 +214,13 @@ def test_int8_models_lose_the_tools_domains_and_record_their_requirement(tiny_on
     assert [(e.domain, e.version) for e in model.opset_import] == [("", 18)] and model.ir_version == 8
     assert CamSession(report.path).info.min_onnxruntime == compat.ONNXRUNTIME_FOR_OPSET[18][1]
     np.testing.assert_equal(CamSession(report.path).info.labels, CamSession(tiny_onnx).info.labels)
+
+
+@pytest.mark.parametrize("installed,said", [("1.14.1", "older than 1.15, the oldest gapcam supports"), ("1.16.3", "gapcam supports 1.15 and newer")])
+def test_gapcam_version_says_whether_the_onnxruntime_is_supported(monkeypatch, installed, said):
+    from gapcam.cli import version_text
+
+    monkeypatch.setattr(providers.ort, "__version__", installed)
+    monkeypatch.setattr(providers, "onnxruntime_builds", lambda: [f"onnxruntime {installed}"])
+    line = next(line for line in version_text().splitlines() if line.startswith("onnxruntime: "))
+    assert line.startswith(f"onnxruntime: onnxruntime {installed} ({said})")

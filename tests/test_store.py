@@ -17,7 +17,7 @@ def test_names_resolve_in_the_store_first_then_bundled(private_store, packed):
     import shutil
 
     assert split_reference("shapes@1.0.0") == ("shapes", "1.0.0") and split_reference("shapes") == ("shapes", None)
-    assert find_package("shapes") == BUNDLED / "shapes-1.0.0.zip"
+    assert find_package("shapes") == BUNDLED / "shapes-1.1.0.zip"
     assert find_package("shapes@9.9.9") is None and find_package("../etc") is None
     for version in ("0.1.0", "0.10.0", "0.9.0"):
         shutil.copytree(packed.folder, store_path("tiny", version))

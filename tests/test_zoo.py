@@ -169,7 +169,7 @@ def test_test_vectors_catch_a_different_model(packed, tmp_path, tiny_onnx):
 
 
 def test_bundled_shapes_package_verifies_and_runs_offline(private_store, shape_images):
-    archive = BUNDLED / "shapes-1.0.0.zip"
+    archive = BUNDLED / "shapes-1.1.0.zip"
     report = verify(archive)
     assert report.passed, report.checks
     session = CamSession("shapes")
@@ -180,13 +180,13 @@ def test_bundled_shapes_package_verifies_and_runs_offline(private_store, shape_i
     assert np.mean([r.classes[0] == y for r, y in zip(results, shape_images.labels)]) >= 0.75
     assert archive.stat().st_size < 5_000_000
     entries = read_index(DEFAULT_INDEX)
-    assert [(e["name"], e["version"]) for e in entries] == [("shapes", "1.0.0")]
+    assert [(e["name"], e["version"]) for e in entries] == [("shapes", "1.1.0")]
 
 
 def test_fetch_from_the_default_index_uses_the_bundled_archive(private_store):
     path = fetch("shapes", progress=False)
-    assert path == store_path("shapes", "1.0.0")
-    assert CamSession("shapes@1.0.0").package.path == path  # the store wins over the bundled copy
+    assert path == store_path("shapes", "1.1.0")
+    assert CamSession("shapes@1.1.0").package.path == path  # the store wins over the bundled copy
 
 
 def test_triton_repository_layout(packed, tmp_path):
@@ -212,7 +212,7 @@ def test_zoo_cli(packed, tmp_path, private_store):
         return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True, timeout=300)
 
     listed = zoo("list")
-    assert listed.returncode == 0 and "shapes" in listed.stdout and "1.0.0" in listed.stdout
+    assert listed.returncode == 0 and "shapes" in listed.stdout and "1.1.0" in listed.stdout
     info = zoo("info", "shapes")
     assert json.loads(info.stdout)["name"] == "shapes"
     ok = zoo("verify", packed.archive)
