@@ -102,8 +102,9 @@ def choose_providers(providers: Sequence[str] | None) -> list[str]:
     return list(providers)
 
 
-# Where in onnxruntime's sources a load error was raised: "/onnxruntime_src/.../model.cc:149 onnxruntime::Model::Model(...) "
-SOURCE_LOCATION = re.compile(r"[/\\]\S*?\.(?:cc|cpp|h):\d+ [\w:~<>]+\([^)]*\)\s*")
+# Where in onnxruntime's sources a load error was raised: "/onnxruntime_src/.../model.cc:149 onnxruntime::Model::Model(...) ",
+# or with a return type: ".../model_load_utils.h:46 void onnxruntime::model_load_utils::ValidateOpsetForDomain(...) "
+SOURCE_LOCATION = re.compile(r"[/\\]\S*?\.(?:cc|cpp|h):\d+ (?:[\w:~<>*&]+ )*?[\w:~<>]+\([^)]*\)\s*")
 
 
 def onnxruntime_reason(err: BaseException) -> str:

@@ -168,6 +168,13 @@ def test_source_locations_are_cut_from_onnxruntime_messages():
             "const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) Unsupported model IR version: 10, max supported IR version: 9\n")
     assert providers.onnxruntime_reason(RuntimeError(text)) == (
         "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed: Unsupported model IR version: 10, max supported IR version: 9")
+    opset = ("[ONNXRuntimeError] : 1 : FAIL : Load model from /tmp/a b/m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model_load_utils.h:46 "
+             "void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::unordered_map<std::basic_string<char>, int>&, "
+             "const onnxruntime::logging::Logger&, bool, const string&, int) ONNX Runtime only *guarantees* support for models stamped "
+             "with official released onnx opset versions. Current official support for domain ai.onnx is till opset 19.")
+    assert providers.onnxruntime_reason(RuntimeError(opset)) == (
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from /tmp/a b/m.onnx failed: ONNX Runtime only *guarantees* support for models "
+        "stamped with official released onnx opset versions. Current official support for domain ai.onnx is till opset 19.")
 
 
 def test_an_old_build_beside_numpy_2_is_told_to_pin_numpy(monkeypatch):

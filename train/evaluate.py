@@ -69,10 +69,15 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
 
 
 @torch.no_grad()
-def logits_and_labels(model: torch.nn.Module, images: ImageSet, device: torch.device, workers: int = 0,
-                      batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def logits_and_labels(model: torch.nn.Module, images: ImageSet, device: torch.device, workers: int,
+                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(logits [n, num_classes] on the CPU, labels [n], one line per unreadable image left out) of a
-    streamed set, in eval mode."""
+    streamed set, in eval mode, `batch_size` images at a time.
+
+    Pass the training batch size: a forward pass's activations grow with the batch, and a larger
+    evaluation batch than training's (this was 128) made the peak memory of a run grow with its
+    validation set until it held 128 images (docs/benchmarks.md, training memory).
+    """
     model.eval()
     logits, labels, errors = [], [], []
     for batch in loader(images, batch_size, workers):
@@ -162,7 +167,9 @@ def evaluate_checkpoint(
     part = recipe.read_split(options, split)
     images = ImageSet(part.images, part.labels, Preprocess.from_dict(checkpoint.preprocess))
     model = model_from_checkpoint(checkpoint, str(checkpoint_path)).to(device)
-    logits, labels, skipped = logits_and_labels(model, images, torch.device(device), decoding_workers(images, None, on_gpu=device.startswith("cuda")))
+    batch_size = int(config.get("batch_size") or recipe.batch_size)  # what training held in memory at once
+    workers = decoding_workers(images, None, on_gpu=device.startswith("cuda"))
+    logits, labels, skipped = logits_and_labels(model, images, torch.device(device), workers, batch_size)
     if not len(labels):
         raise TrainError(f"{split} split: no readable images")
     metrics = classification_metrics(labels.numpy(), torch.softmax(logits, dim=1).numpy(), checkpoint.labels)

@@ -190,9 +190,10 @@ def validation_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def calibrate_box_threshold(model: GapCam, images: ImageSet, boxes: list[np.ndarray | None], device, workers: int = 0, batch_size: int = 64) -> dict | None:
+def calibrate_box_threshold(model: GapCam, images: ImageSet, boxes: list[np.ndarray | None], device, workers: int, batch_size: int) -> dict | None:
     """The CAM threshold with the best box accuracy on the validation images that have true boxes
-    (true class's CAM, IoU >= 0.5 with any of its boxes); None when none has.
+    (true class's CAM, IoU >= 0.5 with any of its boxes); None when none has. `batch_size` images
+    at a time: the training batch, so that calibration never needs more memory than training.
 
     Choe et al. (CVPR 2020) show the best threshold depends on the model; the paper's 0.2 is kept
     for data without boxes.
@@ -369,7 +370,7 @@ def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int
         try:
             train_metrics = train_one_epoch(net, optimizer, scheduler, batches, recipe, config, epoch, device, class_weights, rank, skipped)
             if rank == 0:
-                logits, labels, errors = logits_and_labels(model, data.val, device, workers)
+                logits, labels, errors = logits_and_labels(model, data.val, device, workers, config.batch_size // world)
                 skipped.add(errors)
                 val_metrics = validation_metrics(logits, labels)
                 if not math.isfinite(val_metrics["loss"]):
@@ -405,13 +406,14 @@ def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int
             log(f"stopped after {config.stop_after} epoch(s); continue with --resume {last}")
             break
     if rank == 0 and out.exists():
-        report = calibrate_and_report(out, model, data, device, workers, history, log)
+        report = calibrate_and_report(out, model, data, device, workers, config.batch_size // world, history, log)
         log(f"best validation accuracy {best:.3f}; wrote {out} (best), {last} (latest) and {', '.join(p.name for p in report)} "
             f"in {time.time() - started:.0f}s")
     return out
 
 
-def calibrate_and_report(out: Path, model: GapCam, data: TrainingData, device, workers: int, history: list[dict], log) -> list[Path]:
+def calibrate_and_report(out: Path, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, history: list[dict],
+                         log) -> list[Path]:
     """With the best weights: calibrate the CAM box threshold where there are boxes (stored in the best
     checkpoint), and write the validation metrics and plots beside the checkpoint.
 
@@ -420,11 +422,11 @@ def calibrate_and_report(out: Path, model: GapCam, data: TrainingData, device, w
     """
     best_checkpoint = load_checkpoint(out)
     model.load_state_dict(best_checkpoint.model)
-    loc = calibrate_box_threshold(model, data.val, data.val_boxes, device, workers) if data.val_boxes is not None else None
+    loc = calibrate_box_threshold(model, data.val, data.val_boxes, device, workers, batch_size) if data.val_boxes is not None else None
     if loc is not None:
         save_checkpoint(out, replace(best_checkpoint, localization=loc))
         log(f"CAM box threshold {loc['box_threshold']:.2f} (validation box accuracy {loc['val_max_box_accuracy']:.3f} on "
             f"{loc['val_images_with_boxes']} images with boxes; {loc['val_box_accuracy_curve']['0.2']:.3f} at the paper's 0.2)")
-    logits, labels, _ = logits_and_labels(model, data.val, device, workers)
+    logits, labels, _ = logits_and_labels(model, data.val, device, workers, batch_size)
     metrics = classification_metrics(labels.numpy(), torch.softmax(logits, dim=1).numpy(), best_checkpoint.labels)
     return write_report(out.with_suffix(""), "val", {**metrics, "checkpoint": str(out), "split": "val"}, history)
