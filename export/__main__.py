@@ -34,6 +34,7 @@ INT8_ONLY = {
 @click.option("--std", nargs=3, type=float, default=IMAGENET["std"], show_default=True, help="With --arch: RGB std.")
 @click.option("--features", help="With --arch: the module whose output is pooled [default: known per family].")
 @click.option("--fc", help="With --arch: the final linear layer [default: known per family].")
+@click.option("--faces/--no-faces", "face_crops", default=None, help="The model's inputs are face crops, so apps find faces first [default: the recipe's; fer: yes].")
 @click.option("--int8", is_flag=True, help="Also write an INT8 model, OUT with .int8.onnx, if it passes its fidelity gate.")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False), help="With --int8: calibrate on the images in this folder [default: the recipe's training split].")
 @click.option("--data", type=click.Path(exists=True), help="With --int8: the recipe's dataset [default: where training found it].")
@@ -48,7 +49,8 @@ INT8_ONLY = {
 @click.option("--min-cam-correlation", type=click.FloatRange(-1, 1), default=FidelityGate.min_median_cam_correlation, show_default=True, help="With --int8: gate on the median correlation of the raw CAMs.")
 @click.pass_context
 @cli_errors
-def main(ctx: click.Context, checkpoint: str, out: str | None, opset: int, arch: str | None, labels_file: str | None, input_size, mean, std, features, fc, **quantization) -> None:
+def main(ctx: click.Context, checkpoint: str, out: str | None, opset: int, arch: str | None, labels_file: str | None, input_size, mean, std, features, fc,
+         face_crops: bool | None, **quantization) -> None:
     """Export CHECKPOINT (from `python -m train`, or a torchvision state dict with --arch) to ONNX with
     logits and features outputs; fail unless torch and onnxruntime agree. With --int8, also an INT8
     model for CPUs, kept only if its predictions and CAMs follow the fp32 model's."""
@@ -58,9 +60,10 @@ def main(ctx: click.Context, checkpoint: str, out: str | None, opset: int, arch:
             raise ExportError("--arch needs --labels FILE (class names, one per line)")
         labels = [line.strip() for line in read_text_file(labels_file, "labels file").splitlines() if line.strip()]
         target = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
-        report = export_torchvision(arch, checkpoint, labels, target, size=tuple(input_size), mean=mean, std=std, features=features, fc=fc, opset=opset, int8=int8)
+        report = export_torchvision(arch, checkpoint, labels, target, size=tuple(input_size), mean=mean, std=std, features=features, fc=fc, opset=opset, int8=int8,
+                                    face_crops=bool(face_crops))
     else:
-        report = export_checkpoint(checkpoint, out, opset, int8)
+        report = export_checkpoint(checkpoint, out, opset, int8, face_crops)
     parity = report.parity
     click.echo(f"inputs:  {', '.join(report.inputs)}")
     click.echo(f"outputs: {', '.join(report.outputs)}")

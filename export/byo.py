@@ -109,9 +109,11 @@ def export_torch_model(
     source: str | os.PathLike | None = None,
     opset: int = OPSET,
     int8: Int8Options | None = None,
+    face_crops: bool = False,
 ) -> ExportReport:
     """Export a torch classifier with a GAP + linear head as a gapcam ONNX file (same checks as a
     checkpoint); with `int8` (for example from `export.int8.folder_calibration`) its INT8 model too.
+    `face_crops`: the model was trained on face crops, so applications detect faces first.
 
     >>> net = torchvision.models.resnet50(weights="DEFAULT")
     >>> export_torch_model(net, net.layer4, net.fc, labels, Preprocess(224, 224, "RGB", mean, std), "resnet50.onnx")
@@ -130,6 +132,7 @@ def export_torch_model(
             source_sha256=sha256_file(source) if source else "",
             gapcam_version=runtime.__version__,
             provenance={"recipe": "bring-your-own", "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset}},
+            face_crops=face_crops,
         )
         return export_model(head, info, out, samples, opset, int8)
     finally:
@@ -150,6 +153,7 @@ def export_torchvision(
     fc: str | None = None,
     opset: int = OPSET,
     int8: Int8Options | None = None,
+    face_crops: bool = False,
 ) -> ExportReport:
     """`python -m export WEIGHTS --arch NAME --labels FILE`: a torchvision architecture with a local state dict."""
     from torchvision import models
@@ -178,4 +182,5 @@ def export_torchvision(
         source=Path(weights),
         opset=opset,
         int8=int8,
+        face_crops=face_crops,
     )

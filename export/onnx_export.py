@@ -24,6 +24,7 @@ from runtime.files import atomic_path, sha256_file
 from runtime.image import Preprocess
 from runtime.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
 from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.recipes import recipe_of_checkpoint
 
 OPSET = DEFAULT_OPSET  # runs on every onnxruntime gapcam supports (runtime.compat)
 
@@ -148,10 +149,13 @@ def export_model(
 
 @raises_only(ExportError)
 def export_checkpoint(
-    checkpoint_path: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET, int8: Int8Options | None = None
+    checkpoint_path: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET, int8: Int8Options | None = None,
+    face_crops: bool | None = None,
 ) -> ExportReport:
     """`python -m export CHECKPOINT`: the checkpoint's model and metadata as `CHECKPOINT.onnx` (or `out`),
     and with `int8` its INT8 model too (`export.int8.recipe_calibration` gives the recipe's data).
+    `face_crops` (None: what the checkpoint's recipe says; the fer recipe's inputs are face crops)
+    is recorded in the metadata, so that applications find faces first.
 
     Raises ExportError for an unreadable checkpoint, an output that would replace it, or a failed check.
     """
@@ -166,6 +170,7 @@ def export_checkpoint(
         pool=model.arch.pool,
         box_threshold=checkpoint.localization.get("box_threshold", PAPER_BOX_THRESHOLD),
         architecture=model.arch.to_dict(),
+        face_crops=recipe_of_checkpoint(checkpoint.provenance, checkpoint.labels).face_crops if face_crops is None else face_crops,
         source_sha256=sha256_file(checkpoint_path),
         gapcam_version=runtime.__version__,
         provenance={

@@ -55,6 +55,7 @@ class ModelInfo:
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, data fingerprint, metrics, ...
     quantization: dict[str, Any] = field(default_factory=dict)  # int8 models: settings and measured fidelity to the fp32 model
     min_onnxruntime: str = ""  # the oldest onnxruntime that runs the graph (runtime.compat); "" in older files
+    face_crops: bool = False  # trained on face crops (FER): find the faces in a photo first
 
     def __post_init__(self) -> None:
         self.fc_weight = np.asarray(self.fc_weight, dtype=np.float32)
@@ -67,6 +68,8 @@ class ModelInfo:
             raise CamError(f"metadata: pool must be one of {POOLINGS}, got {self.pool!r}")
         if not (np.isfinite(self.fc_weight).all() and np.isfinite(self.fc_bias).all()):
             raise CamError("metadata: fc_weight and fc_bias must be finite numbers")
+        if not isinstance(self.face_crops, bool):
+            raise CamError(f"metadata: face_crops must be true or false, got {self.face_crops!r}")
         if not isinstance(self.quantization, dict):
             raise CamError(f"metadata: quantization must be a JSON object, got {type(self.quantization).__name__}")
         if self.min_onnxruntime:
@@ -107,6 +110,7 @@ class ModelInfo:
             "provenance": self.provenance,
             "quantization": self.quantization,
             "min_onnxruntime": self.min_onnxruntime,
+            "face_crops": self.face_crops,
         }
         return {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
@@ -136,6 +140,7 @@ class ModelInfo:
                 provenance=values.get("provenance", {}),
                 quantization=values.get("quantization", {}),
                 min_onnxruntime=values.get("min_onnxruntime", ""),
+                face_crops=values.get("face_crops", False),
             )
         except CamError as err:
             raise CamError(f"{source}: {err}" if not str(err).startswith(source) else str(err)) from None

@@ -145,4 +145,4 @@ def test_run_eval_and_zoo_list_speak_json_and_errors_name_the_option(tiny_onnx, 
                              capture_output=True, text=True)
     assert metrics.returncode == 0 and json.loads(metrics.stdout)["images"] == 8, metrics.stderr
     listed = subprocess.run([sys.executable, "-m", "zoo", "list", "--json"], capture_output=True, text=True)
-    assert [(e["name"], e["version"]) for e in json.loads(listed.stdout)] == [("shapes", "1.1.0")]
+    assert [(e["name"], e["version"]) for e in json.loads(listed.stdout)] == [("fer2013-minixception", "1.0.0"), ("shapes", "1.1.0")]

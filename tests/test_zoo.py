@@ -180,7 +180,7 @@ def test_bundled_shapes_package_verifies_and_runs_offline(private_store, shape_i
     assert np.mean([r.classes[0] == y for r, y in zip(results, shape_images.labels)]) >= 0.75
     assert archive.stat().st_size < 5_000_000
     entries = read_index(DEFAULT_INDEX)
-    assert [(e["name"], e["version"]) for e in entries] == [("shapes", "1.1.0")]
+    assert [(e["name"], e["version"]) for e in entries] == [("fer2013-minixception", "1.0.0"), ("shapes", "1.1.0")]
 
 
 def test_fetch_from_the_default_index_uses_the_bundled_archive(private_store):

@@ -61,6 +61,7 @@ class Recipe:
     needs_data: bool = True  # False for generated datasets, which ignore --data
     data_help: str = ""  # the layout --data expects, for error messages and --help
     find_labels: Callable[[Path, Path | None], tuple[str, ...]] | None = None  # (data, --labels FILE) -> labels
+    face_crops: bool = False  # inputs are face crops (FER): exported models say so, and apps find faces first
 
     def with_arch(self, **changes) -> "Recipe":
         return replace(self, architecture=replace(self.architecture, **changes))
@@ -189,6 +190,7 @@ FER = Recipe(
         backbone_args={"widths": (64, 128, 256), "convs_per_stage": 2, "pools": 2},  # 12x12 maps at 48x48
     ),
     read=read_fer_recipe,
+    face_crops=True,
     epochs=30,
     batch_size=64,
     lr=1e-3,
