@@ -114,6 +114,8 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
     report.finish(skipped)
     for _, reason in skipped:
         click.echo(f"skipped {reason}", err=True)
+    if session.info.face_crops:
+        click.echo(f"note: {model} was trained on face crops: give it one cropped face per image (a whole scene is read as one face)", err=True)
     if as_json:
         click.echo((out / "results.json").read_text(encoding="utf-8"))
         return

@@ -169,3 +169,4 @@ def test_gapcam_runs_it_by_name_offline(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert "happy" in done.stdout and (tmp_path / "out" / "results.json").is_file()
+    assert done.stderr.strip().splitlines()[-1] == f"note: {fer.NAME} was trained on face crops: give it one cropped face per image (a whole scene is read as one face)"
