@@ -64,8 +64,12 @@ def _load_hint(builds: list[str]) -> str:
     """What to do when onnxruntime does not import: onnxruntime before 1.19 was built for numpy 1 and
     fails to import beside numpy 2 (measured: 1.16.3 raises SystemError); else install it."""
     numpy_version = installed_versions(["numpy"])
-    old_build = builds and version_tuple(builds[0].split()[1]) < (1, 19, 0)
-    if old_build and numpy_version and version_tuple(numpy_version[0].split()[1]) >= (2, 0, 0):
+    try:
+        numpy_1_build = bool(builds) and version_tuple(builds[0].split()[1]) < (1, 19, 0)
+        numpy_2 = bool(numpy_version) and version_tuple(numpy_version[0].split()[1]) >= (2, 0, 0)
+    except ValueError:  # a version that is not MAJOR.MINOR...: nothing to conclude
+        return INSTALL_HINT
+    if numpy_1_build and numpy_2:
         return f"{builds[0]} was built for numpy 1 and does not load beside {numpy_version[0]}: pip install 'numpy<2' (or onnxruntime>=1.19)"
     return INSTALL_HINT
 
@@ -110,15 +114,15 @@ SOURCE_LOCATION = re.compile(r"[/\\]\S*?\.(?:cc|cpp|h):\d+ (?:[\w:~<>*&]+ )*?[\w
 def onnxruntime_reason(err: BaseException) -> str:
     """onnxruntime's whole error message on one line, without the C++ source location and signature
     it puts before the reason ("Unsupported model IR version: 10, max supported IR version: 9")."""
-    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    return " ".join(SOURCE_LOCATION.sub(" ", text).split()) or err.__class__.__name__
+    return " ".join(SOURCE_LOCATION.sub(" ", str(err)).split()) or err.__class__.__name__
 
 
 def open_inference_session(source: str | bytes, providers: Sequence[str] | None, name: str) -> ort.InferenceSession:
     """An onnxruntime session for a model path or serialized bytes, on `choose_providers(providers)`.
 
     A model given as bytes (a package's, or one being exported) cannot follow external-data
-    references to other files on disk. Raises CamError naming `name` when the model does not load.
+    references to other files on disk. Raises CamError naming `name` when the model does not load,
+    or needs a newer onnxruntime than this one (`runtime.compat.check_onnxruntime`, before loading).
     """
     check_onnxruntime(source, ort.__version__, name)
     options = ort.SessionOptions()
