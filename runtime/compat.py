@@ -27,8 +27,7 @@ DEFAULT_OPSET = 18  # runs on every supported onnxruntime, fp32 and INT8
 ONNXRUNTIME_FOR_OPSET = {18: ("1.15", "1.15"), 19: ("1.15", "1.16"), 20: ("1.17", "1.17"), 21: ("1.18", "1.18"), 22: ("1.21", "1.21")}
 OPSETS = tuple(ONNXRUNTIME_FOR_OPSET)  # the opsets `export --opset` accepts
 # IR version -> the oldest onnxruntime that reads it (1.15-1.17 read IR 9 at most, 1.18-1.22 IR 10).
-ONNXRUNTIME_FOR_IR = {3: OLDEST_ONNXRUNTIME, 4: OLDEST_ONNXRUNTIME, 5: OLDEST_ONNXRUNTIME, 6: OLDEST_ONNXRUNTIME,
-                      7: OLDEST_ONNXRUNTIME, 8: OLDEST_ONNXRUNTIME, 9: OLDEST_ONNXRUNTIME, 10: "1.18"}
+ONNXRUNTIME_FOR_IR = {**{ir: OLDEST_ONNXRUNTIME for ir in range(3, 10)}, 10: "1.18"}
 MIN_ONNXRUNTIME_KEY = "gapcam.min_onnxruntime"  # the metadata key (runtime.onnx_model.ModelInfo.min_onnxruntime)
 VERSION_PATTERN = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 
