@@ -46,7 +46,7 @@ def test_folder_trains_exports_and_evaluates_from_the_command_line(tree, tmp_pat
     done = run("train", "folder", "--data", tree, "--epochs", "2", "--backbone", "small_cnn", "--size", "64", "--cam-channels", "16",
                "--batch-size", "8", "--workers", "1", "--out", "mine.pt", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "validation: a stratified 10%" in done.stdout and "memory-mapped cache" in done.stdout
+    assert "validation: a stratified 10%" in done.stdout and "decoded once into a cache file" in done.stdout
     assert "CAM box threshold" in done.stdout  # boxes.csv rows for the carved validation images calibrate it
     checkpoint = load_checkpoint(tmp_path / "mine.pt")
     assert checkpoint.labels == sorted(CLASSES) and checkpoint.preprocess["height"] == 64

@@ -74,7 +74,7 @@ def parse_floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
 @click.option("--std", callback=parse_floats, metavar="S[,S,S]", help="Per-channel std on the [0, 1] scale (default: the recipe's).")
 @click.option("--workers", type=click.IntRange(min=0), help="Decoding processes per training process [default on a GPU: the usable cores less one, at most 8; on the CPU, or for data already in memory: none].")
 @click.option("--cache", type=click.Choice(CACHE_MODES), default="auto", show_default=True,
-              help="Decode image files once into a memory-mapped uint8 file at model size (auto: when it fits in 4 GiB).")
+              help="Decode image files once into a uint8 file at model size (auto: when it fits in 4 GiB).")
 @click.pass_context
 @cli_errors
 def fit_command(ctx: click.Context, recipe: str, resume_from: str | None, size: tuple[int, int] | None, **options) -> None:

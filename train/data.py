@@ -10,8 +10,8 @@ and each sample's augmentation from a generator seeded by (seed, epoch, image in
 depends on the number of workers or on which worker decodes what, so a run is the same with 0 or
 8 workers, and `--resume` at an epoch boundary repeats an uninterrupted run exactly.
 
-Small sets of image files can be decoded once into a memory-mapped uint8 cache at model size,
-which every worker shares (`PixelCache`); sets already in memory (shapes, fer2013.csv) need none.
+Small sets of image files can be decoded once into a uint8 cache file at model size, which every
+worker reads (`PixelCache`); sets already in memory (shapes, fer2013.csv) need none.
 """
 from __future__ import annotations
 
@@ -87,21 +87,36 @@ def model_size_pixels(image: ImageInput, spec: Preprocess) -> np.ndarray:
 
 
 class PixelCache:
-    """uint8 [N, H, W, C] model-size images in a file, memory-mapped on first use in each process:
-    workers share the pages instead of copying them (pickling sends the path, not the pixels)."""
+    """uint8 [N, H, W, C] model-size images in a file, read one image at a time.
+
+    Reads go through the kernel's page cache, which every worker shares and the kernel may reclaim,
+    into a fresh array per image. A memory map would serve the same pages, but each page a process
+    has touched stays mapped into it, so the resident memory of every process grew by the whole
+    cache over an epoch (measured: 287 MB more at 2,500 images than at 500; docs/benchmarks.md).
+    Pickling (for DataLoader workers) sends the path and shape; each process opens its own handle.
+    """
 
     def __init__(self, path: Path, shape: tuple[int, ...]):
         self.path, self.shape = Path(path), tuple(shape)
-        self._array: np.ndarray | None = None
+        self._file = None
 
-    @property
-    def array(self) -> np.ndarray:
-        if self._array is None:
-            self._array = np.memmap(self.path, dtype=np.uint8, mode="r", shape=self.shape)
-        return self._array
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """uint8 HxWxC image `index`, a copy of its bytes in the file."""
+        if not 0 <= index < self.shape[0]:
+            raise IndexError(f"image {index} of a cache of {self.shape[0]}")
+        if self._file is None:
+            self._file = open(self.path, "rb", buffering=0)
+        pixels = np.empty(self.shape[1:], dtype=np.uint8)
+        self._file.seek(index * pixels.nbytes)
+        if self._file.readinto(memoryview(pixels).cast("B")) != pixels.nbytes:
+            raise TrainError(f"{self.path}: the pixel cache is shorter than its {self.shape[0]} images")
+        return pixels
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "shape": self.shape, "_array": None}
+        return {"path": self.path, "shape": self.shape, "_file": None}
 
 
 class Batch(NamedTuple):
@@ -134,7 +149,7 @@ class ImageSet(Dataset):
     def pixels(self, index: int) -> np.ndarray:
         """uint8 HxWxC model-size image `index`. Raises CamError when it cannot be read."""
         if self.cache is not None:
-            return np.array(self.cache.array[index])
+            return self.cache[index]
         return model_size_pixels(self.images[index], self.spec)
 
     def read(self, indices: Sequence[int]) -> tuple[list[np.ndarray], list[int], list[str]]:
@@ -181,27 +196,22 @@ class ImageSet(Dataset):
         return len(self) * self.spec.height * self.spec.width * self.spec.channels
 
     def with_cache(self, folder: str | os.PathLike, workers: int, desc: str) -> tuple["ImageSet", np.ndarray, list[str]]:
-        """(this set decoded once into a memory-mapped file in `folder` without its unreadable images,
-        the positions kept, one line per unreadable image). The decoding runs in `workers` processes."""
+        """(this set decoded once into a cache file in `folder` without its unreadable images, the
+        positions kept, one line per unreadable image). The decoding runs in `workers` processes; the
+        batches come back in order, so the readable images are written one after another, through
+        the page cache (never mapped into this process, whose memory stays that of one batch)."""
         handle, name = tempfile.mkstemp(prefix=f"{desc.replace(' ', '-')}-", suffix=".u8", dir=folder)
-        os.close(handle)
-        path = Path(name)
-        shape = (len(self), self.spec.height, self.spec.width, self.spec.channels)
-        array = np.memmap(path, dtype=np.uint8, mode="w+", shape=shape) if len(self) else np.zeros(shape, np.uint8)
-        good, errors = np.zeros(len(self), dtype=bool), []
-        for pixels, kept, failures in DataLoader(_Unaugmented(self), batch_size=64, num_workers=workers, collate_fn=as_batch):
-            if kept:
-                array[kept] = np.stack(pixels)
-                good[kept] = True
-            errors += failures
-        if len(self):
-            array.flush()
-        del array
-        keep = np.flatnonzero(good)
-        if len(keep) == len(self):
-            return replace(self, cache=PixelCache(path, shape)), keep, errors
-        compact = _compact(path, shape, keep)  # positions shift: rewrite without the holes
-        return replace(self.subset(keep), cache=compact), keep, errors
+        kept_all, errors = [], []
+        with os.fdopen(handle, "wb") as file:
+            for pixels, kept, failures in DataLoader(_Unaugmented(self), batch_size=64, num_workers=workers, collate_fn=as_batch):
+                for image in pixels:
+                    file.write(np.ascontiguousarray(image, dtype=np.uint8).data)
+                kept_all += kept
+                errors += failures
+        keep = np.asarray(kept_all, dtype=np.int64)
+        cache = PixelCache(Path(name), (len(keep), self.spec.height, self.spec.width, self.spec.channels))
+        readable = self if len(keep) == len(self) else self.subset(keep)  # positions shift past a hole
+        return replace(readable, cache=cache), keep, errors
 
 
 class _Unaugmented(Dataset):
@@ -215,20 +225,6 @@ class _Unaugmented(Dataset):
 
     def __getitems__(self, indices: Sequence[int]):
         return self.images.read(indices)
-
-
-def _compact(path: Path, shape: tuple[int, ...], keep: np.ndarray) -> PixelCache:
-    """Rewrite a cache file with only the rows `keep`, in place of the old one."""
-    new_shape = (len(keep), *shape[1:])
-    old = np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
-    compact_path = path.with_suffix(".kept.u8")
-    new = np.memmap(compact_path, dtype=np.uint8, mode="w+", shape=new_shape)
-    for start in range(0, len(keep), 1024):
-        new[start : start + 1024] = old[keep[start : start + 1024]]
-    new.flush()
-    del old, new
-    path.unlink()
-    return PixelCache(compact_path, new_shape)
 
 
 @dataclass

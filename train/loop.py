@@ -62,7 +62,7 @@ class TrainConfig:
     mean: tuple[float, ...] | None = None  # per channel, on the [0, 1] scale; None: the recipe's
     std: tuple[float, ...] | None = None
     workers: int | None = None  # decoding processes per training process; None: default_workers()
-    cache: str = "auto"  # decode image files once into a memory-mapped cache: auto, on or off
+    cache: str = "auto"  # decode image files once into a uint8 cache file at model size: auto, on or off
 
     def data_options(self) -> DataOptions:
         return DataOptions.of_run(asdict(self))

@@ -104,7 +104,7 @@ class Recipe:
             train, _, train_errors = train.with_cache(cache_dir, workers, "training images")
             val, val_keep, val_errors = val.with_cache(cache_dir, workers, "validation images")
             gib = (train.cache_bytes() + val.cache_bytes()) / (1 << 30)
-            notes.append(f"decoded once into a memory-mapped cache of {gib:.2f} GiB at model size (--cache off streams from the files)")
+            notes.append(f"decoded once into a cache file of {gib:.2f} GiB at model size (--cache off streams from the files)")
             for errors in (train_errors, val_errors):
                 if errors:
                     notes.append(f"skipped {len(errors)} unreadable image(s), e.g. {errors[0]}")
