@@ -120,3 +120,45 @@ def test_fingerprint_reads_names_and_sizes_not_pixels(files, tmp_path):
     assert fingerprint((arrays, np.array([0, 1]))) != fingerprint((arrays + 1, np.array([0, 1])))
     assert fingerprint((files.images, files.labels)) == fingerprint((list(files.images), files.labels.copy()))
     assert fingerprint((files.images, files.labels)) != fingerprint((files.images[:-1], files.labels[:-1]))
+
+
+def subprocess_reads(cache, pixels) -> str:
+    """Fork two readers of `cache` that read every image many times at once; 'ok' if all were right."""
+    import multiprocessing
+
+    def read_all(queue):
+        right = all(np.array_equal(cache[i % len(cache)], pixels[i % len(cache)]) for i in range(3000))
+        queue.put(right)
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    readers = [context.Process(target=read_all, args=(queue,)) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    results = [queue.get(timeout=60) for _ in readers]
+    for reader in readers:
+        reader.join(timeout=60)
+    return "ok" if all(results) else "a forked reader read wrong pixels"
+
+
+def test_the_pixel_cache_reads_each_image_and_refuses_what_it_does_not_hold(tmp_path):
+    from train.data import PixelCache
+    from train.errors import TrainError
+
+    pixels = np.arange(3 * 4 * 5 * 2, dtype=np.uint8).reshape(3, 4, 5, 2)
+    (tmp_path / "c.u8").write_bytes(pixels.tobytes())
+    cache = PixelCache(tmp_path / "c.u8", pixels.shape)
+    for i in range(3):
+        np.testing.assert_array_equal(cache[i], pixels[i])
+    cache[0][0, 0, 0] = 255  # a copy: the next read is unchanged
+    assert cache[0][0, 0, 0] == 0 and len(cache) == 3
+    import pickle
+
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(cache))[2], pixels[2])  # a spawned worker opens its own handle
+    forked = subprocess_reads(cache, pixels)  # a forked one too, after the parent has read
+    assert forked == "ok"
+    with pytest.raises(IndexError):
+        cache[3]
+    short = PixelCache(tmp_path / "c.u8", (4, 4, 5, 2))
+    with pytest.raises(TrainError, match="shorter than its 4 images"):
+        short[3]

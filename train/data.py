@@ -93,12 +93,13 @@ class PixelCache:
     into a fresh array per image. A memory map would serve the same pages, but each page a process
     has touched stays mapped into it, so the resident memory of every process grew by the whole
     cache over an epoch (measured: 287 MB more at 2,500 images than at 500; docs/benchmarks.md).
-    Pickling (for DataLoader workers) sends the path and shape; each process opens its own handle.
+    Each process opens its own handle (a forked worker's inherited one would share the file offset),
+    and pickling sends only the path and shape.
     """
 
     def __init__(self, path: Path, shape: tuple[int, ...]):
         self.path, self.shape = Path(path), tuple(shape)
-        self._file = None
+        self._file, self._opened_by = None, 0
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -107,8 +108,8 @@ class PixelCache:
         """uint8 HxWxC image `index`, a copy of its bytes in the file."""
         if not 0 <= index < self.shape[0]:
             raise IndexError(f"image {index} of a cache of {self.shape[0]}")
-        if self._file is None:
-            self._file = open(self.path, "rb", buffering=0)
+        if self._opened_by != os.getpid():  # a forked worker opens its own: an inherited handle shares the offset
+            self._file, self._opened_by = open(self.path, "rb", buffering=0), os.getpid()
         pixels = np.empty(self.shape[1:], dtype=np.uint8)
         self._file.seek(index * pixels.nbytes)
         if self._file.readinto(memoryview(pixels).cast("B")) != pixels.nbytes:
@@ -116,7 +117,7 @@ class PixelCache:
         return pixels
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "shape": self.shape, "_file": None}
+        return {"path": self.path, "shape": self.shape, "_file": None, "_opened_by": 0}
 
 
 class Batch(NamedTuple):
