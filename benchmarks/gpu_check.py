@@ -18,9 +18,9 @@ import torch
 
 from export import export_checkpoint
 from runtime import CamSession
-from runtime.cam import class_activation_maps
-from runtime.providers import CPU, CUDA, cuda_driver_present
-from runtime.shapes import render_split
+from runtime.maps.cam import class_activation_maps
+from runtime.inference.providers import CPU, CUDA, cuda_driver_present
+from runtime.evaluation.shapes import render_split
 from train.loop import TrainConfig, fit, last_path
 from train.checkpoint import load_checkpoint
 

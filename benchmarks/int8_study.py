@@ -21,7 +21,7 @@ import torch
 from export import export_model
 from export.int8 import NO_GATE, CalibrationData, Int8Options, QuantizationSettings, quantize_model, recipe_calibration
 from runtime import ModelInfo
-from runtime.shapes import render_split
+from runtime.evaluation.shapes import render_split
 from train.models import GapCam
 from train.recipes import CHEST_XRAY
 

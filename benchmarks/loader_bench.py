@@ -50,7 +50,7 @@ def write_tree(root: Path, count: int) -> None:
     sys.path.insert(0, str(ROOT))
     from PIL import Image
 
-    from runtime.shapes import CLASSES, render_sample
+    from runtime.evaluation.shapes import CLASSES, render_sample
 
     for i in range(count):
         pixels, label, _, _ = render_sample(0, "train", i, 256)
@@ -96,8 +96,8 @@ TRAIN_OLD = """
 import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {old!r})
-from runtime.image import Preprocess
-from runtime.shapes import CLASSES
+from runtime.inputs.image import Preprocess
+from runtime.evaluation.shapes import CLASSES
 from train import load_checkpoint
 from train.loop import TrainConfig, fit
 from train.models import Architecture

@@ -4,7 +4,7 @@
 small GAP-CAM model at every opset from 18 to 23 with gapcam's exporter, quantizes each, then for
 each onnxruntime release below makes a virtualenv (pip fetches the wheel), loads every file there
 and runs a batch. The table it prints (and writes between the markers of the target file) is what
-`runtime.compat.ONNXRUNTIME_FOR_OPSET` records. Needs torch and onnx (the train extra) and the
+`runtime.inference.compat.ONNXRUNTIME_FOR_OPSET` records. Needs torch and onnx (the train extra) and the
 package index.
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model  # noqa: E402
 from export.onnx_export import WithClassMaps, to_onnx_proto  # noqa: E402
 from export.versions import stamp_lowest_versions  # noqa: E402
-from runtime.compat import OPSETS as SUPPORTED  # noqa: E402
-from runtime.image import Preprocess  # noqa: E402
-from runtime.onnx_model import ModelInfo  # noqa: E402
-from runtime.providers import onnxruntime_reason, onnxruntime_version  # noqa: E402
+from runtime.inference.compat import OPSETS as SUPPORTED  # noqa: E402
+from runtime.inputs.image import Preprocess  # noqa: E402
+from runtime.formats.onnx_model import ModelInfo  # noqa: E402
+from runtime.inference.providers import onnxruntime_reason, onnxruntime_version  # noqa: E402
 from train.models import Architecture, GapCam  # noqa: E402
 
 RELEASES = ("1.15.1", "1.16.3", "1.17.3", "1.18.1", "1.19.2", "1.20.1", "1.21.1", "1.22.1")

@@ -38,9 +38,9 @@ from PIL import Image
 from export import export_model
 from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
 from runtime import CamSession, ModelInfo, explain_outputs
-from runtime.image import Preprocess, preprocess
-from runtime.providers import CPU, installed_versions
-from runtime.shapes import render_split
+from runtime.inputs.image import Preprocess, preprocess
+from runtime.inference.providers import CPU, installed_versions
+from runtime.evaluation.shapes import render_split
 from train.models import GapCam
 from train.recipes import CHEST_XRAY, FER
 
@@ -261,7 +261,7 @@ def memory_rows(onnx_path: Path, image: Path) -> list[str]:
     # the figure is what the case itself adds on top of the resident memory it starts from.
     setup = f"""
         from runtime import CamSession
-        from runtime.image import load_image
+        from runtime.inputs.image import load_image
         def status(key):
             return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith(key))
         session = CamSession({str(onnx_path)!r})

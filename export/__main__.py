@@ -14,8 +14,8 @@ from export.int8 import (
 )
 from export.onnx_export import OPSET, export_checkpoint
 from runtime.cli import cli_errors
-from runtime.compat import OLDEST_ONNXRUNTIME, OPSETS
-from runtime.files import read_text_file
+from runtime.inference.compat import OLDEST_ONNXRUNTIME, OPSETS
+from runtime.formats.files import read_text_file
 
 INT8_ONLY = {
     "calibration", "data", "calibration-images", "held-out-images", "calibration-method", "per-tensor", "reduce-range", "float-tail",

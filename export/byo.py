@@ -21,11 +21,11 @@ import runtime
 from export.errors import ExportError
 from export.int8 import Int8Options
 from export.onnx_export import OPSET, ExportReport, export_model
-from runtime.compare import TOLERANCE, relative_difference
+from runtime.evaluation.compare import TOLERANCE, relative_difference
 from runtime.errors import first_line, raises_only
-from runtime.files import sha256_file
-from runtime.image import Preprocess
-from runtime.onnx_model import ModelInfo
+from runtime.formats.files import sha256_file
+from runtime.inputs.image import Preprocess
+from runtime.formats.onnx_model import ModelInfo
 from train.models import STATE_DICT_DETAIL, read_state_dict, torchvision_layout
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}

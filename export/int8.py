@@ -25,14 +25,14 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 
 from export.errors import ExportError
 from export.versions import default_opset, stamp_lowest_versions
-from runtime.boxes import best_iou, box_iou
-from runtime.compat import required_onnxruntime
+from runtime.maps.boxes import best_iou, box_iou
+from runtime.inference.compat import required_onnxruntime
 from runtime.errors import CamError, first_line
-from runtime.files import atomic_path, sha256_file
-from runtime.image import ImageInput, Preprocess, collect_images, load_image, preprocess
-from runtime.onnx_model import PREFIX, ModelInfo
-from runtime.providers import CPU, onnxruntime_version
-from runtime.session import CamSession
+from runtime.formats.files import atomic_path, sha256_file
+from runtime.inputs.image import ImageInput, Preprocess, collect_images, load_image, preprocess
+from runtime.formats.onnx_model import PREFIX, ModelInfo
+from runtime.inference.providers import CPU, onnxruntime_version
+from runtime.inference.session import CamSession
 from train.checkpoint import load_checkpoint
 from train.recipes import DataOptions, recipe_of_checkpoint
 

@@ -17,16 +17,16 @@ from export.errors import ExportError
 from export.int8 import Int8Options, Int8Report, quantize_model
 from export.parity import measure_parity, parity_inputs
 from export.versions import default_opset, stamp_lowest_versions
-from runtime.boxes import PAPER_BOX_THRESHOLD
-from runtime.compat import DEFAULT_OPSET, OPSETS, required_onnxruntime
+from runtime.maps.boxes import PAPER_BOX_THRESHOLD
+from runtime.inference.compat import DEFAULT_OPSET, OPSETS, required_onnxruntime
 from runtime.errors import first_line, raises_only
-from runtime.files import atomic_path, sha256_file
-from runtime.image import Preprocess
-from runtime.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
+from runtime.formats.files import atomic_path, sha256_file
+from runtime.inputs.image import Preprocess
+from runtime.formats.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.recipes import recipe_of_checkpoint
 
-OPSET = DEFAULT_OPSET  # runs on every onnxruntime gapcam supports (runtime.compat)
+OPSET = DEFAULT_OPSET  # runs on every onnxruntime gapcam supports (runtime.inference.compat)
 
 
 @dataclass
@@ -75,7 +75,7 @@ def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, 
     The example batch has 2 images: torch.export specializes a size-1 dimension to a constant.
     The model is stamped with the lowest IR version its opset needs, so older onnxruntime builds load it.
 
-    Raises ExportError for an opset gapcam does not export (runtime.compat.OPSETS).
+    Raises ExportError for an opset gapcam does not export (runtime.inference.compat.OPSETS).
     """
     if opset not in OPSETS:
         raise ExportError(f"--opset {opset}: gapcam exports opsets {OPSETS[0]} to {OPSETS[-1]} (each tested on onnxruntime; see docs/compatibility.md)")

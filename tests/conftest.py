@@ -44,7 +44,7 @@ def session(tiny_onnx):
 @pytest.fixture(scope="session")
 def shape_images():
     """Eight held-out shapes images (uint8 64x64x3) with their labels and ground-truth boxes."""
-    from runtime.shapes import render_split
+    from runtime.evaluation.shapes import render_split
 
     return render_split(8, seed=7, split="test")
 

@@ -134,7 +134,7 @@ def write_cub(root: Path, per_class: int = 4, seed: int = 3) -> Path:
     images/<NNN.class>/), whose classes are the shapes dataset's: a shapes model can be scored on it.
     The first half of each class is marked for training, the rest for testing; one test image has a
     segmentation, as CUB's separate segmentations/ download has."""
-    from runtime.shapes import CLASSES, render_split
+    from runtime.evaluation.shapes import CLASSES, render_split
 
     data = render_split(per_class * len(CLASSES) * 3, seed, "test")
     rows = {name: [] for name in ("images", "image_class_labels", "train_test_split", "bounding_boxes")}
@@ -171,7 +171,7 @@ def write_image_folder(root: Path, per_class: int = 6, val: bool = False, test: 
     and DIR/boxes.csv (path relative to DIR, x0,y0,x1,y1,label) for the val and test images (and,
     without val/, the training images, of which training carves its validation). Images are JPEGs
     of `size`x`size` pixels; every third is stored at 1.5x that size, so boxes must be rescaled."""
-    from runtime.shapes import CLASSES, render_split
+    from runtime.evaluation.shapes import CLASSES, render_split
 
     splits = {"train": per_class, **({"val": max(2, per_class // 3)} if val else {}), **({"test": test} if test else {})}
     rows = ["path,x0,y0,x1,y1,label"]

@@ -34,7 +34,7 @@ def test_package_imports_only_what_the_design_allows(package):
 
 
 def imported_modules(path: Path) -> set[str]:
-    """Full dotted names of what a file imports (`from runtime.boxes import cam_box` -> runtime.boxes)."""
+    """Full dotted names of what a file imports (`from runtime.maps.boxes import cam_box` -> runtime.maps.boxes)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -46,18 +46,18 @@ def imported_modules(path: Path) -> set[str]:
 
 # One home per contract: the modules inside `runtime` that hold each idea, and who may reach them.
 RUNTIME_RULES = {
-    "onnxruntime": {"runtime/providers.py"},  # the one place that opens onnxruntime sessions
+    "onnxruntime": {"runtime/inference/providers.py"},  # the one place that opens onnxruntime sessions
     "onnxruntime.quantization": {"export/int8.py"},  # export's only use of onnxruntime: its quantization tools
     # where a model comes from: the session resolves names; the zoo writes into the store and reads the default index
-    "runtime.store": {"runtime/session.py", "zoo/fetch.py", "zoo/index.py"},
+    "runtime.formats.store": {"runtime/inference/session.py", "zoo/fetch.py", "zoo/index.py"},
 }
 LEAF_MODULES = {  # the math and formats at the bottom import no session, store or provider
-    "runtime/boxes.py": {"numpy", "runtime.errors"},
-    "runtime/cam.py": {"numpy", "runtime.errors"},
-    "runtime/onnx_model.py": {"numpy", "runtime.boxes", "runtime.compat", "runtime.errors", "runtime.image"},
-    "runtime/compat.py": {"runtime.errors"},  # which onnxruntime runs which model: read before any session opens
-    "runtime/package.py": {"runtime.errors", "runtime.files"},
-    "train/checkpoint.py": {"torch", "runtime", "runtime.errors", "runtime.files", "runtime.image", "train.errors",
+    "runtime/maps/boxes.py": {"numpy", "runtime.errors"},
+    "runtime/maps/cam.py": {"numpy", "runtime.errors"},
+    "runtime/formats/onnx_model.py": {"numpy", "runtime.maps.boxes", "runtime.inference.compat", "runtime.errors", "runtime.inputs.image"},
+    "runtime/inference/compat.py": {"runtime.errors"},  # which onnxruntime runs which model: read before any session opens
+    "runtime/formats/package.py": {"runtime.errors", "runtime.formats.files"},
+    "train/checkpoint.py": {"torch", "runtime", "runtime.errors", "runtime.formats.files", "runtime.inputs.image", "train.errors",
                             "train.models", "train.loop", "train.data", "train.recipes"},
 }
 

@@ -9,8 +9,8 @@ import torchvision
 
 from export import export_model
 from runtime import CamSession
-from runtime.image import Preprocess
-from runtime.onnx_model import ModelInfo
+from runtime.inputs.image import Preprocess
+from runtime.formats.onnx_model import ModelInfo
 from train import TrainError
 from train.models import BACKBONES, Architecture, BackboneInit, GapCam
 

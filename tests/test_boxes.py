@@ -1,10 +1,10 @@
-"""runtime.boxes: connected components, the paper's box, IoU, MaxBoxAcc and MaxBoxAccV2 sweeps."""
+"""runtime.maps.boxes: connected components, the paper's box, IoU, MaxBoxAcc and MaxBoxAccV2 sweeps."""
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from runtime import CamError
-from runtime.boxes import (
+from runtime.maps.boxes import (
     best_iou,
     box_accuracy_curve,
     box_iou,

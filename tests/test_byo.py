@@ -10,7 +10,7 @@ from torch import nn
 
 from export import ExportError, export_torch_model, export_torchvision
 from runtime import CamSession
-from runtime.image import Preprocess
+from runtime.inputs.image import Preprocess
 
 LABELS = ["cat", "dog", "fox"]
 

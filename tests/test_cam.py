@@ -1,10 +1,10 @@
-"""runtime.cam: CAM math, torch-equal upsampling, normalization."""
+"""runtime.maps.cam: CAM math, torch-equal upsampling, normalization."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from runtime.cam import class_activation_maps, normalize_maps, upsample_bilinear
+from runtime.maps.cam import class_activation_maps, normalize_maps, upsample_bilinear
 
 
 def test_class_activation_maps_is_weighted_sum_of_features():

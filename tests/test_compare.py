@@ -1,8 +1,8 @@
-"""runtime.compare: one measure of how far two runs of a model are, and it never passes on NaN."""
+"""runtime.evaluation.compare: one measure of how far two runs of a model are, and it never passes on NaN."""
 import numpy as np
 import pytest
 
-from runtime.compare import relative_difference
+from runtime.evaluation.compare import relative_difference
 
 
 def test_relative_difference_by_hand():

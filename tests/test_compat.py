@@ -10,8 +10,8 @@ from export import ExportError
 from export.onnx_export import export_model
 from export.versions import lowest_ir_version, stamp_lowest_versions
 from runtime import CamError, CamSession, ModelInfo
-from runtime import compat, providers
-from runtime.image import Preprocess
+from runtime.inference import compat, providers
+from runtime.inputs.image import Preprocess
 
 
 def small_export(tmp_path, opset, name="small.onnx"):
@@ -212,7 +212,7 @@ def test_a_manifest_that_misstates_the_requirement_is_refused(packed, tmp_path):
 
 def test_int8_models_lose_the_tools_domains_and_record_their_requirement(tiny_onnx, tmp_path, shape_images):
     from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
-    from runtime.shapes import render_split
+    from runtime.evaluation.shapes import render_split
 
     held_out = list(render_split(24, seed=3, split="test").images)
     options = Int8Options(CalibrationData(list(shape_images.images), held_out, source="test"), gate=NO_GATE, out=tmp_path / "m.int8.onnx")

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from fixtures import fresh_virtualenv
-from runtime import compat
+from runtime.inference import compat
 
 pytestmark = pytest.mark.compat
 
-OLDEST = "1.15.1"  # the oldest release of runtime.compat.OLDEST_ONNXRUNTIME, tested
+OLDEST = "1.15.1"  # the oldest release of runtime.inference.compat.OLDEST_ONNXRUNTIME, tested
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")  # as pyproject.toml's classifiers name them
 # One program, run by the build under test and by each fresh virtualenv: every model's answers on
 # the images, as arrays. Written to a file so that no source tree is on the other Python's path.
@@ -73,7 +73,7 @@ def images(tmp_path_factory, shape_images):
 def models(tmp_path_factory, tiny_onnx, shape_images):
     """The bundled model, and a fresh export of the tiny model at the default opset, fp32 and INT8."""
     from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
-    from runtime.shapes import render_split
+    from runtime.evaluation.shapes import render_split
 
     folder = tmp_path_factory.mktemp("compat-models")
     held_out = list(render_split(24, seed=3, split="test").images)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fixtures import write_image_folder
-from runtime.image import Preprocess, preprocess
+from runtime.inputs.image import Preprocess, preprocess
 from train.data import Augment, ImageSet, batches_per_epoch, check_batch_size, fingerprint, loader, training_sampler
 from train.errors import TrainError
 from train.readers import class_folders
@@ -20,7 +20,7 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def files(folder):
-    from runtime.shapes import CLASSES
+    from runtime.evaluation.shapes import CLASSES
 
     return class_folders(folder / "train", CLASSES)
 

@@ -9,9 +9,9 @@ import torch
 
 import export.onnx_export as onnx_export
 from export import ExportError, export_checkpoint
-from runtime.image import Preprocess
-from runtime.onnx_model import ModelInfo
-from runtime.session import CamSession
+from runtime.inputs.image import Preprocess
+from runtime.formats.onnx_model import ModelInfo
+from runtime.inference.session import CamSession
 
 
 def test_export_writes_exactly_one_file(tiny_checkpoint, tmp_path):
@@ -39,7 +39,7 @@ def test_one_file_with_named_outputs_and_dynamic_batch(tiny_onnx):
 
 def test_graph_class_maps_equal_the_numpy_cams(tiny_onnx, shape_images):
     """The `cams` output is the fc weights applied to the features, inside the graph (parity on the CPU)."""
-    from runtime.cam import class_activation_maps
+    from runtime.maps.cam import class_activation_maps
 
     session = CamSession(tiny_onnx, providers=["CPUExecutionProvider"])
     batch = session.to_batch(list(shape_images.images))

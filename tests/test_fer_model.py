@@ -104,7 +104,7 @@ def keras_forward(path, image):
 
 
 def test_the_torch_rebuild_equals_the_keras_weights_own_computation(hdf5):
-    from runtime.image import preprocess
+    from runtime.inputs.image import preprocess
 
     model = fer.load_keras(fer.MiniXception(), fer.read_keras_weights(hdf5))
     for face in [fer.astronaut_face(), *fer.lfw_faces(3)]:
@@ -130,7 +130,7 @@ def test_same_pooling_is_tensorflows(size):
 
 def test_the_bundled_package_verifies_and_says_its_inputs_are_faces():
     from runtime import CamSession
-    from runtime.store import find_package
+    from runtime.formats.store import find_package
     from zoo import verify
 
     archive = find_package(fer.NAME)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fixtures import write_cub, write_image_folder
 from runtime import CamSession
-from runtime.shapes import CLASSES
+from runtime.evaluation.shapes import CLASSES
 from train import TrainError, load_checkpoint
 from train.loop import TrainConfig, fit, last_path, resume
 from train.recipes import CUB, FOLDER, DataOptions

@@ -1,10 +1,10 @@
-"""runtime.image: decoding, preprocessing, and that training sees the deployment pixels."""
+"""runtime.inputs.image: decoding, preprocessing, and that training sees the deployment pixels."""
 import numpy as np
 import pytest
 from PIL import Image
 
 from runtime.errors import CamError
-from runtime.image import Preprocess, load_image, preprocess
+from runtime.inputs.image import Preprocess, load_image, preprocess
 
 SPEC = Preprocess(height=20, width=30, color="RGB", mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
 

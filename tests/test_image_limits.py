@@ -9,7 +9,7 @@ from PIL import Image
 
 from fixtures import bounded_python, write_png_bomb
 from runtime import CamError, load_image
-from runtime.image import Preprocess, preprocess
+from runtime.inputs.image import Preprocess, preprocess
 
 PEAK = 'print(next(int(l.split()[1]) // 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")))'
 
@@ -34,7 +34,7 @@ def test_bombs_are_small_files_refused_before_decoding(bombs):
 def test_refusing_a_bomb_costs_no_memory(bombs):
     """In a fresh process, refusing the 120-megapixel PNG (120 MB if decoded) leaves the peak where imports put it."""
     code = f"""
-from runtime.image import load_image
+from runtime.inputs.image import load_image
 {PEAK}
 try:
     load_image({str(bombs["120mp"])!r})

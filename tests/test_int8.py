@@ -18,10 +18,10 @@ from export.int8 import (
 )
 from runtime import CamSession
 from runtime.errors import CamError
-from runtime.files import sha256_file
-from runtime.image import preprocess
-from runtime.onnx_model import ModelInfo
-from runtime.providers import CPU
+from runtime.formats.files import sha256_file
+from runtime.inputs.image import preprocess
+from runtime.formats.onnx_model import ModelInfo
+from runtime.inference.providers import CPU
 from fixtures import write_fer_csv
 from zoo import pack, triton_repository
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from runtime import CamError
-from runtime.localization import GroundTruth, evaluate_localization, folder_ground_truth, pixel_average_precision
-from runtime.results import CamResult
+from runtime.evaluation.localization import GroundTruth, evaluate_localization, folder_ground_truth, pixel_average_precision
+from runtime.maps.results import CamResult
 
 
 class StubSession:
@@ -71,7 +71,7 @@ def test_pixel_average_precision_by_hand():
 
 
 def test_shapes_localization_is_consistent(session):
-    from runtime.localization import shapes_ground_truth
+    from runtime.evaluation.localization import shapes_ground_truth
 
     metrics = evaluate_localization(session, shapes_ground_truth(24, 3, 64), threshold_step=0.05)
     assert metrics["top1_localization_accuracy"] <= metrics["gt_known_localization_accuracy"] <= metrics["max_box_accuracy"]["0.5"]["value"] + 1e-9
@@ -83,7 +83,7 @@ def test_shapes_localization_is_consistent(session):
 
 @pytest.fixture()
 def box_folder(tmp_path, shape_images):
-    from runtime.shapes import CLASSES
+    from runtime.evaluation.shapes import CLASSES
 
     rows = ["path,x0,y0,x1,y1,label"]
     (tmp_path / "masks").mkdir()
@@ -99,7 +99,7 @@ def box_folder(tmp_path, shape_images):
 
 
 def test_folder_ground_truth(box_folder):
-    from runtime.shapes import CLASSES
+    from runtime.evaluation.shapes import CLASSES
 
     truth = folder_ground_truth(box_folder, list(CLASSES))
     assert truth.names == ["im0.png", "im1.png", "im2.png", "im3.png"]
@@ -137,7 +137,7 @@ def test_eval_cli_on_shapes_and_on_a_folder(tiny_onnx, box_folder, tmp_path):
 
 def test_cub_layout_is_read_as_it_ships(session, tmp_path):
     from fixtures import write_cub
-    from runtime.localization import cub_ground_truth, is_cub
+    from runtime.evaluation.localization import cub_ground_truth, is_cub
 
     root = write_cub(tmp_path / "CUB_200_2011")
     assert is_cub(root) and not is_cub(tmp_path)
@@ -164,7 +164,7 @@ def test_cub_layout_is_read_as_it_ships(session, tmp_path):
 
 def test_eval_cli_scores_a_cub_tree(tiny_onnx, session, tmp_path):
     from fixtures import write_cub
-    from runtime.localization import cub_ground_truth
+    from runtime.evaluation.localization import cub_ground_truth
 
     root = write_cub(tmp_path / "CUB_200_2011")
     done = subprocess.run([sys.executable, "-m", "runtime", "eval", str(tiny_onnx), str(root), "--out", str(tmp_path / "loc"), "--json"],

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from runtime import CamError
-from runtime.cam import eigencam_maps, gradcam_maps, normalize_maps
+from runtime.maps.cam import eigencam_maps, gradcam_maps, normalize_maps
 
 
 class LogitsOnly(nn.Module):

@@ -15,7 +15,7 @@ def test_runtime_without_torch(tiny_onnx, shape_images, tmp_path):
             sys.modules[name] = None  # any import of these now raises ImportError
         import numpy as np
         import runtime, zoo
-        import runtime.__main__, runtime.localization, runtime.report, zoo.__main__
+        import runtime.__main__, runtime.evaluation.localization, runtime.reports.report, zoo.__main__
         from runtime import CamSession
         result = CamSession({str(tiny_onnx)!r}).run(np.load({str(tmp_path / 'image.npy')!r}))[0]
         assert result.cams.shape == (1, 64, 64)

@@ -1,4 +1,4 @@
-"""runtime.onnx_model: the contract's metadata, and that a session believes none of it alone."""
+"""runtime.formats.onnx_model: the contract's metadata, and that a session believes none of it alone."""
 import json
 
 import numpy as np
@@ -6,8 +6,8 @@ import onnx
 import pytest
 
 from runtime import CamError, CamSession, ModelInfo
-from runtime.image import Preprocess
-from runtime.onnx_model import encode_array
+from runtime.inputs.image import Preprocess
+from runtime.formats.onnx_model import encode_array
 
 
 def with_metadata(tiny_onnx, tmp_path, name, **changes):

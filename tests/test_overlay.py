@@ -1,7 +1,7 @@
-"""runtime.overlay: heatmaps blended over images, colormaps, boxes and labels."""
+"""runtime.reports.overlay: heatmaps blended over images, colormaps, boxes and labels."""
 import numpy as np
 
-from runtime.overlay import colorize, overlay
+from runtime.reports.overlay import colorize, overlay
 
 
 def test_overlay_colormaps_alpha_box_and_label():

@@ -1,4 +1,4 @@
-"""runtime.package: the one package reader refuses hostile, tampered and inconsistent packages."""
+"""runtime.formats.package: the one package reader refuses hostile, tampered and inconsistent packages."""
 import hashlib
 
 import onnx
@@ -6,7 +6,7 @@ import pytest
 
 from fixtures import bounded_python, copy_package, rewrite_manifest, rezip
 from runtime import CamError, CamSession
-from runtime.package import Package
+from runtime.formats.package import Package
 from zoo import verify
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from runtime import CamError, ModelInfo
-from runtime.image import Preprocess, preprocess
+from runtime.inputs.image import Preprocess, preprocess
 
 SHAPES = st.one_of(
     st.tuples(st.integers(0, 40), st.integers(0, 40)),

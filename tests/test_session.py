@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from runtime import CamError, CamSession
-from runtime.boxes import cam_box
-from runtime.cam import normalize_maps, upsample_bilinear
+from runtime.maps.boxes import cam_box
+from runtime.maps.cam import normalize_maps, upsample_bilinear
 
-TOL = 1e-4  # relative to the largest magnitude, as runtime.compare.TOLERANCE
+TOL = 1e-4  # relative to the largest magnitude, as runtime.evaluation.compare.TOLERANCE
 
 
 def close(ours, reference):

@@ -1,8 +1,8 @@
-"""runtime.store: where a model comes from (file, package, name in the local store or bundled)."""
+"""runtime.formats.store: where a model comes from (file, package, name in the local store or bundled)."""
 import pytest
 
 from runtime import CamError, CamSession
-from runtime.store import BUNDLED, find_package, split_reference, store_path
+from runtime.formats.store import BUNDLED, find_package, split_reference, store_path
 from zoo import ZooError, fetch
 
 

@@ -9,7 +9,7 @@ import torch
 from train import TrainError, load_checkpoint, load_model
 from train.loop import TrainConfig, fit, last_path, resume
 from train.models import Architecture, GapCam
-from runtime.shapes import CLASSES, render_sample, render_split
+from runtime.evaluation.shapes import CLASSES, render_sample, render_split
 
 
 @pytest.mark.parametrize("backbone,size", [("small_cnn", 48), ("resnet18", 64)])

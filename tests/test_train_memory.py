@@ -48,7 +48,7 @@ def test_a_large_validation_split_costs_no_more_memory_than_a_small_one(tmp_path
 
 
 def test_evaluation_gives_the_same_logits_at_any_batch_size(tiny_model, shape_images):
-    from runtime.image import Preprocess
+    from runtime.inputs.image import Preprocess
     from train.data import ImageSet
     from train.evaluate import logits_and_labels
 

@@ -17,8 +17,8 @@ from PIL import Image
 
 from fixtures import copy_package, rewrite_manifest
 from runtime import CamSession
-from runtime.package import Package
-from runtime.store import BUNDLED, DEFAULT_INDEX, store_path
+from runtime.formats.package import Package
+from runtime.formats.store import BUNDLED, DEFAULT_INDEX, store_path
 from zoo import ZooError, fetch, pack, publish, read_index, triton_repository, verify
 
 

@@ -16,8 +16,8 @@ import torch
 
 import runtime
 from runtime.errors import check_format, first_line
-from runtime.files import atomic_path
-from runtime.image import Preprocess
+from runtime.formats.files import atomic_path
+from runtime.inputs.image import Preprocess
 from train.errors import TrainError
 from train.models import STATE_DICT_DETAIL, Architecture, GapCam
 
@@ -36,7 +36,7 @@ class Checkpoint:
 
     architecture: dict[str, Any]  # train.models.Architecture.to_dict()
     labels: list[str]  # class names in logit order
-    preprocess: dict[str, Any]  # runtime.image.Preprocess.to_dict()
+    preprocess: dict[str, Any]  # runtime.inputs.image.Preprocess.to_dict()
     provenance: dict[str, Any]  # recipe, data fingerprint, image counts, epochs, seed, metrics, versions
     model: dict[str, torch.Tensor]  # the GapCam state dict
     samples: torch.Tensor | None = None  # uint8 [k, H, W, C] raw validation images, for export parity

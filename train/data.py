@@ -1,9 +1,9 @@
-"""Streaming training data: images decoded per sample, in DataLoader workers, through `runtime.image`.
+"""Streaming training data: images decoded per sample, in DataLoader workers, through `runtime.inputs.image`.
 
 Nothing is decoded up front, so memory does not grow with the dataset and decoding uses every core.
-Each sample is `runtime.image.resize` (the model-size image the runtime sees), then the recipe's
-augmentation on those uint8 pixels, then `runtime.image.normalize`: without augmentation a sample is
-exactly `runtime.image.preprocess` of its image.
+Each sample is `runtime.inputs.image.resize` (the model-size image the runtime sees), then the recipe's
+augmentation on those uint8 pixels, then `runtime.inputs.image.normalize`: without augmentation a sample is
+exactly `runtime.inputs.image.preprocess` of its image.
 
 Determinism: the batch order comes from a `DistributedSampler` seeded by the run's seed and epoch,
 and each sample's augmentation from a generator seeded by (seed, epoch, image index). Neither
@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from runtime.errors import CamError
-from runtime.image import RESIZE_METHODS, ImageInput, Preprocess, load_image, normalize, resize
+from runtime.inputs.image import RESIZE_METHODS, ImageInput, Preprocess, load_image, normalize, resize
 from train.errors import TrainError
 
 PARITY_SAMPLES = 8  # validation images stored in each checkpoint, for the export parity check
@@ -76,7 +76,7 @@ class Augment:
 
 
 def model_size_pixels(image: ImageInput, spec: Preprocess) -> np.ndarray:
-    """uint8 HxWxC at the model's size and color: `runtime.image.resize` of the decoded image (a
+    """uint8 HxWxC at the model's size and color: `runtime.inputs.image.resize` of the decoded image (a
     uint8 array already at that size and color is that already, and is returned as it is)."""
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape[:2] == spec.size:
         channels = 1 if image.ndim == 2 else image.shape[2]
@@ -139,7 +139,7 @@ class ImageSet(Dataset):
     images: Sequence[ImageInput]  # paths or uint8 arrays (an array [N, H, W(, C)] is fine)
     labels: np.ndarray  # int64 [N]
     spec: Preprocess  # the model's input size, color mode and normalization
-    augment: Augment | None = None  # training augmentation; None: exactly `runtime.image.preprocess`
+    augment: Augment | None = None  # training augmentation; None: exactly `runtime.inputs.image.preprocess`
     seed: int = 0  # with the epoch and the index, seeds each sample's augmentation
     epoch: int = 0  # set by the training loop before each epoch
     cache: PixelCache | None = None  # model-size pixels decoded once, where `with_cache` made them
@@ -169,7 +169,7 @@ class ImageSet(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """The batch of images `indices`: each one's model-size pixels, augmented with its own
         generator (seeded by seed, epoch and index), then normalized together by
-        `runtime.image.normalize`. Unreadable images are left out and reported. The DataLoader
+        `runtime.inputs.image.normalize`. Unreadable images are left out and reported. The DataLoader
         calls this once per batch, in a worker."""
         pixels, kept, errors = self.read(indices)
         if self.augment is not None:

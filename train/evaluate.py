@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from runtime.files import atomic_path, write_text_atomic
-from runtime.image import Preprocess
+from runtime.formats.files import atomic_path, write_text_atomic
+from runtime.inputs.image import Preprocess
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.data import ImageSet, decoding_workers, loader
 from train.errors import TrainError

@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from runtime.boxes import box_accuracy_curve, threshold_grid, threshold_ious
-from runtime.cam import normalize_maps
+from runtime.maps.boxes import box_accuracy_curve, threshold_grid, threshold_ious
+from runtime.maps.cam import normalize_maps
 from runtime.errors import CamError, first_line
-from runtime.files import check_writable
-from runtime.image import Preprocess
+from runtime.formats.files import check_writable
+from runtime.inputs.image import Preprocess
 from train.checkpoint import Checkpoint, load_checkpoint, run_checkpoint, save_checkpoint
 from train.data import ImageSet, TrainingData, batches_per_epoch, check_batch_size, decoding_workers, default_workers, loader, training_sampler
 from train.errors import TrainError

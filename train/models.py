@@ -254,6 +254,6 @@ class GapCam(nn.Module):
         return self.fc(pooled), features
 
     def cams(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Raw CAMs [N, k, h, w] for class indices [N, k]: the torch twin of runtime.cam."""
+        """Raw CAMs [N, k, h, w] for class indices [N, k]: the torch twin of runtime.maps.cam."""
         weights = self.fc.weight[classes]  # [N, k, K]
         return torch.einsum("nck,nkhw->nchw", weights, features)

@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.files import read_text_file
-from runtime.image import IMAGE_SUFFIXES
-from runtime.localization import cub_classes, cub_ground_truth, read_boxes_csv
+from runtime.formats.files import read_text_file
+from runtime.inputs.image import IMAGE_SUFFIXES
+from runtime.evaluation.localization import cub_classes, cub_ground_truth, read_boxes_csv
 from train.errors import TrainError
 
 VAL_FRACTION = 0.1  # share of the training pool carved out for validation where needed

@@ -9,8 +9,8 @@ from typing import Callable
 import numpy as np
 
 from runtime.errors import CamError
-from runtime.image import Preprocess, image_size
-from runtime import shapes
+from runtime.inputs.image import Preprocess, image_size
+from runtime.evaluation import shapes
 from train.data import (
     CACHE_LIMIT_BYTES, Augment, ImageSet, TrainingData, fingerprint, parity_samples,
 )

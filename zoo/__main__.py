@@ -6,7 +6,7 @@ import json
 import click
 
 from runtime.cli import cli_errors
-from runtime.files import read_text_file
+from runtime.formats.files import read_text_file
 from zoo.errors import ZooError
 from zoo.fetch import fetch
 from zoo.index import index_name, publish, read_index, select

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from runtime.package import Manifest
+from runtime.formats.package import Manifest
 
 
 def _figure(value) -> str:

@@ -16,9 +16,9 @@ from typing import Callable
 import click
 
 from runtime.errors import CamError, raises_only
-from runtime.files import atomic_folder, atomic_path
-from runtime.package import Package
-from runtime.store import gapcam_home, store_path
+from runtime.formats.files import atomic_folder, atomic_path
+from runtime.formats.package import Package
+from runtime.formats.store import gapcam_home, store_path
 from zoo.errors import ZooError
 from zoo.index import index_name, is_url, open_location, read_index, resolve_url, select
 

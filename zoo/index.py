@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from runtime.errors import check_format, raises_only
-from runtime.files import write_text_atomic
-from runtime.package import VERSION_PATTERN, Package, file_entry, version_key
-from runtime.store import DEFAULT_INDEX, split_reference
+from runtime.formats.files import write_text_atomic
+from runtime.formats.package import VERSION_PATTERN, Package, file_entry, version_key
+from runtime.formats.store import DEFAULT_INDEX, split_reference
 from zoo.errors import ZooError
 
 FORMAT = "gapcam-index"

@@ -14,11 +14,11 @@ import numpy as np
 
 import runtime
 from runtime.errors import raises_only
-from runtime.files import atomic_folder, atomic_path
-from runtime.image import load_image, resize
-from runtime.package import MANIFEST, MODEL, NAME_PATTERN, VERSION_PATTERN, Manifest, Package, file_entry
-from runtime.providers import CPU, onnxruntime_version
-from runtime.session import CamSession
+from runtime.formats.files import atomic_folder, atomic_path
+from runtime.inputs.image import load_image, resize
+from runtime.formats.package import MANIFEST, MODEL, NAME_PATTERN, VERSION_PATTERN, Manifest, Package, file_entry
+from runtime.inference.providers import CPU, onnxruntime_version
+from runtime.inference.session import CamSession
 from zoo.card import render_card
 from zoo.errors import ZooError
 from zoo.vectors import VECTORS, make_vectors, replay_vectors

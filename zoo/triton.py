@@ -11,10 +11,10 @@ import shutil
 from pathlib import Path
 
 from runtime.errors import raises_only
-from runtime.files import atomic_path, write_text_atomic
-from runtime.package import MODEL
-from runtime.providers import CPU
-from runtime.session import CamSession
+from runtime.formats.files import atomic_path, write_text_atomic
+from runtime.formats.package import MODEL
+from runtime.inference.providers import CPU
+from runtime.inference.session import CamSession
 from zoo.errors import ZooError
 
 TRITON_TYPES = {"float32": "TYPE_FP32"}

@@ -11,9 +11,9 @@ import zlib
 
 import numpy as np
 
-from runtime.boxes import box_iou
-from runtime.compare import TOLERANCE, relative_difference
-from runtime.session import CamSession
+from runtime.maps.boxes import box_iou
+from runtime.evaluation.compare import TOLERANCE, relative_difference
+from runtime.inference.session import CamSession
 from zoo.errors import ZooError
 
 VECTORS = "test_vectors.npz"

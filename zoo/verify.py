@@ -5,11 +5,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.compare import TOLERANCE
+from runtime.evaluation.compare import TOLERANCE
 from runtime.errors import CamError, GapcamError
-from runtime.package import Package
-from runtime.providers import CPU
-from runtime.session import CamSession
+from runtime.formats.package import Package
+from runtime.inference.providers import CPU
+from runtime.inference.session import CamSession
 from zoo.vectors import VECTORS, replay_vectors
 
 

@@ -14,10 +14,10 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
-from runtime.files import atomic_path
-from runtime.image import ImageInput, load_image, to_color
-from runtime.results import CamResult
-from runtime.session import CamSession
+from runtime.formats.files import atomic_path
+from runtime.inputs.image import ImageInput, load_image, to_color
+from runtime.maps.results import CamResult
+from runtime.inference.session import CamSession
 
 TILE = 224  # longest side of each tile in the explanation figure
 THUMB = 256  # longest side of images embedded in the HTML report

@@ -28,7 +28,7 @@ ONNXRUNTIME_FOR_OPSET = {18: ("1.15", "1.15"), 19: ("1.15", "1.16"), 20: ("1.17"
 OPSETS = tuple(ONNXRUNTIME_FOR_OPSET)  # the opsets `export --opset` accepts
 # IR version -> the oldest onnxruntime that reads it (1.15-1.17 read IR 9 at most, 1.18-1.22 IR 10).
 ONNXRUNTIME_FOR_IR = {**{ir: OLDEST_ONNXRUNTIME for ir in range(3, 10)}, 10: "1.18"}
-MIN_ONNXRUNTIME_KEY = "gapcam.min_onnxruntime"  # the metadata key (runtime.onnx_model.ModelInfo.min_onnxruntime)
+MIN_ONNXRUNTIME_KEY = "gapcam.min_onnxruntime"  # the metadata key (runtime.formats.onnx_model.ModelInfo.min_onnxruntime)
 VERSION_PATTERN = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 
 

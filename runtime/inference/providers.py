@@ -8,7 +8,7 @@ import sys
 from importlib import metadata
 from typing import Sequence
 
-from runtime.compat import check_onnxruntime, version_tuple
+from runtime.inference.compat import check_onnxruntime, version_tuple
 from runtime.errors import CamError, first_line
 
 CUDA = "CUDAExecutionProvider"
@@ -122,7 +122,7 @@ def open_inference_session(source: str | bytes, providers: Sequence[str] | None,
 
     A model given as bytes (a package's, or one being exported) cannot follow external-data
     references to other files on disk. Raises CamError naming `name` when the model does not load,
-    or needs a newer onnxruntime than this one (`runtime.compat.check_onnxruntime`, before loading).
+    or needs a newer onnxruntime than this one (`runtime.inference.compat.check_onnxruntime`, before loading).
     """
     check_onnxruntime(source, ort.__version__, name)
     options = ort.SessionOptions()

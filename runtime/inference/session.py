@@ -7,15 +7,15 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from runtime.cam import METHODS
+from runtime.maps.cam import METHODS
 from runtime.errors import CamError
-from runtime.image import ImageInput, Preprocess, load_image, preprocess
-from runtime.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
-from runtime.overlay import overlay
-from runtime.package import MODEL
-from runtime.providers import open_inference_session
-from runtime.results import CamResult, ClassChoice, explain_outputs
-from runtime.store import resolve_model
+from runtime.inputs.image import ImageInput, Preprocess, load_image, preprocess
+from runtime.formats.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
+from runtime.reports.overlay import overlay
+from runtime.formats.package import MODEL
+from runtime.inference.providers import open_inference_session
+from runtime.maps.results import CamResult, ClassChoice, explain_outputs
+from runtime.formats.store import resolve_model
 
 MAX_INPUT_SIDE = 8192  # the largest model input side believed when the graph leaves it open
 
@@ -145,7 +145,7 @@ class CamSession:
         method: "cam" (the paper's), "gradcam" (equal to ReLU(CAM) / (h w) for this head) or
         "eigencam" (class-agnostic). CAM and Grad-CAM use the graph's class maps where the model
         has them (less to copy from a GPU than the features), Eigen-CAM the features.
-        The work after inference is `runtime.results.explain_outputs`.
+        The work after inference is `runtime.maps.results.explain_outputs`.
         """
         if method not in METHODS:
             raise CamError(f"method must be one of {list(METHODS)}, got {method!r}")
@@ -163,7 +163,7 @@ class CamSession:
         )
 
     def overlay(self, image: ImageInput, cam: np.ndarray, **options) -> Image.Image:
-        """A heatmap of `cam` blended over `image` (jet by default); see `runtime.overlay.overlay`."""
+        """A heatmap of `cam` blended over `image` (jet by default); see `runtime.reports.overlay.overlay`."""
         return overlay(image, cam, **options)
 
     def __repr__(self) -> str:

@@ -8,9 +8,9 @@ import zipfile
 from pathlib import Path
 
 from runtime.errors import CamError
-from runtime.package import MANIFEST, NAME_PATTERN, VERSION_PATTERN, Package, version_key
+from runtime.formats.package import MANIFEST, NAME_PATTERN, VERSION_PATTERN, Package, version_key
 
-BUNDLED = Path(__file__).parent / "models"  # packages that ship inside gapcam, as <name>-<version>.zip
+BUNDLED = Path(__file__).parent.parent / "models"  # packages that ship inside gapcam, as <name>-<version>.zip
 DEFAULT_INDEX = BUNDLED / "index.json"  # the zoo's default index: lists the bundled packages
 
 

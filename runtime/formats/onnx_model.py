@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from runtime.boxes import PAPER_BOX_THRESHOLD
-from runtime.compat import version_tuple
+from runtime.maps.boxes import PAPER_BOX_THRESHOLD
+from runtime.inference.compat import version_tuple
 from runtime.errors import CamError, check_format
-from runtime.image import Preprocess
+from runtime.inputs.image import Preprocess
 
 FORMAT = "gapcam-onnx"
 FORMAT_VERSION = 1
@@ -54,7 +54,7 @@ class ModelInfo:
     parity: dict[str, Any] = field(default_factory=dict)  # torch-vs-onnxruntime figures at export
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, data fingerprint, metrics, ...
     quantization: dict[str, Any] = field(default_factory=dict)  # int8 models: settings and measured fidelity to the fp32 model
-    min_onnxruntime: str = ""  # the oldest onnxruntime that runs the graph (runtime.compat); "" in older files
+    min_onnxruntime: str = ""  # the oldest onnxruntime that runs the graph (runtime.inference.compat); "" in older files
     face_crops: bool = False  # trained on face crops (FER): find the faces in a photo first
 
     def __post_init__(self) -> None:

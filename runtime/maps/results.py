@@ -14,10 +14,10 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from runtime.boxes import cam_box
-from runtime.cam import METHODS, explanation_maps, maps_of_classes, sample_bilinear, scale_like_upsampled, upsample_bilinear
+from runtime.maps.boxes import cam_box
+from runtime.maps.cam import METHODS, explanation_maps, maps_of_classes, sample_bilinear, scale_like_upsampled, upsample_bilinear
 from runtime.errors import CamError
-from runtime.onnx_model import ModelInfo
+from runtime.formats.onnx_model import ModelInfo
 
 ClassChoice = Union[None, int, str, Sequence[Union[int, str]], np.ndarray]
 

@@ -23,13 +23,13 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from runtime.boxes import THRESHOLD_STEP, best_iou, box_accuracy_curve, cam_box, threshold_grid, threshold_ious
+from runtime.maps.boxes import THRESHOLD_STEP, best_iou, box_accuracy_curve, cam_box, threshold_grid, threshold_ious
 from runtime.errors import CamError
-from runtime.files import atomic_path, read_text_file, write_text_atomic
-from runtime.image import load_image
-from runtime.plot import line_chart
-from runtime.session import CamSession
-from runtime.shapes import render_split
+from runtime.formats.files import atomic_path, read_text_file, write_text_atomic
+from runtime.inputs.image import load_image
+from runtime.reports.plot import line_chart
+from runtime.inference.session import CamSession
+from runtime.evaluation.shapes import render_split
 
 IOU_LEVELS = (0.3, 0.5, 0.7)
 PIXEL_BINS = 1000

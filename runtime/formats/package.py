@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterator
 
 from runtime.errors import CamError, check_format
-from runtime.files import limit_from_environment
+from runtime.formats.files import limit_from_environment
 
 FORMAT = "gapcam-package"
 FORMAT_VERSION = 1
@@ -51,7 +51,7 @@ class Manifest:
     labels: list[str]  # class names in logit order
     input: dict[str, Any]  # {"name", "dtype", "shape": ["batch", C, H, W]}
     outputs: list[dict[str, Any]]  # [{"name": "logits", ...}, {"name": "features", ...}]
-    preprocess: dict[str, Any]  # runtime.image.Preprocess as a dict
+    preprocess: dict[str, Any]  # runtime.inputs.image.Preprocess as a dict
     files: dict[str, dict[str, Any]]  # relative path -> {"sha256", "size"}
     metrics: dict[str, Any] = field(default_factory=dict)  # measured accuracy and localization
     parity: dict[str, Any] = field(default_factory=dict)  # torch-vs-onnxruntime figures from export

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from runtime.errors import CamError
-from runtime.files import limit_from_environment
+from runtime.formats.files import limit_from_environment
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]  # bytes: an encoded image file
 

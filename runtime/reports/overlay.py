@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from runtime.errors import CamError
-from runtime.image import ImageInput, load_image, to_color
+from runtime.inputs.image import ImageInput, load_image, to_color
 
 # Piecewise-linear colormaps as (position, value) knots per channel, as matplotlib defines them.
 COLORMAPS: dict[str, tuple[Sequence[tuple[float, float]], ...]] = {

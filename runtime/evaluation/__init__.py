@@ -1,0 +1,1 @@
+"""Measuring maps: localization metrics, the dataset readers with true boxes, the shapes generator."""

@@ -1,0 +1,1 @@
+"""Running a model: `CamSession`, onnxruntime providers, and which onnxruntime release runs which file."""

@@ -1,0 +1,1 @@
+"""Explanation maps and what is made from them: CAM math, the methods registry, boxes, `CamResult`."""

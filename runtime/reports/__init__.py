@@ -1,0 +1,1 @@
+"""Showing maps: heatmap overlays, explanation figures, HTML reports, charts."""
