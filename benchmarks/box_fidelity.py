@@ -16,7 +16,7 @@ from PIL import Image
 
 from runtime import CamSession
 from runtime.maps.boxes import box_iou, cam_box
-from runtime.evaluation.localization import shapes_ground_truth
+from runtime.evaluation.datasets import shapes_ground_truth
 
 SIZES = ((64, 64), (480, 640), (1200, 1500))
 

@@ -60,9 +60,9 @@ def models(folder: Path) -> dict[tuple[int, str], Path]:
     files = {}
     for opset in OPSETS:
         if opset in SUPPORTED:
-            proto = to_onnx_proto(model, info.preprocess, opset, weight)
+            proto = to_onnx_proto(model, info.preprocess, opset)
         else:
-            proto = _unchecked_export(WithClassMaps(model, weight), info.preprocess, opset)
+            proto = _unchecked_export(WithClassMaps(model), info.preprocess, opset)
         for key, value in info.to_props().items():
             proto.metadata_props.add(key=key, value=value)
         fp32 = folder / f"opset{opset}.onnx"

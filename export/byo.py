@@ -24,11 +24,11 @@ from export.onnx_export import OPSET, ExportReport, export_model
 from runtime.evaluation.compare import TOLERANCE, relative_difference
 from runtime.errors import first_line, raises_only
 from runtime.formats.files import sha256_file
-from runtime.inputs.image import Preprocess
+from runtime.deprecation import warn_deprecated
+from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from runtime.formats.onnx_model import ModelInfo
 from train.models import STATE_DICT_DETAIL, read_state_dict, torchvision_layout
 
-IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 
 
 class CamHead(nn.Module):
@@ -38,9 +38,10 @@ class CamHead(nn.Module):
     it, so that exporting leaves the user's model as it was.
     """
 
-    def __init__(self, model: nn.Module, feature_module: nn.Module, relu: bool):
+    def __init__(self, model: nn.Module, feature_module: nn.Module, fc: nn.Linear, relu: bool):
         super().__init__()
         self.model, self.relu, self._features = model, relu, None
+        self.fc = fc  # the model's own linear layer (not a copy): the exported class maps use its weight
         self._hook = feature_module.register_forward_hook(self._keep)
 
     def release(self) -> None:
@@ -61,7 +62,7 @@ def gap_linear_head(model: nn.Module, feature_module: nn.Module, fc: nn.Module, 
     if not isinstance(fc, nn.Linear):
         raise ExportError(f"the final layer is {type(fc).__name__}, not one nn.Linear: CAM needs GAP + one linear layer")
     model.eval()
-    head = CamHead(model, feature_module, relu=False)
+    head = CamHead(model, feature_module, fc, relu=False)
     try:
         return _check_gap_linear(head, fc, spec)
     except BaseException:
@@ -147,8 +148,8 @@ def export_torchvision(
     out: str | os.PathLike,
     *,
     size: tuple[int, int] = (224, 224),
-    mean: Sequence[float] = IMAGENET["mean"],
-    std: Sequence[float] = IMAGENET["std"],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
     features: str | None = None,
     fc: str | None = None,
     opset: int = OPSET,
@@ -184,3 +185,11 @@ def export_torchvision(
         int8=int8,
         face_crops=face_crops,
     )
+
+
+def __getattr__(name: str) -> object:
+    """`export.byo.IMAGENET` of gapcam 0.1 (deprecated): runtime.inputs.image.IMAGENET_MEAN and IMAGENET_STD."""
+    if name == "IMAGENET":
+        warn_deprecated("export.byo.IMAGENET", "runtime.inputs.image.IMAGENET_MEAN and IMAGENET_STD")
+        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,7 @@ from runtime.formats.files import atomic_path, sha256_file
 from runtime.inputs.image import Preprocess
 from runtime.formats.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
 from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.models import class_activation_maps
 from train.recipes import recipe_of_checkpoint
 
 OPSET = DEFAULT_OPSET  # runs on every onnxruntime gapcam supports (runtime.inference.compat)
@@ -50,7 +51,8 @@ def _graph_signature(values) -> list[str]:
 
 
 class WithClassMaps(torch.nn.Module):
-    """forward(x) -> (logits, features, cams): every class's raw CAM computed in the graph.
+    """forward(x) -> (logits, features, cams): every class's raw CAM computed in the graph, from the
+    model's own fc layer (`model.fc`), so the graph holds its weight once.
 
     A client (`CamSession` on a GPU, a Triton client) then fetches [N, num_classes, h, w] instead of
     the features [N, K, h, w]. Added only while num_classes <= K, so that the output is never larger
@@ -58,19 +60,18 @@ class WithClassMaps(torch.nn.Module):
     outputs and the runtime computes their maps from the features.
     """
 
-    def __init__(self, model: torch.nn.Module, fc_weight: np.ndarray):
+    def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        self.register_buffer("fc_weight", torch.from_numpy(np.asarray(fc_weight, dtype=np.float32)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits, features = self.model(x)
-        return logits, features, torch.einsum("ck,nkhw->nchw", self.fc_weight, features)
+        return logits, features, class_activation_maps(features, self.model.fc.weight)
 
 
-def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, fc_weight: np.ndarray | None = None) -> onnx.ModelProto:
-    """Trace `model` (forward(x) -> (logits, features)) with the dynamo exporter, batch dynamic; with
-    `fc_weight` [num_classes, K], num_classes <= K, the graph also outputs the class maps.
+def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, class_maps: bool = True) -> onnx.ModelProto:
+    """Trace `model` (forward(x) -> (logits, features), its linear layer `model.fc`) with the dynamo
+    exporter, batch dynamic; with `class_maps` and num_classes <= K, the graph also outputs the class maps.
 
     The example batch has 2 images: torch.export specializes a size-1 dimension to a constant.
     The model is stamped with the lowest IR version its opset needs, so older onnxruntime builds load it.
@@ -79,9 +80,9 @@ def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, 
     """
     if opset not in OPSETS:
         raise ExportError(f"--opset {opset}: gapcam exports opsets {OPSETS[0]} to {OPSETS[-1]} (each tested on onnxruntime; see docs/compatibility.md)")
-    with_maps = fc_weight is not None and fc_weight.shape[0] <= fc_weight.shape[1]
+    with_maps = class_maps and model.fc.out_features <= model.fc.in_features
     names = [*OUTPUT_NAMES, CLASS_MAPS_NAME] if with_maps else list(OUTPUT_NAMES)
-    traced = WithClassMaps(model, fc_weight) if with_maps else model
+    traced = WithClassMaps(model) if with_maps else model
     example = torch.randn(2, spec.channels, *spec.size)
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -122,7 +123,7 @@ def export_model(
     its gate; nothing is written then.
     """
     out = Path(out)
-    proto = to_onnx_proto(model, info.preprocess, opset, info.fc_weight)
+    proto = to_onnx_proto(model, info.preprocess, opset)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as err:

@@ -4,9 +4,6 @@ The work lives in four packages: `train` (torch), `export` (torch, onnx), `runti
 numpy and Pillow only) and `zoo`. This one holds what spans them: the `gapcam` command and the
 Triton server behind `gapcam serve`.
 """
-from importlib import metadata as _metadata
+from runtime import __version__  # the one lookup of the installed version
 
-try:
-    __version__ = _metadata.version("gapcam")
-except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
+__all__ = ["__version__"]

@@ -10,8 +10,8 @@ The Triton model (named after the gapcam model: its package name, or the file's 
     output  probs    FP32  [-1, C]       softmax over the C labels
             classes  INT64 [-1, k]       the k most probable classes, best first
             boxes    INT64 [-1, k, 4]    x0, y0, x1, y1 per class, end-exclusive, in the image's pixels
-            cams     FP32  [-1, k, h, w] each class's raw CAM at feature resolution (scale with
-                                         runtime.explain_outputs or as you like)
+            cams     FP32  [-1, k, h, w] each class's raw map at feature resolution, of the method
+                                         `--method` chose (scale with runtime.explain_outputs or as you like)
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from pytriton.triton import Triton, TritonConfig
 from runtime.cli import cli_errors
 from runtime.errors import CamError
 from runtime.inference.session import CamSession
+from runtime.maps.methods import METHODS, get_method
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ class CamInference:
     errors per call, not per request); the server goes on serving.
     """
 
-    def __init__(self, session: CamSession, topk: int):
-        self.session, self.topk = session, topk
+    def __init__(self, session: CamSession, topk: int, method: str = "cam"):
+        self.session, self.topk, self.method = session, topk, get_method(method).name
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
         counts, images = [], []
@@ -64,7 +65,7 @@ class CamInference:
             encoded = np.asarray(request["images"]).reshape(-1)
             counts.append(len(encoded))
             images += [bytes(item) for item in encoded]
-        results = self.session.run(images, topk=self.topk)
+        results = self.session.run(images, topk=self.topk, method=self.method)
         responses, start = [], 0
         for count in counts:
             part = results[start : start + count]
@@ -100,8 +101,11 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def serve(model: str, endpoints: Endpoints, topk: int = 1, max_batch_size: int = 32, max_queue_delay_us: int = 2000, log=print) -> None:
-    """Load `model` into a CamSession and serve it until SIGINT or SIGTERM."""
+def serve(
+    model: str, endpoints: Endpoints, topk: int = 1, max_batch_size: int = 32, max_queue_delay_us: int = 2000, log=print, method: str = "cam",
+) -> None:
+    """Load `model` into a CamSession and serve it until SIGINT or SIGTERM, explaining with `method`."""
+    get_method(method)
     session = CamSession(model)
     if not 1 <= topk <= len(session.labels):
         raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
@@ -124,7 +128,7 @@ def serve(model: str, endpoints: Endpoints, topk: int = 1, max_batch_size: int =
     try:
         with Triton(config=config) as triton:  # leaving the block stops Triton and removes its workspace
             triton.bind(
-                model_name=name, infer_func=CamInference(session, topk), inputs=[Tensor(name="images", dtype=np.bytes_, shape=(1,))],
+                model_name=name, infer_func=CamInference(session, topk, method), inputs=[Tensor(name="images", dtype=np.bytes_, shape=(1,))],
                 outputs=outputs, config=batching, strict=True,
             )
             log(f"serving {session.path} as Triton model {name!r} ({', '.join(session.providers)}): "
@@ -144,16 +148,17 @@ def serve(model: str, endpoints: Endpoints, topk: int = 1, max_batch_size: int =
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=Endpoints.metrics_port, show_default=True)
 @click.option("--topk", type=click.IntRange(min=1), default=1, show_default=True, help="Classes (with boxes and CAMs) returned per image.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Most images in one inference call.")
+@click.option("--method", type=click.Choice(list(METHODS)), default="cam", show_default=True, help="Which map `cams` returns (runtime.maps.methods).")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True, help="How long Triton may hold a request to batch it with others.")
 @cli_errors
-def main(model, host, http_port, grpc_port, metrics_port, topk, max_batch_size, max_queue_delay_us) -> None:
+def main(model, host, http_port, grpc_port, metrics_port, topk, max_batch_size, method, max_queue_delay_us) -> None:
     """Serve MODEL (an .onnx file, a package or a package name) on a Triton Inference Server.
 
     Input `images`: BYTES [-1, 1], encoded image files. Outputs: `probs` FP32 [-1, C], `classes`
     INT64 [-1, k], `boxes` INT64 [-1, k, 4] in each image's pixels, `cams` FP32 [-1, k, h, w].
     """
     logging.basicConfig(level=logging.WARNING)
-    serve(model, Endpoints(host, http_port, grpc_port, metrics_port), topk, max_batch_size, max_queue_delay_us, log=click.echo)
+    serve(model, Endpoints(host, http_port, grpc_port, metrics_port), topk, max_batch_size, max_queue_delay_us, log=click.echo, method=method)
 
 
 if __name__ == "__main__":

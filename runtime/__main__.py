@@ -8,23 +8,23 @@ from pathlib import Path
 
 import click
 
-from runtime.maps.boxes import THRESHOLD_STEP
-from runtime.maps.cam import METHODS
 from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
+from runtime.evaluation.datasets import cub_ground_truth, folder_ground_truth, is_cub, shapes_ground_truth
+from runtime.evaluation.localization import evaluate_localization, write_localization_report
 from runtime.formats.files import atomic_path
-from runtime.inputs.image import IMAGE_SUFFIXES, collect_images, load_image
-from runtime.evaluation.localization import (
-    cub_ground_truth, evaluate_localization, folder_ground_truth, is_cub, shapes_ground_truth, write_localization_report,
-)
-from runtime.reports.overlay import COLORMAPS
-from runtime.pipeline import BoundedWriter, prefetched_batches
-from runtime.reports.report import HtmlReport, ResultLog, explain_figure, report_card
 from runtime.inference.session import CamSession
+from runtime.inputs.image import IMAGE_SUFFIXES, collect_images, load_image
+from runtime.maps.boxes import THRESHOLD_STEP
+from runtime.maps.methods import METHODS
+from runtime.pipeline import BoundedWriter, prefetched_batches
+from runtime.reports.overlay import COLORMAPS
+from runtime.reports.report import HtmlReport, ResultLog, explain_figure, report_card
 
 model_argument = click.argument("model")
 provider_option = click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s); default CUDA when it works, else CPU.")
-method_option = click.option("--method", type=click.Choice(METHODS), default="cam", show_default=True, help="Explanation from logits and features.")
+method_option = click.option("--method", type=click.Choice(list(METHODS)), default="cam", show_default=True,
+                             help="Explanation method (runtime.maps.methods): " + "; ".join(m.summary for m in METHODS.values()) + ".")
 colormap_option = click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="jet", show_default=True)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, for scripts.")
 alpha_option = click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity.")

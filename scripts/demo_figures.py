@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from runtime import CamSession
-from runtime.evaluation.localization import shapes_ground_truth
+from runtime.evaluation.datasets import shapes_ground_truth
 
 TRUE_COLOR, CAM_COLOR = (0, 255, 0), (255, 255, 255)
 GRID_IMAGES, SAMPLE_IMAGES, SCALE, COLUMNS = 16, 8, 3, 4

@@ -5,7 +5,6 @@ from scipy import ndimage
 
 from runtime import CamError
 from runtime.maps.boxes import (
-    best_iou,
     box_accuracy_curve,
     box_iou,
     box_ious,
@@ -64,7 +63,7 @@ def test_cam_box_thresholds_at_share_of_max():
 def test_box_iou_by_hand():
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
     assert box_iou((0, 0, 2, 2), (3, 3, 4, 4)) == 0.0
-    assert best_iou((0, 0, 10, 10), np.array([[20, 20, 30, 30], [0, 0, 10, 5]])) == pytest.approx(0.5)
+    assert box_iou((0, 0, 10, 10), np.array([[20, 20, 30, 30], [0, 0, 10, 5]])) == pytest.approx(0.5)
     np.testing.assert_allclose(
         box_ious(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([[0, 0, 10, 5], [20, 20, 30, 30]])), [0.5, 1.0]
     )
@@ -110,7 +109,7 @@ def test_threshold_sweep_equals_box_by_box():
         largest, best = threshold_ious(cam, truth, grid)
         for t, threshold in enumerate(grid):
             boxes = component_boxes(cam >= threshold * cam.max())
-            ious = [best_iou(box, truth) for box in boxes]
+            ious = [box_iou(box, truth) for box in boxes]
             assert largest[t] == pytest.approx(ious[0]) and best[t] == pytest.approx(max(ious))
             assert tuple(boxes[0]) == cam_box(cam, threshold)
 

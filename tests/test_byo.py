@@ -28,6 +28,9 @@ def test_torchvision_gap_models_export_with_parity(arch, tmp_path):
     assert report.parity["passed"]
     session = CamSession(report.path)
     assert session.labels == LABELS and session.input_size == (64, 64)
+    from tests.test_export import fc_weight_copies
+
+    assert session.has_class_maps and fc_weight_copies(report.path, session.info.fc_weight) == 1  # the user's fc, not a copy
     everything = session.run(np.zeros((64, 64, 3), np.uint8), classes=[0, 1, 2])[0]
     np.testing.assert_allclose(everything.cams_raw.mean(axis=(1, 2)) + session.info.fc_bias, everything.logits, rtol=1e-4, atol=1e-5)
 

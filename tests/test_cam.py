@@ -33,3 +33,18 @@ def test_normalize_scales_to_unit_range_and_constant_maps_to_zero():
     assert np.all(out[1] == 0.0) and not np.isnan(out).any()
     # a constant map that picked up float rounding in upsampling still counts as constant
     assert np.all(normalize_maps(upsample_bilinear(np.full((1, 3, 3), 0.1, np.float32), (17, 23))) == 0.0)
+
+
+def test_the_torch_and_numpy_cam_products_are_one_formula():
+    """train.models.class_activation_maps (training, GapCam.cams, the exported graph's `cams`) equals
+    runtime.maps.cam.class_activation_maps (the runtime), for chosen classes and for every class."""
+    from train.models import class_activation_maps as torch_cams
+
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((3, 6, 4, 5)).astype(np.float32)
+    weight = rng.standard_normal((4, 6)).astype(np.float32)
+    classes = np.array([[0, 2], [3, 1], [1, 1]])
+    chosen = torch_cams(torch.from_numpy(features), torch.from_numpy(weight), torch.from_numpy(classes)).numpy()
+    np.testing.assert_allclose(chosen, class_activation_maps(features, weight, classes), rtol=1e-5, atol=1e-6)
+    every = torch_cams(torch.from_numpy(features), torch.from_numpy(weight)).numpy()
+    np.testing.assert_allclose(every, class_activation_maps(features, weight, np.tile(np.arange(4), (3, 1))), rtol=1e-5, atol=1e-6)

@@ -50,6 +50,28 @@ def test_graph_class_maps_equal_the_numpy_cams(tiny_onnx, shape_images):
     assert session.info.parity["class_maps"]["relative"] <= session.info.parity["tolerance"]
 
 
+def fc_weight_copies(path, weight):
+    """How many of the graph's initializers hold the fc weight (as is or transposed)."""
+    from onnx import numpy_helper
+
+    arrays = [numpy_helper.to_array(init) for init in onnx.load(path).graph.initializer]
+    return sum(a.shape in (weight.shape, weight.T.shape) and np.allclose(a.reshape(weight.shape) if a.shape == weight.shape else a.T, weight)
+               for a in arrays)
+
+
+def test_the_graph_holds_the_fc_weight_once(tmp_path):
+    """The class maps use the fc layer's own weight: one initializer serves logits and cams."""
+    from export.onnx_export import export_model
+    from train.models import Architecture, GapCam
+
+    torch.manual_seed(0)
+    model = GapCam(Architecture(num_classes=3, cam_channels=8, backbone_args={"widths": (8,)})).eval()
+    weight = model.fc.weight.detach().numpy()
+    info = ModelInfo(labels=list("abc"), preprocess=Preprocess(32, 32), fc_weight=weight, fc_bias=model.fc.bias.detach().numpy())
+    report = export_model(model, info, tmp_path / "m.onnx")
+    assert CamSession(report.path).has_class_maps and fc_weight_copies(report.path, weight) == 1
+
+
 def test_a_head_wider_than_its_features_gets_no_class_maps_output(tmp_path):
     """With more classes than K channels the class maps would outweigh the features: two outputs only."""
     from export.onnx_export import export_model

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from runtime import CamError
-from runtime.evaluation.localization import GroundTruth, evaluate_localization, folder_ground_truth, pixel_average_precision
+from runtime.evaluation.datasets import GroundTruth, folder_ground_truth
+from runtime.evaluation.localization import evaluate_localization, pixel_average_precision
 from runtime.maps.results import CamResult
 
 
@@ -71,7 +72,7 @@ def test_pixel_average_precision_by_hand():
 
 
 def test_shapes_localization_is_consistent(session):
-    from runtime.evaluation.localization import shapes_ground_truth
+    from runtime.evaluation.datasets import shapes_ground_truth
 
     metrics = evaluate_localization(session, shapes_ground_truth(24, 3, 64), threshold_step=0.05)
     assert metrics["top1_localization_accuracy"] <= metrics["gt_known_localization_accuracy"] <= metrics["max_box_accuracy"]["0.5"]["value"] + 1e-9
@@ -137,7 +138,7 @@ def test_eval_cli_on_shapes_and_on_a_folder(tiny_onnx, box_folder, tmp_path):
 
 def test_cub_layout_is_read_as_it_ships(session, tmp_path):
     from fixtures import write_cub
-    from runtime.evaluation.localization import cub_ground_truth, is_cub
+    from runtime.evaluation.datasets import cub_ground_truth, is_cub
 
     root = write_cub(tmp_path / "CUB_200_2011")
     assert is_cub(root) and not is_cub(tmp_path)
@@ -164,7 +165,7 @@ def test_cub_layout_is_read_as_it_ships(session, tmp_path):
 
 def test_eval_cli_scores_a_cub_tree(tiny_onnx, session, tmp_path):
     from fixtures import write_cub
-    from runtime.evaluation.localization import cub_ground_truth
+    from runtime.evaluation.datasets import cub_ground_truth
 
     root = write_cub(tmp_path / "CUB_200_2011")
     done = subprocess.run([sys.executable, "-m", "runtime", "eval", str(tiny_onnx), str(root), "--out", str(tmp_path / "loc"), "--json"],

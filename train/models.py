@@ -234,6 +234,15 @@ class Architecture:
         return arch
 
 
+def class_activation_maps(features: torch.Tensor, weight: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """Raw CAMs sum_k w[c, k] f_k: [N, k, h, w] for class indices [N, k], or [N, C, h, w] for every
+    class; the torch side of `runtime.maps.cam.class_activation_maps` (tests/test_cam.py pins them
+    equal). Training's localization, the exported graph's `cams` output and `GapCam.cams` use it."""
+    if classes is None:
+        return torch.einsum("ck,nkhw->nchw", weight, features)
+    return torch.einsum("nck,nkhw->nchw", weight[classes], features)
+
+
 class GapCam(nn.Module):
     """backbone -> 3x3 conv (K filters) + ReLU -> global pooling -> fc; forward returns (logits, features)."""
 
@@ -254,6 +263,5 @@ class GapCam(nn.Module):
         return self.fc(pooled), features
 
     def cams(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Raw CAMs [N, k, h, w] for class indices [N, k]: the torch twin of runtime.maps.cam."""
-        weights = self.fc.weight[classes]  # [N, k, K]
-        return torch.einsum("nck,nkhw->nchw", weights, features)
+        """Raw CAMs [N, k, h, w] for class indices [N, k] (`class_activation_maps` with the fc weight)."""
+        return class_activation_maps(features, self.fc.weight, classes)

@@ -16,7 +16,7 @@ import numpy as np
 
 from runtime.formats.files import read_text_file
 from runtime.inputs.image import IMAGE_SUFFIXES
-from runtime.evaluation.localization import cub_classes, cub_ground_truth, read_boxes_csv
+from runtime.evaluation.datasets import cub_classes, cub_ground_truth, read_boxes_csv
 from train.errors import TrainError
 
 VAL_FRACTION = 0.1  # share of the training pool carved out for validation where needed

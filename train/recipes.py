@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from runtime.errors import CamError
-from runtime.inputs.image import Preprocess, image_size
+from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess, image_size
 from runtime.evaluation import shapes
 from train.data import (
     CACHE_LIMIT_BYTES, Augment, ImageSet, TrainingData, fingerprint, parity_samples,
@@ -21,7 +21,6 @@ from train.errors import TrainError
 from train.models import Architecture
 
 SPLITS = ("train", "val", "test")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's pretrained weights expect these
 CACHE_MODES = ("auto", "on", "off")
 
 

@@ -7,15 +7,16 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from runtime.maps.cam import METHODS
+from runtime.deprecation import renamed
 from runtime.errors import CamError
-from runtime.inputs.image import ImageInput, Preprocess, load_image, preprocess
 from runtime.formats.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
-from runtime.reports.overlay import overlay
 from runtime.formats.package import MODEL
-from runtime.inference.providers import open_inference_session
-from runtime.maps.results import CamResult, ClassChoice, explain_outputs
 from runtime.formats.store import resolve_model
+from runtime.inference.providers import open_inference_session
+from runtime.inputs.image import ImageInput, Preprocess, load_image, preprocess
+from runtime.maps.methods import get_method
+from runtime.maps.results import CamResult, ClassChoice, explain_outputs
+from runtime.reports.overlay import overlay
 
 MAX_INPUT_SIDE = 8192  # the largest model input side believed when the graph leaves it open
 
@@ -124,6 +125,8 @@ class CamSession:
         """float32 [N, C, H, W], exactly what the model sees; `preprocessing` says how it is made."""
         return preprocess(images, self.preprocessing)
 
+    preprocess = renamed("CamSession.preprocess", to_batch, "CamSession.to_batch")  # deprecated in 0.2
+
     def infer(self, batch: np.ndarray, outputs: Sequence[str] = OUTPUT_NAMES) -> tuple[np.ndarray, ...]:
         """One inference call; by default (logits [N, num_classes], features [N, K, h, w]).
 
@@ -142,21 +145,17 @@ class CamSession:
 
         classes=None explains the top-k predicted classes; an index, a label, or a list of them
         explains those classes for every image; an [N, k] index array chooses per image.
-        method: "cam" (the paper's), "gradcam" (equal to ReLU(CAM) / (h w) for this head) or
-        "eigencam" (class-agnostic). CAM and Grad-CAM use the graph's class maps where the model
-        has them (less to copy from a GPU than the features), Eigen-CAM the features.
+        method: a name in `runtime.maps.methods.METHODS`: "cam" (the paper's), "gradcam" (equal to
+        ReLU(CAM) / (h w) for this head) or "eigencam" (class-agnostic). A method that can use the
+        graph's class maps does where the model has them (less to copy from a GPU than the features).
         The work after inference is `runtime.maps.results.explain_outputs`.
         """
-        if method not in METHODS:
-            raise CamError(f"method must be one of {list(METHODS)}, got {method!r}")
+        explainer = get_method(method)
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         pictures = [load_image(item) for item in items]
-        batch = self.to_batch(pictures)
-        outputs = {"features": None, "class_maps": None}
-        if self.has_class_maps and method != "eigencam":
-            logits, outputs["class_maps"] = self.infer(batch, (OUTPUT_NAMES[0], CLASS_MAPS_NAME))
-        else:
-            logits, outputs["features"] = self.infer(batch)
+        names = explainer.outputs(self.has_class_maps)
+        logits, maps_from = self.infer(self.to_batch(pictures), names)
+        outputs = {"class_maps" if names[1] == CLASS_MAPS_NAME else "features": maps_from}
         return explain_outputs(
             self.info, logits, [(picture.height, picture.width) for picture in pictures], **outputs,
             classes=classes, topk=topk, method=method, box_threshold=self.box_threshold,

@@ -11,7 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
+from runtime.deprecation import renamed
 from runtime.errors import CamError
+from runtime.maps.cam import sample_bilinear, upsample_bilinear
 
 PAPER_BOX_THRESHOLD = 0.2  # Zhou et al.: "segment the regions above 20% of the max value of the CAM"
 THRESHOLD_STEP = 0.01  # the grid of CAM thresholds that calibration and evaluation search
@@ -113,14 +115,13 @@ def cam_box(cam: np.ndarray, threshold: float = PAPER_BOX_THRESHOLD, peak: float
     return box if box is not None else (0, 0, cam.shape[1], cam.shape[0])
 
 
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) end-exclusive boxes."""
-    return float(box_ious(a, b)[0])
-
-
-def best_iou(box: Sequence[float], true_boxes: np.ndarray) -> float:
-    """IoU with the best-matching true box ([m, 4]), as Choe et al. match an image's several boxes."""
+def box_iou(box: Sequence[float], true_boxes: Sequence[float] | np.ndarray) -> float:
+    """IoU of an (x0, y0, x1, y1) end-exclusive box with another, or with the best-matching of
+    several true boxes [m, 4] (as Choe et al. match an image's several boxes)."""
     return float(box_ious(box, true_boxes)[0])
+
+
+best_iou = renamed("runtime.maps.boxes.best_iou", box_iou, "runtime.maps.boxes.box_iou")  # deprecated in 0.2
 
 
 def box_ious(boxes: np.ndarray, true_boxes: np.ndarray) -> np.ndarray:
@@ -171,3 +172,64 @@ def box_accuracy_curve(ious: np.ndarray, iou: float = 0.5) -> np.ndarray:
     """
     ious = np.asarray(ious)
     return (ious >= iou).mean(axis=0) if len(ious) else np.zeros(ious.shape[-1] if ious.ndim == 2 else 0)
+
+
+def box_map_size(image_size: tuple[int, int], input_size: tuple[int, int]) -> tuple[int, int]:
+    """The size of the map boxes are found on: the image's, but no larger than the model input's."""
+    return min(image_size[0], input_size[0]), min(image_size[1], input_size[1])
+
+
+def refine_box(scaled: np.ndarray, box: np.ndarray, level: float, image_size: tuple[int, int], margin: tuple[int, int]) -> np.ndarray:
+    """Move each edge of a box found on a smaller map to where the image-size map puts it.
+
+    The image-size map (the bilinear upsampling of `scaled` [h, w]) is evaluated only in a band of
+    `margin` pixels across each edge, where the exact edge lies when the smaller map's region is
+    the same region: the cost follows the box's perimeter times the margin, not the image's pixels.
+    """
+    height, width = image_size
+    x0, y0, x1, y1 = (int(v) for v in box)
+    my, mx = margin
+    ys = np.arange(max(0, y0 - my), min(height, y1 + my))
+    xs = np.arange(max(0, x0 - mx), min(width, x1 + mx))
+
+    def band(row_index: np.ndarray, col_index: np.ndarray) -> np.ndarray:
+        return sample_bilinear(scaled, image_size, row_index, col_index) >= level
+
+    left, right = xs[xs < x0 + mx], xs[xs >= x1 - mx]
+    top, bottom = ys[ys < y0 + my], ys[ys >= y1 - my]
+    columns = band(ys, np.r_[left, right]).any(axis=0)  # both vertical bands in one call
+    rows = band(np.r_[top, bottom], xs).any(axis=1)
+    edges = [x0, y0, x1, y1]
+    for index, (positions, hit, first) in enumerate((
+        (left, columns[: len(left)], True), (top, rows[: len(top)], True),
+        (right, columns[len(left) :], False), (bottom, rows[len(top) :], False),
+    )):
+        if hit.any():
+            edges[index] = int(positions[np.argmax(hit)]) if first else int(positions[len(hit) - 1 - np.argmax(hit[::-1])]) + 1
+    return np.array(edges, dtype=np.int64)
+
+
+def bounded_boxes(scaled: np.ndarray, peaks: np.ndarray, threshold: float, image_size: tuple[int, int], bound: tuple[int, int]) -> np.ndarray:
+    """[k, 4] boxes in image pixels of scaled maps [k, h, w] whose image-size maxima are `peaks`.
+
+    Each map is upsampled to `box_map_size` (bilinear, as the image-size map would be) and boxed
+    there at `threshold` of its image-size maximum: the region is chosen at that bounded size. The
+    box's edges are then scaled to the image and refined on the image-size map near each edge
+    (`refine_box`). Where the image is no larger than the bound, this is exactly the box of the
+    image-size map.
+    """
+    height, width = image_size
+    small_h, small_w = box_map_size(image_size, bound)
+    maps = upsample_bilinear(scaled, (small_h, small_w))
+    boxes = np.array([cam_box(m, threshold, peak=float(p)) for m, p in zip(maps, peaks)], dtype=np.float64).reshape(-1, 4)
+    if (small_h, small_w) == (height, width):
+        return boxes.astype(np.int64)
+    boxes[:, [0, 2]] *= width / small_w
+    boxes[:, [1, 3]] *= height / small_h
+    boxes = np.rint(boxes).astype(np.int64)
+    margin = (int(np.ceil(height / small_h)) + 1, int(np.ceil(width / small_w)) + 1)
+    whole = np.array([0, 0, width, height])
+    return np.stack([
+        box if np.array_equal(box, whole) else refine_box(m, box, threshold * p, image_size, margin)
+        for m, p, box in zip(scaled, peaks, boxes)
+    ])

@@ -1,5 +1,7 @@
 """Class activation maps from a GAP-CAM model's outputs, in numpy: CAM, Grad-CAM, Eigen-CAM, resizing, scaling.
 
+Which method a user asks for is chosen in `runtime.maps.methods` (the registry); this module is the math.
+
 For class c and feature maps f_k (the tensor global average pooling averages),
     CAM_c(x, y) = sum_k w[c, k] * f_k(x, y)
 so that, for GAP, logits[c] = mean_xy CAM_c(x, y) + bias[c] (Zhou et al., CVPR 2016, eq. 2).
@@ -10,7 +12,7 @@ import functools
 
 import numpy as np
 
-from runtime.errors import CamError
+from runtime.deprecation import moved_names
 
 
 def class_activation_maps(features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -24,9 +26,6 @@ def class_activation_maps(features: np.ndarray, weight: np.ndarray, classes: np.
     rows = weight[classes].astype(np.float32)  # [N, k, K]
     maps = np.matmul(rows, features.reshape(n, channels, h * w).astype(np.float32))
     return maps.reshape(n, classes.shape[1], h, w)
-
-
-METHODS = ("cam", "gradcam", "eigencam")
 
 
 def gradcam_maps(cams: np.ndarray) -> np.ndarray:
@@ -61,31 +60,6 @@ def eigencam_maps(features: np.ndarray) -> np.ndarray:
             projection = -projection
         maps[i] = np.maximum(projection, 0.0).reshape(h, w)
     return maps
-
-
-def explanation_maps(method: str, features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Raw maps [N, k, h, w] of `method` ("cam", "gradcam" or "eigencam") for class indices [N, k].
-
-    Raises CamError for an unknown method.
-    """
-    if method not in METHODS:
-        raise CamError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "eigencam":
-        classes = np.asarray(classes).reshape(len(features), -1)
-        return np.repeat(eigencam_maps(features)[:, None], classes.shape[1], axis=1)
-    cams = class_activation_maps(features, weight, classes)
-    return gradcam_maps(cams) if method == "gradcam" else cams
-
-
-def maps_of_classes(method: str, class_maps: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Raw maps [N, k, h, w] of "cam" or "gradcam" from a model's all-class CAMs [N, num_classes, h, w]
-    (the graph's `cams` output), for class indices [N, k]. Raises CamError for "eigencam", which
-    needs the features."""
-    if method not in ("cam", "gradcam"):
-        raise CamError(f"method {method!r} needs the model's features, not its class maps")
-    classes = np.asarray(classes, dtype=np.int64).reshape(len(class_maps), -1)
-    cams = np.asarray(class_maps, dtype=np.float32)[np.arange(len(class_maps))[:, None], classes]
-    return gradcam_maps(cams) if method == "gradcam" else cams
 
 
 @functools.lru_cache(maxsize=256)
@@ -197,3 +171,10 @@ def normalize_maps(maps: np.ndarray) -> np.ndarray:
     flat = _flat(lo, hi)
     scaled = (maps - lo) / np.where(flat, 1.0, hi - lo)
     return np.where(flat, 0.0, np.clip(scaled, 0.0, 1.0)).astype(np.float32)
+
+
+# Names that lived here in gapcam 0.1 (deprecated; runtime.deprecation).
+__getattr__ = moved_names(__name__, {
+    "METHODS": "runtime.maps.methods", "explanation_maps": "runtime.maps.methods", "maps_of_classes": "runtime.maps.methods",
+    "box_iou": "runtime.maps.boxes", "cam_box": "runtime.maps.boxes", "largest_component_box": "runtime.maps.boxes",
+})

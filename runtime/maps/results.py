@@ -14,10 +14,11 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from runtime.maps.boxes import cam_box
-from runtime.maps.cam import METHODS, explanation_maps, maps_of_classes, sample_bilinear, scale_like_upsampled, upsample_bilinear
 from runtime.errors import CamError
 from runtime.formats.onnx_model import ModelInfo
+from runtime.maps.boxes import bounded_boxes
+from runtime.maps.cam import scale_like_upsampled, upsample_bilinear
+from runtime.maps.methods import get_method
 
 ClassChoice = Union[None, int, str, Sequence[Union[int, str]], np.ndarray]
 
@@ -121,67 +122,6 @@ def choose_classes(classes: ClassChoice, logits: np.ndarray, labels: Sequence[st
     return np.tile(np.asarray(indices, dtype=np.int64), (logits.shape[0], 1))
 
 
-def box_map_size(image_size: tuple[int, int], input_size: tuple[int, int]) -> tuple[int, int]:
-    """The size of the map boxes are found on: the image's, but no larger than the model input's."""
-    return min(image_size[0], input_size[0]), min(image_size[1], input_size[1])
-
-
-def refine_box(scaled: np.ndarray, box: np.ndarray, level: float, image_size: tuple[int, int], margin: tuple[int, int]) -> np.ndarray:
-    """Move each edge of a box found on a smaller map to where the image-size map puts it.
-
-    The image-size map (the bilinear upsampling of `scaled` [h, w]) is evaluated only in a band of
-    `margin` pixels across each edge, where the exact edge lies when the smaller map's region is
-    the same region: the cost follows the box's perimeter times the margin, not the image's pixels.
-    """
-    height, width = image_size
-    x0, y0, x1, y1 = (int(v) for v in box)
-    my, mx = margin
-    ys = np.arange(max(0, y0 - my), min(height, y1 + my))
-    xs = np.arange(max(0, x0 - mx), min(width, x1 + mx))
-
-    def band(row_index: np.ndarray, col_index: np.ndarray) -> np.ndarray:
-        return sample_bilinear(scaled, image_size, row_index, col_index) >= level
-
-    left, right = xs[xs < x0 + mx], xs[xs >= x1 - mx]
-    top, bottom = ys[ys < y0 + my], ys[ys >= y1 - my]
-    columns = band(ys, np.r_[left, right]).any(axis=0)  # both vertical bands in one call
-    rows = band(np.r_[top, bottom], xs).any(axis=1)
-    edges = [x0, y0, x1, y1]
-    for index, (positions, hit, first) in enumerate((
-        (left, columns[: len(left)], True), (top, rows[: len(top)], True),
-        (right, columns[len(left) :], False), (bottom, rows[len(top) :], False),
-    )):
-        if hit.any():
-            edges[index] = int(positions[np.argmax(hit)]) if first else int(positions[len(hit) - 1 - np.argmax(hit[::-1])]) + 1
-    return np.array(edges, dtype=np.int64)
-
-
-def bounded_boxes(scaled: np.ndarray, peaks: np.ndarray, threshold: float, image_size: tuple[int, int], bound: tuple[int, int]) -> np.ndarray:
-    """[k, 4] boxes in image pixels of scaled maps [k, h, w] whose image-size maxima are `peaks`.
-
-    Each map is upsampled to `box_map_size` (bilinear, as the image-size map would be) and boxed
-    there at `threshold` of its image-size maximum: the region is chosen at that bounded size. The
-    box's edges are then scaled to the image and refined on the image-size map near each edge
-    (`refine_box`). Where the image is no larger than the bound, this is exactly the box of the
-    image-size map.
-    """
-    height, width = image_size
-    small_h, small_w = box_map_size(image_size, bound)
-    maps = upsample_bilinear(scaled, (small_h, small_w))
-    boxes = np.array([cam_box(m, threshold, peak=float(p)) for m, p in zip(maps, peaks)], dtype=np.float64).reshape(-1, 4)
-    if (small_h, small_w) == (height, width):
-        return boxes.astype(np.int64)
-    boxes[:, [0, 2]] *= width / small_w
-    boxes[:, [1, 3]] *= height / small_h
-    boxes = np.rint(boxes).astype(np.int64)
-    margin = (int(np.ceil(height / small_h)) + 1, int(np.ceil(width / small_w)) + 1)
-    whole = np.array([0, 0, width, height])
-    return np.stack([
-        box if np.array_equal(box, whole) else refine_box(m, box, threshold * p, image_size, margin)
-        for m, p, box in zip(scaled, peaks, boxes)
-    ])
-
-
 def explain_outputs(
     info: ModelInfo,
     logits: np.ndarray,
@@ -201,19 +141,15 @@ def explain_outputs(
     each original image. `classes`, `topk` and `method` as in `CamSession.run`; `box_threshold`
     defaults to the model's. Raises CamError for outputs that do not fit the model or each other.
     """
-    if method not in METHODS:
-        raise CamError(f"method must be one of {list(METHODS)}, got {method!r}")
+    explainer = get_method(method)
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim != 2 or logits.shape[1] != info.num_classes or len(image_sizes) != len(logits):
         raise CamError(f"logits: expected [{len(image_sizes)}, {info.num_classes}] for {len(image_sizes)} image sizes, got {list(logits.shape)}")
     threshold = info.box_threshold if box_threshold is None else box_threshold
     indices = choose_classes(classes, logits, info.labels, topk)
-    if features is not None:
-        raw = explanation_maps(method, np.asarray(features), info.fc_weight, indices)
-    elif class_maps is not None:
-        raw = maps_of_classes(method, np.asarray(class_maps), indices)  # refuses Eigen-CAM, which needs features
-    else:
+    if features is None and class_maps is None:
         raise CamError("explain_outputs: give class_maps or features")
+    raw = explainer.maps(indices, features=features, weight=info.fc_weight, class_maps=class_maps)  # Eigen-CAM needs features
     probs = softmax(logits)
     results = []
     for i, size in enumerate(image_sizes):

@@ -1,0 +1,108 @@
+"""The registry of explanation methods: one entry per method, read by everything that offers a choice.
+
+`CamSession.run`, `explain_outputs`, the CLI's `--method`, `gapcam serve` and the reports all take
+a method by name from `METHODS` and validate it once, with `get_method`. Adding a method is one
+`register(Method(...))` here (or in a user's code): nothing else in gapcam names methods.
+
+A method makes raw maps [N, k, h, w] for class indices [N, k], from the graph's all-class CAMs
+(`cams` output, when the model has it and the method can use it: less to copy from a GPU) or from
+the features and the fc weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from runtime.deprecation import warn_deprecated
+from runtime.errors import CamError
+from runtime.formats.onnx_model import CLASS_MAPS_NAME, OUTPUT_NAMES
+from runtime.maps.cam import class_activation_maps, eigencam_maps, gradcam_maps
+
+FromFeatures = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (features, fc weight, classes) -> maps
+FromClassMaps = Callable[[np.ndarray], np.ndarray]  # the chosen classes' CAMs [N, k, h, w] -> maps
+
+
+@dataclass(frozen=True)
+class Method:
+    """An explanation method of a GAP-CAM model, computed from its outputs after inference."""
+
+    name: str  # what users pass: CamSession.run(method=...), --method
+    summary: str  # one line for help texts and reports
+    from_features: FromFeatures  # maps from the features [N, K, h, w], fc weight [C, K], classes [N, k]
+    from_class_maps: Optional[FromClassMaps] = None  # maps from the graph's CAMs of the classes, where it can
+    exact_for_gap: bool = True  # equal to the method's own (gradient or hook) definition for a GAP + linear head
+    class_specific: bool = True  # False: one map per image, repeated for each explained class
+
+    def outputs(self, has_class_maps: bool) -> tuple[str, str]:
+        """The two graph outputs to fetch: logits, and the class maps or the features to make maps from."""
+        return (OUTPUT_NAMES[0], CLASS_MAPS_NAME) if has_class_maps and self.from_class_maps else OUTPUT_NAMES
+
+    def maps(
+        self, classes: np.ndarray, *, features: np.ndarray | None = None, weight: np.ndarray | None = None,
+        class_maps: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Raw maps [N, k, h, w] float32 for class indices [N, k], from features (with the fc weight)
+        or from the model's all-class maps [N, num_classes, h, w]. Raises CamError when the method
+        cannot be made from what is given."""
+        if features is not None and weight is not None:
+            features = np.asarray(features)
+            return self.from_features(features, weight, np.asarray(classes, dtype=np.int64).reshape(len(features), -1))
+        if class_maps is not None:
+            if self.from_class_maps is None:
+                raise CamError(f"method {self.name!r} needs the model's features, not its class maps")
+            class_maps = np.asarray(class_maps, dtype=np.float32)
+            chosen = np.asarray(classes, dtype=np.int64).reshape(len(class_maps), -1)
+            return self.from_class_maps(class_maps[np.arange(len(class_maps))[:, None], chosen])
+        raise CamError(f"method {self.name!r}: give class_maps, or features and the fc weight")
+
+
+METHODS: dict[str, Method] = {}  # name -> Method, in registration order (the CLI lists them so)
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry. Raises CamError when the name is taken (never replaces one)."""
+    if method.name in METHODS:
+        raise CamError(f"method {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The registered method called `name`. Raises CamError naming the choices for anything else."""
+    if not isinstance(name, str) or name not in METHODS:
+        raise CamError(f"method must be one of {list(METHODS)}, got {name!r}")
+    return METHODS[name]
+
+
+def _class_agnostic(features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Eigen-CAM's one map per image, repeated for each of the image's explained classes."""
+    return np.repeat(eigencam_maps(features)[:, None], classes.shape[1], axis=1)
+
+
+register(Method(
+    "cam", "CAM (Zhou et al. 2016): sum_k w[c, k] f_k, the map whose mean is the logit",
+    from_features=class_activation_maps, from_class_maps=lambda cams: cams,
+))
+register(Method(
+    "gradcam", "Grad-CAM (Selvaraju et al. 2017): ReLU(CAM) / (h w) for a GAP or GMP head",
+    from_features=lambda features, weight, classes: gradcam_maps(class_activation_maps(features, weight, classes)),
+    from_class_maps=gradcam_maps,
+))
+register(Method(
+    "eigencam", "Eigen-CAM (Muhammad and Yeasin 2020): first principal component of the features, class-agnostic",
+    from_features=_class_agnostic, class_specific=False,
+))
+
+
+def explanation_maps(method: str, features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Deprecated (0.1's `runtime.cam.explanation_maps`): `get_method(method).maps(classes, features=, weight=)`."""
+    warn_deprecated("explanation_maps", "runtime.maps.methods.get_method(method).maps")
+    return get_method(method).maps(classes, features=features, weight=weight)
+
+
+def maps_of_classes(method: str, class_maps: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Deprecated (0.1's `runtime.cam.maps_of_classes`): `get_method(method).maps(classes, class_maps=)`."""
+    warn_deprecated("maps_of_classes", "runtime.maps.methods.get_method(method).maps")
+    return get_method(method).maps(classes, class_maps=class_maps)
