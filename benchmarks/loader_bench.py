@@ -27,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from process_tree import tree_memory_mb
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the process-tree memory helper the tests use too
+from process_tree import tree_memory_mb  # noqa: E402
 SAMPLE_S = 0.1
 
 
@@ -88,7 +88,7 @@ RECIPES["folder"] = replace(FOLDER, architecture=Architecture(**{light!r}))
 start = time.perf_counter()
 fit(TrainConfig(recipe="folder", data={data!r}, out="bench.pt", epochs=1, batch_size=32, workers={workers}, cache={cache!r},
                 pretrained=False), log=lambda line: None)
-history = load_checkpoint("bench.last.pt").training["history"]
+history = load_checkpoint("bench.last.pt").training.history
 print(json.dumps({{"epoch_seconds": history[0]["seconds"], "total_seconds": time.perf_counter() - start}}))
 """
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from process_tree import tree_memory_mb
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # the process-tree memory helper the tests use too
+from process_tree import tree_memory_mb  # noqa: E402
 SAMPLE_S = 0.2
 CLASSES = ("a", "b", "c")
 

@@ -3,7 +3,8 @@
 
 Clients send encoded image files (any size, any format Pillow reads) and get back, per image, the
 class probabilities, the top-k classes, their boxes in the image's own pixels and the raw
-low-resolution CAMs. Triton's dynamic batcher merges concurrent requests into one inference call.
+low-resolution CAMs. Triton's dynamic batcher merges concurrent requests into one inference call;
+an image that does not decode fails alone (its `error` says why), never the requests batched with it.
 
 The Triton model (named after the gapcam model: its package name, or the file's stem):
     input   images   BYTES [-1, 1]       one encoded image file per row
@@ -12,16 +13,29 @@ The Triton model (named after the gapcam model: its package name, or the file's 
             boxes    INT64 [-1, k, 4]    x0, y0, x1, y1 per class, end-exclusive, in the image's pixels
             cams     FP32  [-1, k, h, w] each class's raw map at feature resolution, of the method
                                          `--method` chose (scale with runtime.explain_outputs or as you like)
+            error    BYTES [-1, 1]       empty where the image ran; else why it did not (then its probs
+                                         are 0, classes and boxes -1, cams 0)
+
+Stopping (SIGTERM, what Kubernetes, systemd and Docker send, or SIGINT): the model is unloaded
+first, through Triton's own repository API, so readiness turns false at once, new requests are
+refused, and Triton finishes the ones in flight (`--drain-timeout` bounds the wait); then
+tritonserver stops, PyTriton's proxy ends and every shared-memory segment and the workspace go.
+A second signal stops at once.
 """
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import re
 import signal
 import sysconfig
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Callable
 
 import click
 import numpy as np
@@ -29,9 +43,15 @@ from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
 from runtime.cli import cli_errors
-from runtime.errors import CamError
+from runtime.errors import CamError, first_line
 from runtime.inference.session import CamSession
+from runtime.inputs.image import load_image
 from runtime.maps.methods import METHODS, get_method
+
+DRAIN_TIMEOUT_S = 5.0  # how long a stop waits for the requests in flight (--drain-timeout)
+# What tritonserver may wait, once the model is unloaded, for clients' keep-alive connections to close:
+# they never close on their own, and Triton's one exit timeout (default 30 s) is spent on them first.
+CONNECTION_WAIT_S = 1
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,11 @@ class Endpoints:
     http_port: int = 8000
     grpc_port: int = 8001
     metrics_port: int = 8002
+
+    @property
+    def local_host(self) -> str:
+        """The address this process reaches the HTTP endpoint at (a wildcard listens on loopback too)."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
 
 
 def triton_model_name(session: CamSession) -> str:
@@ -51,32 +76,53 @@ def triton_model_name(session: CamSession) -> str:
 class CamInference:
     """PyTriton's inference callable: the requests Triton batched together -> one response each.
 
-    All images of all requests run as one `CamSession.run` call. An image that does not decode
-    fails the call, so Triton returns that error for the requests of this batch (PyTriton reports
-    errors per call, not per request); the server goes on serving.
+    Each image is decoded on its own; all that decode run as one `CamSession.run` call. PyTriton
+    can fail only a whole call (every request Triton batched together), so an image that does not
+    decode is answered in its own `error` row instead, and the others get their results.
     """
 
     def __init__(self, session: CamSession, topk: int, method: str = "cam"):
         self.session, self.topk, self.method = session, topk, get_method(method).name
+        probe = session.run(np.zeros((*session.input_size, session.preprocessing.channels), np.uint8), topk=topk, method=self.method)
+        self.map_size = probe[0].cams_raw.shape[1:]  # the size a failed image's (zero) maps get
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
-        counts, images = [], []
+        counts, pictures, errors = [], [], []
         for request in requests:
             encoded = np.asarray(request["images"]).reshape(-1)
             counts.append(len(encoded))
-            images += [bytes(item) for item in encoded]
-        results = self.session.run(images, topk=self.topk, method=self.method)
+            for item in encoded:
+                try:
+                    pictures.append(load_image(bytes(item)))
+                    errors.append("")
+                except CamError as err:
+                    pictures.append(None)
+                    errors.append(first_line(err))
+        good = [picture for picture in pictures if picture is not None]
+        results = iter(self.session.run(good, topk=self.topk, method=self.method) if good else [])
+        rows = [self._row(next(results)) if picture is not None else self._failed_row(error) for picture, error in zip(pictures, errors)]
         responses, start = [], 0
         for count in counts:
-            part = results[start : start + count]
+            part = rows[start : start + count]
             start += count
-            responses.append({
-                "probs": np.stack([r.probs for r in part]).astype(np.float32),
-                "classes": np.stack([r.classes for r in part]).astype(np.int64),
-                "boxes": np.stack([r.boxes for r in part]).astype(np.int64),
-                "cams": np.stack([r.cams_raw for r in part]).astype(np.float32),
-            })
+            responses.append({name: np.stack([row[name] for row in part]) for name in OUTPUT_NAMES})
         return responses
+
+    def _row(self, result) -> dict[str, np.ndarray]:
+        return {
+            "probs": result.probs.astype(np.float32), "classes": result.classes.astype(np.int64),
+            "boxes": result.boxes.astype(np.int64), "cams": result.cams_raw.astype(np.float32), "error": np.array([b""], dtype=np.object_),
+        }
+
+    def _failed_row(self, error: str) -> dict[str, np.ndarray]:
+        return {
+            "probs": np.zeros(len(self.session.labels), np.float32), "classes": np.full(self.topk, -1, np.int64),
+            "boxes": np.full((self.topk, 4), -1, np.int64), "cams": np.zeros((self.topk, *self.map_size), np.float32),
+            "error": np.array([error.encode()], dtype=np.object_),
+        }
+
+
+OUTPUT_NAMES = ("probs", "classes", "boxes", "cams", "error")
 
 
 def stub_library_path() -> str:
@@ -92,52 +138,145 @@ def stub_library_path() -> str:
     return os.pathsep.join(part for part in (libdir, current) if part)
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM ends the server the way Ctrl-C does: PyTriton stops Triton and cleans its workspace."""
+UNIX_SOCKET_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+def check_socket_path(name: str) -> None:
+    """PyTriton talks to its Python stub over a Unix socket in its workspace under PYTRITON_HOME; a
+    path beyond the kernel's limit fails only at the first request. Raises CamError before starting."""
+    from pytriton.constants import PYTRITON_HOME
+
+    longest = PYTRITON_HOME / "workspace_xxxxxxxx" / f"{name}_0_0-server.sock"
+    if len(str(longest)) > UNIX_SOCKET_PATH_MAX:
+        raise CamError(f"PYTRITON_HOME {PYTRITON_HOME} is too long for PyTriton's sockets ({len(str(longest))} > "
+                       f"{UNIX_SOCKET_PATH_MAX} characters with model {name!r}); set PYTRITON_HOME to a shorter folder")
+
+
+class StopImmediately(Exception):
+    """A second stop signal arrived: stop without draining."""
+
+
+class StopSignals:
+    """SIGTERM and SIGINT: the first asks for a graceful stop (`requested` is set), the second stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested.is_set():
+            raise StopImmediately(signal.Signals(signum).name)
+        self.requested.set()
+
+
+def _status(endpoints: Endpoints, token: str, method: str, path: str, timeout_s: float) -> int:
+    """The HTTP status Triton's API on this machine answers (PyTriton restricts the repository API to its token)."""
+    connection = http.client.HTTPConnection(endpoints.local_host, endpoints.http_port, timeout=timeout_s)
+    try:
+        connection.request(method, path, body=b"" if method == "POST" else None, headers={"triton-access-token": token})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def drain(endpoints: Endpoints, token: str, name: str, timeout_s: float) -> bool:
+    """Unload model `name` through Triton's repository API and wait, at most `timeout_s`, until it is.
+
+    From the unload on, the model is not ready (`/v2/models/NAME/ready` fails, so does a readiness
+    probe) and Triton refuses new requests for it while it finishes the ones in flight; the model's
+    Python stub then ends cleanly and frees its shared memory. Triton's strict readiness (PyTriton
+    turns it on) is false while a model unloads and true again once no model is left unloading:
+    that is the end of the drain. True when the model unloaded in time.
+    """
+    deadline = time.monotonic() + timeout_s
+    unload = _status(endpoints, token, "POST", f"/v2/repository/models/{name}/unload", max(timeout_s, 1.0))
+    if unload != 200:
+        raise CamError(f"Triton refused to unload {name!r} (HTTP {unload})")
+    while _status(endpoints, token, "GET", "/v2/health/ready", max(timeout_s, 1.0)) != 200:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def serve(
-    model: str, endpoints: Endpoints, topk: int = 1, max_batch_size: int = 32, max_queue_delay_us: int = 2000, log=print, method: str = "cam",
+    model: str, endpoints: Endpoints, topk: int = 1, max_batch_size: int = 32, max_queue_delay_us: int = 2000,
+    log: Callable[[str], None] = print, method: str = "cam", drain_timeout_s: float = DRAIN_TIMEOUT_S,
 ) -> None:
-    """Load `model` into a CamSession and serve it until SIGINT or SIGTERM, explaining with `method`."""
+    """Load `model` into a CamSession and serve it, explaining with `method`, until SIGTERM or SIGINT
+    (then drain for at most `drain_timeout_s` and stop; a second signal stops at once)."""
     get_method(method)
+    stop = StopSignals()
+    stop.install()  # before anything starts: a signal while loading stops too
     session = CamSession(model)
     if not 1 <= topk <= len(session.labels):
         raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
     name = triton_model_name(session)
+    check_socket_path(name)
     os.environ["LD_LIBRARY_PATH"] = stub_library_path()  # the server and its stubs inherit it
-    _stop_on_sigterm()
     config = TritonConfig(
         http_address=endpoints.host, http_port=endpoints.http_port,
         grpc_address=endpoints.host, grpc_port=endpoints.grpc_port,
         metrics_address=endpoints.host, metrics_port=endpoints.metrics_port,
-        exit_on_error=True,
+        exit_on_error=True, exit_timeout_secs=CONNECTION_WAIT_S,
     )
     outputs = [
         Tensor(name="probs", dtype=np.float32, shape=(len(session.labels),)),
         Tensor(name="classes", dtype=np.int64, shape=(topk,)),
         Tensor(name="boxes", dtype=np.int64, shape=(topk, 4)),
         Tensor(name="cams", dtype=np.float32, shape=(topk, -1, -1)),
+        Tensor(name="error", dtype=np.bytes_, shape=(1,)),
     ]
     batching = ModelConfig(max_batch_size=max_batch_size, batcher=DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us))
+    triton = Triton(config=config)
     try:
-        with Triton(config=config) as triton:  # leaving the block stops Triton and removes its workspace
-            triton.bind(
-                model_name=name, infer_func=CamInference(session, topk, method), inputs=[Tensor(name="images", dtype=np.bytes_, shape=(1,))],
-                outputs=outputs, config=batching, strict=True,
-            )
+        triton.bind(
+            model_name=name, infer_func=CamInference(session, topk, method), inputs=[Tensor(name="images", dtype=np.bytes_, shape=(1,))],
+            outputs=outputs, config=batching, strict=True,
+        )
+        if not stop.requested.is_set():
+            triton.run()  # starts tritonserver and loads the model
             log(f"serving {session.path} as Triton model {name!r} ({', '.join(session.providers)}): "
                 f"HTTP {endpoints.host}:{endpoints.http_port}, gRPC {endpoints.host}:{endpoints.grpc_port}, "
-                f"metrics {endpoints.host}:{endpoints.metrics_port}; Ctrl-C or SIGTERM stops it")
-            triton.serve()  # returns on Ctrl-C or SIGTERM once serving
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while starting
-        pass
-    log("stopped")
+                f"metrics {endpoints.host}:{endpoints.metrics_port}; SIGTERM or Ctrl-C stops it")
+        while not stop.requested.wait(timeout=1.0):
+            if not triton.is_alive():
+                raise CamError("Triton Inference Server exited on its own; see its log above")
+        started = time.monotonic()
+        log(f"stopping: draining the requests in flight (at most {drain_timeout_s:g} s)")
+        if triton.is_alive() and not drain(endpoints, triton.get_access_token(), name, drain_timeout_s):
+            log(f"stopping: requests still in flight after {drain_timeout_s:g} s are cut")
+        triton.stop()  # tritonserver, then PyTriton's proxy and shared memory, then the workspace
+        log(f"stopped in {time.monotonic() - started:.1f} s")
+    except StopImmediately as second:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)  # this stop is already as fast as it gets
+        log(f"{second}: stopping at once, without draining")
+        _stop_at_once(triton)
+        raise SystemExit(1) from None
+    except BaseException:
+        triton.stop()  # whatever went wrong, nothing of the server stays behind
+        raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+
+
+def _stop_at_once(triton: Triton) -> None:
+    """The second signal: kill tritonserver, then let PyTriton free what it holds without waiting."""
+    server = getattr(triton, "_triton_server", None)  # PyTriton keeps the process private
+    process = getattr(getattr(server, "_tritonserver_running_cmd", None), "process", None)
+    if process is not None:
+        try:
+            process.kill()
+        except OSError:
+            pass
+    triton.stop()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,16 +288,20 @@ def serve(
 @click.option("--topk", type=click.IntRange(min=1), default=1, show_default=True, help="Classes (with boxes and CAMs) returned per image.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Most images in one inference call.")
 @click.option("--method", type=click.Choice(list(METHODS)), default="cam", show_default=True, help="Which map `cams` returns (runtime.maps.methods).")
+@click.option("--drain-timeout", type=click.FloatRange(min=0), default=DRAIN_TIMEOUT_S, show_default=True,
+              help="On SIGTERM or SIGINT: seconds to wait for the requests in flight before stopping.")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True, help="How long Triton may hold a request to batch it with others.")
 @cli_errors
-def main(model, host, http_port, grpc_port, metrics_port, topk, max_batch_size, method, max_queue_delay_us) -> None:
+def main(model, host, http_port, grpc_port, metrics_port, topk, max_batch_size, method, drain_timeout, max_queue_delay_us) -> None:
     """Serve MODEL (an .onnx file, a package or a package name) on a Triton Inference Server.
 
     Input `images`: BYTES [-1, 1], encoded image files. Outputs: `probs` FP32 [-1, C], `classes`
-    INT64 [-1, k], `boxes` INT64 [-1, k, 4] in each image's pixels, `cams` FP32 [-1, k, h, w].
+    INT64 [-1, k], `boxes` INT64 [-1, k, 4] in each image's pixels, `cams` FP32 [-1, k, h, w],
+    `error` BYTES [-1, 1] (empty, or why that image did not run). Health: GET /v2/health/live and
+    /v2/models/NAME/ready (false from the moment a stop begins).
     """
     logging.basicConfig(level=logging.WARNING)
-    serve(model, Endpoints(host, http_port, grpc_port, metrics_port), topk, max_batch_size, max_queue_delay_us, log=click.echo, method=method)
+    serve(model, Endpoints(host, http_port, grpc_port, metrics_port), topk, max_batch_size, max_queue_delay_us, log=click.echo, method=method, drain_timeout_s=drain_timeout)
 
 
 if __name__ == "__main__":

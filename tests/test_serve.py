@@ -1,12 +1,16 @@
 """`gapcam serve`: a real Triton Inference Server on 127.0.0.1, queried from this process with
-tritonclient, compared with CamSession, and stopped by SIGTERM or SIGINT with nothing left behind."""
+tritonclient, compared with CamSession, loaded by many clients and hostile requests, and stopped by
+SIGTERM or SIGINT after traffic, with clients connected, quickly and with nothing left behind."""
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,10 +25,14 @@ import tritonclient.http as httpclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from fixtures import write_png_bomb  # noqa: E402
+from process_tree import tree_memory_mb  # noqa: E402
 from runtime import CamSession  # noqa: E402
 
+pytestmark = pytest.mark.serve  # starts tritonserver: not in make test-fast
 TOPK = 2
 START_TIMEOUT_S = 180
+STOP_WITHIN_S = 10  # what an orchestrator's grace period must cover (Kubernetes' default is 30 s)
+FAILURES_LOGGED = ("exited with failure", "Exit timeout expired", "leaked shared_memory", "Non-graceful termination", "Traceback")
 
 
 def free_ports(count):
@@ -44,14 +52,16 @@ def shared_memory():
 class Server:
     """`python -m gapcam serve MODEL` in a subprocess, with its own PyTriton home."""
 
-    def __init__(self, model, home: Path):
+    def __init__(self, model, home: Path, *options):
         self.http, self.grpc, self.metrics = free_ports(3)
         self.home, self.shm_before = home, shared_memory()
         self.log = open(home / "server.log", "w+")
-        env = {**os.environ, "PYTRITON_HOME": str(home / "pytriton")}
+        # PyTriton's sockets live under PYTRITON_HOME, and a Unix socket path has at most 107 characters.
+        self.pytriton_home = Path(tempfile.mkdtemp(prefix="pytriton-"))
+        env = {**os.environ, "PYTRITON_HOME": str(self.pytriton_home)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gapcam", "serve", str(model), "--topk", str(TOPK), "--http-port", str(self.http),
-             "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics)],
+             "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), *map(str, options)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
         self.name = Path(model).stem
@@ -76,12 +86,29 @@ class Server:
         finally:
             client.close()
 
+    def counters(self, *names) -> dict[str, float]:
+        """Triton's Prometheus counters for the model, from the metrics endpoint."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        found = {}
+        for line in lines:
+            key, _, value = line.rpartition(" ")
+            metric = key.split("{")[0]
+            if metric in names and f'model="{self.name}"' in key:
+                found[metric] = found.get(metric, 0.0) + float(value)
+        return found
+
     def output(self) -> str:
         self.log.seek(0)
         return self.log.read()
 
     def stop(self, signum) -> int:
         self.process.send_signal(signum)
+        return self.wait()
+
+    def wait(self) -> int:
         try:
             return self.process.wait(timeout=90)
         finally:
@@ -89,6 +116,17 @@ class Server:
                 self.process.kill()
                 self.process.wait()
             self.log.flush()
+            self.workspaces = list(self.pytriton_home.glob("workspace_*"))
+            shutil.rmtree(self.pytriton_home, ignore_errors=True)
+
+    def assert_stopped_cleanly(self, code: int, seconds: float) -> None:
+        """Exit 0 within STOP_WITHIN_S, nothing failing in the log, no workspace or shared memory left."""
+        output = self.output()
+        assert code == 0, output[-3000:]
+        assert seconds < STOP_WITHIN_S, f"the stop took {seconds:.1f} s: {output[-3000:]}"
+        assert "stopped in" in output and not [f for f in FAILURES_LOGGED if f in output], output[-3000:]
+        assert not self.workspaces, "PyTriton's workspace was left behind"
+        assert shared_memory() <= self.shm_before, "shared memory was left behind"
 
 
 def encoded(pixels, fmt):
@@ -106,13 +144,14 @@ def request(images):
 
 @pytest.fixture(scope="module")
 def server(tiny_onnx, tmp_path_factory):
+    """One server for the module's tests; its stop after all their traffic is checked as an operator would."""
     running = Server(tiny_onnx, tmp_path_factory.mktemp("serve"))
     yield running
-    code = running.stop(signal.SIGTERM)
-    assert code == 0, running.output()[-3000:]
-    assert "stopped" in running.output()
-    assert not list((running.home / "pytriton").glob("workspace_*")), "PyTriton's workspace was left behind"
-    assert shared_memory() <= running.shm_before, "shared memory was left behind"
+    with running.client() as kept_alive:  # a client still connected (keep-alive) when SIGTERM arrives
+        assert kept_alive.is_server_live()
+        started = time.monotonic()
+        code = running.stop(signal.SIGTERM)
+    running.assert_stopped_cleanly(code, time.monotonic() - started)
 
 
 @pytest.fixture(scope="module")
@@ -153,41 +192,162 @@ def test_model_configuration(server, tiny_onnx):
     labels = len(CamSession(tiny_onnx).labels)
     assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [
         ("probs", "TYPE_FP32", [labels]), ("classes", "TYPE_INT64", [TOPK]), ("boxes", "TYPE_INT64", [TOPK, 4]), ("cams", "TYPE_FP32", [TOPK, -1, -1]),
+        ("error", "TYPE_STRING", [1]),
     ]
 
 
-def test_a_bad_image_fails_its_request_and_the_server_goes_on(server, images, tmp_path):
+OUTPUTS = ("probs", "classes", "boxes", "cams")
+
+
+def answers(result):
+    return {n: result.as_numpy(n) for n in (*OUTPUTS, "error")}
+
+
+def test_hostile_images_fail_alone_and_the_server_goes_on(server, tiny_onnx, images, tmp_path):
+    """Garbage, an empty file and a decompression bomb in one request beside good images: each bad
+    image gets its own one-line error, the good ones their results."""
     bomb = write_png_bomb(tmp_path / "bomb.png", 20000, 20000).read_bytes()  # 400 megapixels in a few hundred KB
+    sent = [images[0], b"this is not an image", images[1], b"", bomb]
     with server.client() as client:
-        with pytest.raises(InferenceServerException, match="not a readable image"):
-            client.infer(server.name, request([b"this is not an image"]))
-        with pytest.raises(InferenceServerException, match="decompression bomb|megapixels"):
-            client.infer(server.name, request([bomb]))
-        assert client.infer(server.name, request(images[:1])).as_numpy("classes").shape == (1, TOPK)
-        assert client.is_server_live()
+        got = answers(client.infer(server.name, request(sent)))
+        assert client.is_server_live() and client.is_model_ready(server.name)
+    errors = [e.decode() for e in got["error"].reshape(-1)]
+    assert errors[0] == errors[2] == "" and "not a readable image" in errors[1] and "not a readable image" in errors[3]
+    assert "megapixels" in errors[4] or "decompression bomb" in errors[4]
+    assert all(len(e.splitlines()) == 1 for e in errors if e)
+    expected = CamSession(tiny_onnx).run([images[0], images[1]], topk=TOPK)
+    check_against_session({n: got[n][[0, 2]] for n in OUTPUTS}, expected)
+    bad = [1, 3, 4]
+    assert (got["classes"][bad] == -1).all() and (got["boxes"][bad] == -1).all() and not got["probs"][bad].any() and not got["cams"][bad].any()
 
 
-def test_concurrent_clients_get_their_own_answers(server, tiny_onnx, images):
+def test_a_batch_at_the_limit_runs_and_one_above_is_refused(server, tiny_onnx, images):
+    full = [images[i % len(images)] for i in range(32)]  # --max-batch-size 32 (the default)
+    with server.client() as client:
+        got = answers(client.infer(server.name, request(full)))
+        with pytest.raises(InferenceServerException, match="batch"):
+            client.infer(server.name, request(full + images[:1]))
+        assert client.is_model_ready(server.name)
+    check_against_session({n: got[n] for n in OUTPUTS}, CamSession(tiny_onnx).run(full, topk=TOPK))
+
+
+def test_sixteen_clients_get_their_own_answers(server, tiny_onnx, images):
+    """16 clients, each on its own connection, 320 requests of 1-3 images: no failure, each answer its own."""
     expected = CamSession(tiny_onnx).run(images, topk=TOPK)
 
     def client_session(worker):
         with server.client() as client:
-            for i in range(8):
+            for i in range(20):
                 chosen = [(worker + i + j) % len(images) for j in range(1 + (worker + i) % 3)]
-                result = client.infer(server.name, request([images[c] for c in chosen]))
-                check_against_session({n: result.as_numpy(n) for n in ("probs", "classes", "boxes", "cams")}, [expected[c] for c in chosen])
+                got = answers(client.infer(server.name, request([images[c] for c in chosen])))
+                assert not any(got["error"].reshape(-1))
+                check_against_session({n: got[n] for n in OUTPUTS}, [expected[c] for c in chosen])
         return True
 
-    with ThreadPoolExecutor(4) as pool:
-        assert all(pool.map(client_session, range(4)))
+    with ThreadPoolExecutor(16) as pool:
+        assert all(pool.map(client_session, range(16)))
 
 
-def test_sigint_stops_cleanly(tiny_onnx, tmp_path):
+MEMORY_GROWTH_MB = 64  # bound on the server's growth over 2,000 requests after a warm-up of 200
+
+
+def test_memory_stays_bounded_over_thousands_of_requests(server, images):
+    if not Path(f"/proc/{server.process.pid}/smaps_rollup").exists():
+        pytest.skip("needs Linux's /proc/PID/smaps_rollup")
+
+    def send(count, workers=4):
+        def client_session(_):
+            with server.client() as client:
+                for i in range(count // workers):
+                    client.infer(server.name, request([images[i % len(images)]]))
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(client_session, range(workers)))
+
+    send(200)
+    before = tree_memory_mb(server.process.pid, "Pss")
+    send(2000)
+    after = tree_memory_mb(server.process.pid, "Pss")
+    assert after - before < MEMORY_GROWTH_MB, f"the server's process tree grew from {before:.0f} MB to {after:.0f} MB"
+
+
+def test_a_bad_image_batched_with_good_requests_fails_only_its_own(tiny_onnx, images, tmp_path):
+    """A long queue delay makes Triton batch concurrent requests into one call; only the bad one errs."""
+    running = Server(tiny_onnx, tmp_path, "--max-queue-delay-us", 300_000)
+    try:
+        def send(image):
+            with running.client() as client:
+                return answers(client.infer(running.name, request([image])))
+
+        with ThreadPoolExecutor(6) as pool:
+            sent = [images[0], images[1], b"garbage", images[2], images[3], images[4]]
+            got = list(pool.map(send, sent))
+        counts = running.counters("nv_inference_count", "nv_inference_exec_count")
+        assert counts["nv_inference_exec_count"] < counts["nv_inference_count"], f"Triton did not batch: {counts}"
+        assert [bool(g["error"].reshape(-1)[0]) for g in got] == [False, False, True, False, False, False]
+        expected = CamSession(tiny_onnx).run([s for s in sent if s != b"garbage"], topk=TOPK)
+        for g, e in zip([g for g, s in zip(got, sent) if s != b"garbage"], expected):
+            check_against_session({n: g[n] for n in OUTPUTS}, [e])
+    finally:
+        started = time.monotonic()
+        code = running.stop(signal.SIGTERM)
+    running.assert_stopped_cleanly(code, time.monotonic() - started)
+
+
+def test_a_stop_under_traffic_drains_refuses_new_requests_and_ends_readiness(tiny_onnx, images, tmp_path):
+    """SIGINT while 4 clients (keep-alive connections) keep sending: readiness turns false, every
+    request is answered (results, or a clear refusal once the stop began), and the stop is clean."""
     running = Server(tiny_onnx, tmp_path)
-    assert running.stop(signal.SIGINT) == 0, running.output()[-3000:]
-    assert "stopped" in running.output()
-    assert not list((tmp_path / "pytriton").glob("workspace_*"))
-    assert shared_memory() <= running.shm_before
+    stop_sent, outcomes, readiness = threading.Event(), [], []
+
+    def client_session(_):
+        with running.client() as client:
+            while True:
+                try:
+                    client.infer(running.name, request(images[:2]))
+                    outcomes.append("answered")
+                except InferenceServerException as err:
+                    assert stop_sent.is_set(), f"refused before the stop: {err}"
+                    outcomes.append("refused")
+                    return
+                except Exception:  # the server closed the connection at the end of the stop
+                    assert stop_sent.is_set()
+                    return
+
+    def watch_readiness():
+        with running.client() as client:
+            while running.process.poll() is None:
+                try:
+                    readiness.append(client.is_model_ready(running.name))
+                except Exception:
+                    return
+                time.sleep(0.05)
+
+    with ThreadPoolExecutor(5) as pool:
+        senders = [pool.submit(client_session, i) for i in range(4)]
+        time.sleep(2.0)
+        watcher = pool.submit(watch_readiness)
+        started = time.monotonic()
+        stop_sent.set()
+        running.process.send_signal(signal.SIGINT)
+        code = running.wait()
+        seconds = time.monotonic() - started
+        for future in (*senders, watcher):
+            future.result(timeout=30)
+    running.assert_stopped_cleanly(code, seconds)
+    assert outcomes.count("answered") > 4 and "refused" in outcomes
+    assert readiness and readiness[-1] is False, readiness
+
+
+def test_a_second_signal_stops_at_once(tiny_onnx, images, tmp_path):
+    running = Server(tiny_onnx, tmp_path, "--drain-timeout", 60)
+    with running.client() as client:
+        client.infer(running.name, request(images[:1]))
+        started = time.monotonic()
+        running.process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        code = running.stop(signal.SIGTERM)
+    assert code == 1 and time.monotonic() - started < STOP_WITHIN_S
+    assert "stopping at once" in running.output()
 
 
 def test_the_stub_library_path_puts_this_pythons_libpython_first(monkeypatch):
@@ -202,3 +362,11 @@ def test_the_stub_library_path_puts_this_pythons_libpython_first(monkeypatch):
 def test_topk_larger_than_the_classes_is_refused(tiny_onnx):
     done = subprocess.run([sys.executable, "-m", "gapcam", "serve", str(tiny_onnx), "--topk", "9"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "--topk 9: the model has 5 classes" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_pytriton_home_too_long_for_its_sockets_is_refused_before_starting(tiny_onnx, tmp_path):
+    deep = tmp_path / ("d" * 100)
+    done = subprocess.run([sys.executable, "-m", "gapcam", "serve", str(tiny_onnx)], env={**os.environ, "PYTRITON_HOME": str(deep)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "is too long for PyTriton's sockets" in done.stderr and "set PYTRITON_HOME to a shorter folder" in done.stderr
