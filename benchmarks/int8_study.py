@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from export import export_model
-from export.int8 import NO_GATE, CalibrationData, Int8Options, QuantizationSettings, quantize_model, recipe_calibration
+from export.int8 import NO_GATE, CalibrationData, Int8Options, QuantizationSettings, quantize_model
+from export.recipe_data import recipe_calibration
 from runtime import ModelInfo
 from runtime.evaluation.shapes import render_split
 from train.models import GapCam

@@ -40,7 +40,7 @@ def main() -> None:
                 parity = export_checkpoint(out).parity
                 print(
                     f"| {recipe} | {backbone} | {spec['height']}x{spec['width']}x{len(spec['mean'])} | "
-                    f"{last.provenance['images']['train']} | {last.training['history'][-1]['seconds']:.2f} | "
+                    f"{last.provenance.images['train']} | {last.training.history[-1]['seconds']:.2f} | "
                     f"{parity['logits']['relative']:.1e} | {parity['features']['relative']:.1e} | {parity['cams']['relative']:.1e} | "
                     f"{'yes' if parity['argmax_agree'] else 'NO'} |",
                     flush=True,

@@ -6,16 +6,18 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from export.byo import IMAGENET, export_torchvision
+from export.byo import export_torchvision
 from export.errors import ExportError
 from export.int8 import (
     CALIBRATION_IMAGES, CALIBRATION_METHODS, HELD_OUT_IMAGES, MIN_HELD_OUT, FidelityGate, Int8Options, Int8Report,
-    QuantizationSettings, folder_calibration, recipe_calibration,
+    QuantizationSettings, folder_calibration,
 )
 from export.onnx_export import OPSET, export_checkpoint
+from export.recipe_data import recipe_calibration
 from runtime.cli import cli_errors
 from runtime.inference.compat import OLDEST_ONNXRUNTIME, OPSETS
 from runtime.formats.files import read_text_file
+from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD
 
 INT8_ONLY = {
     "calibration", "data", "calibration-images", "held-out-images", "calibration-method", "per-tensor", "reduce-range", "float-tail",
@@ -30,8 +32,8 @@ INT8_ONLY = {
 @click.option("--arch", help="CHECKPOINT is a state dict of this torchvision classifier (resnet50, densenet121, ...).")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="With --arch: class names, one per line.")
 @click.option("--input-size", nargs=2, type=click.IntRange(min=8), default=(224, 224), show_default=True, help="With --arch: H W.")
-@click.option("--mean", nargs=3, type=float, default=IMAGENET["mean"], show_default=True, help="With --arch: RGB mean.")
-@click.option("--std", nargs=3, type=float, default=IMAGENET["std"], show_default=True, help="With --arch: RGB std.")
+@click.option("--mean", nargs=3, type=float, default=IMAGENET_MEAN, show_default=True, help="With --arch: RGB mean.")
+@click.option("--std", nargs=3, type=float, default=IMAGENET_STD, show_default=True, help="With --arch: RGB std.")
 @click.option("--features", help="With --arch: the module whose output is pooled [default: known per family].")
 @click.option("--fc", help="With --arch: the final linear layer [default: known per family].")
 @click.option("--faces/--no-faces", "face_crops", default=None, help="The model's inputs are face crops, so apps find faces first [default: the recipe's; fer: yes].")

@@ -25,7 +25,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 
 from export.errors import ExportError
 from export.versions import default_opset, stamp_lowest_versions
-from runtime.maps.boxes import best_iou, box_iou
+from runtime.maps.boxes import box_iou
 from runtime.inference.compat import required_onnxruntime
 from runtime.errors import CamError, first_line
 from runtime.formats.files import atomic_path, sha256_file
@@ -33,8 +33,7 @@ from runtime.inputs.image import ImageInput, Preprocess, collect_images, load_im
 from runtime.formats.onnx_model import PREFIX, ModelInfo
 from runtime.inference.providers import CPU, onnxruntime_version
 from runtime.inference.session import CamSession
-from train.checkpoint import load_checkpoint
-from train.recipes import DataOptions, recipe_of_checkpoint
+from runtime.deprecation import moved_names
 
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
 CALIBRATION_IMAGES = 100  # default number of images the activation ranges come from
@@ -114,32 +113,30 @@ class Int8Report:
     quantization: dict  # what goes into the metadata: settings, calibration, fidelity, gate
 
 
-def recipe_calibration(
-    checkpoint_path: str | os.PathLike,
-    data: str | os.PathLike | None = None,
+def sampled_calibration(
+    calibration_pool: Sequence[ImageInput],
+    held_out_pool: Sequence[ImageInput],
+    source: str,
     calibration_images: int = CALIBRATION_IMAGES,
     held_out_images: int = HELD_OUT_IMAGES,
     seed: int = 0,
+    held_out_labels: Sequence[int] | np.ndarray | None = None,
+    held_out_boxes: Sequence[np.ndarray | None] | None = None,
 ) -> CalibrationData:
-    """Calibration images from the training split of the checkpoint's recipe data (generated, or at
-    `data`, else where training found it); held-out images from its validation split, with their
-    labels and, where the data has them, true boxes."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    recipe = recipe_of_checkpoint(checkpoint.provenance, checkpoint.labels)
-    options = DataOptions.of_run((checkpoint.training or {}).get("config", {}), data)
-    if recipe.needs_data and (options.path is None or not options.path.exists()):
-        raise ExportError(f"{checkpoint_path}: --int8 calibrates on recipe {recipe.name}'s data: pass --data PATH ({recipe.data_help}) or --calibration FOLDER")
-    train, val = recipe.read_split(options, "train"), recipe.read_split(options, "val")
+    """`calibration_images` of `calibration_pool` and up to `held_out_images` of `held_out_pool`
+    (a training and a validation split, given by the caller), drawn with `seed` and kept in their
+    order, with the held-out images' labels and true boxes where the caller has them (boxes only
+    when every drawn image has some)."""
     rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.permutation(len(train.images))[:calibration_images])
-    held = np.sort(rng.permutation(len(val.images))[:held_out_images])
+    chosen = np.sort(rng.permutation(len(calibration_pool))[:calibration_images])
+    held = np.sort(rng.permutation(len(held_out_pool))[:held_out_images])
     return CalibrationData(
-        calibration=[train.images[i] for i in chosen],
-        held_out=[val.images[i] for i in held],
-        source=f"recipe {recipe.name}: training split (calibration), validation split (held out)",
-        held_out_labels=val.labels[held],
-        held_out_boxes=None if val.boxes is None or any(val.boxes[i] is None for i in held)
-        else [np.asarray(val.boxes[i], dtype=np.float64).reshape(-1, 4) for i in held],
+        calibration=[calibration_pool[i] for i in chosen],
+        held_out=[held_out_pool[i] for i in held],
+        source=source,
+        held_out_labels=None if held_out_labels is None else np.asarray(held_out_labels)[held],
+        held_out_boxes=None if held_out_boxes is None or any(held_out_boxes[i] is None for i in held)
+        else [np.asarray(held_out_boxes[i], dtype=np.float64).reshape(-1, 4) for i in held],
     )
 
 
@@ -297,8 +294,8 @@ def measure_fidelity(
                 true_boxes = boxes[start + i]
                 correct["fp32"].append(int(np.argmax(r.logits)) == truth[i])
                 correct["int8"].append(int(np.argmax(c.logits)) == truth[i])
-                located["fp32"].append(best_iou(r.box, true_boxes) >= 0.5)
-                located["int8"].append(best_iou(tuple(c.boxes[1]), true_boxes) >= 0.5)
+                located["fp32"].append(box_iou(r.box, true_boxes) >= 0.5)
+                located["int8"].append(box_iou(tuple(c.boxes[1]), true_boxes) >= 0.5)
     fidelity = {
         "images": len(images),
         "top1_agreement": float(np.mean(agree)),
@@ -364,3 +361,6 @@ def _write_metadata(proto: onnx.ModelProto, info: ModelInfo, quantization: dict,
     for key, value in info.to_props().items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save_model(proto, path, save_as_external_data=False)
+
+
+__getattr__ = moved_names("export.int8", {"recipe_calibration": "export.recipe_data"})  # moved in 0.2: it reads train's data

@@ -154,7 +154,7 @@ def export_checkpoint(
     face_crops: bool | None = None,
 ) -> ExportReport:
     """`python -m export CHECKPOINT`: the checkpoint's model and metadata as `CHECKPOINT.onnx` (or `out`),
-    and with `int8` its INT8 model too (`export.int8.recipe_calibration` gives the recipe's data).
+    and with `int8` its INT8 model too (`export.recipe_data.recipe_calibration` gives the recipe's data).
     `face_crops` (None: what the checkpoint's recipe says; the fer recipe's inputs are face crops)
     is recorded in the metadata, so that applications find faces first.
 
@@ -175,7 +175,7 @@ def export_checkpoint(
         source_sha256=sha256_file(checkpoint_path),
         gapcam_version=runtime.__version__,
         provenance={
-            **checkpoint.provenance,
+            **checkpoint.provenance.to_dict(),
             "localization": checkpoint.localization,
             "checkpoint": checkpoint_path.name,
             "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset},

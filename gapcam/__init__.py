@@ -4,6 +4,11 @@ The work lives in four packages: `train` (torch), `export` (torch, onnx), `runti
 numpy and Pillow only) and `zoo`. This one holds what spans them: the `gapcam` command and the
 Triton server behind `gapcam serve`.
 """
-from runtime import __version__  # the one lookup of the installed version
+# Looked up here, not imported from runtime: `import gapcam` (and `gapcam --version`) must work where onnxruntime
+# is broken, and `import runtime` refuses such an install (tests/test_packaging.py).
+from importlib import metadata as _metadata
 
-__all__ = ["__version__"]
+try:
+    __version__ = _metadata.version("gapcam")
+except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+source"

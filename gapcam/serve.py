@@ -87,20 +87,19 @@ class CamInference:
         self.map_size = probe[0].cams_raw.shape[1:]  # the size a failed image's (zero) maps get
 
     def __call__(self, requests: list) -> list[dict[str, np.ndarray]]:
-        counts, pictures, errors = [], [], []
+        counts, pictures = [], []  # the images that decoded, in order
+        errors: list[str | None] = []  # per image: None where it decoded, else why it did not
         for request in requests:
             encoded = np.asarray(request["images"]).reshape(-1)
             counts.append(len(encoded))
             for item in encoded:
                 try:
                     pictures.append(load_image(bytes(item)))
-                    errors.append("")
+                    errors.append(None)
                 except CamError as err:
-                    pictures.append(None)
                     errors.append(first_line(err))
-        good = [picture for picture in pictures if picture is not None]
-        results = iter(self.session.run(good, topk=self.topk, method=self.method) if good else [])
-        rows = [self._row(next(results)) if picture is not None else self._failed_row(error) for picture, error in zip(pictures, errors)]
+        results = iter(self.session.run(pictures, topk=self.topk, method=self.method) if pictures else [])
+        rows = [self._row(next(results)) if error is None else self._failed_row(error) for error in errors]
         responses, start = [], 0
         for count in counts:
             part = rows[start : start + count]

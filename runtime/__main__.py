@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+from PIL import Image
 
 from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
@@ -17,6 +19,7 @@ from runtime.inference.session import CamSession
 from runtime.inputs.image import IMAGE_SUFFIXES, collect_images, load_image
 from runtime.maps.boxes import THRESHOLD_STEP
 from runtime.maps.methods import METHODS
+from runtime.maps.results import CamResult
 from runtime.pipeline import BoundedWriter, prefetched_batches
 from runtime.reports.overlay import COLORMAPS
 from runtime.reports.report import HtmlReport, ResultLog, explain_figure, report_card
@@ -65,7 +68,10 @@ def overlay_names(images: list[str]) -> list[str]:
 @provider_option
 @json_option
 @cli_errors
-def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colormap, alpha, providers, as_json):
+def predict(
+    model: str, inputs: tuple[str, ...], out_dir: str, topk: int, threshold: float | None, batch_size: int, method: str, colormap: str,
+    alpha: float, providers: tuple[str, ...], as_json: bool,
+) -> None:
     """Classify images (files, or every image in folders) and draw where MODEL looked.
 
     Writes one overlay PNG per image, results.json, results.jsonl and a self-contained report.html.
@@ -82,22 +88,23 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
         load_image(path)  # fail before writing anything
     out = Path(out_dir)
     names = overlay_names(paths)
-    report, log = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {method}"), ResultLog(out)
+    report, log = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {METHODS[method].summary}"), ResultLog(out)
 
-    def write(index: int, picture, result) -> tuple[dict, str]:
+    def write(index: int, picture: Image.Image, result: CamResult) -> tuple[dict[str, Any], str]:
         shown = session.overlay(picture, result.cams_scaled[0], alpha=alpha, colormap=colormap, box=result.box, label=result.label)
         with atomic_path(out / names[index]) as tmp:
             shown.save(tmp, format="PNG", compress_level=1)  # 3x faster to write than the default level 6
         return {"file": paths[index], "overlay": names[index], **result.to_dict()}, report_card(paths[index], picture, shown, result)
 
-    def keep(written: tuple[dict, str]) -> None:
+    def keep(written: tuple[dict[str, Any], str]) -> None:
         log.add(written[0])
         report.add(written[1])
 
-    table = []  # printed once the progress bar (on stderr) is done, so that the two never interleave
+    table: list[str] = []  # printed once the progress bar (on stderr) is done, so that the two never interleave
     with click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar, BoundedWriter(keep, limit=2 * batch_size) as writer:
         for batch in prefetched_batches(paths, batch_size, load_image):
-            kept, pictures = [], []
+            kept: list[int] = []
+            pictures: list[Image.Image] = []
             for index, decoded in batch:
                 try:
                     pictures.append(decoded.result())
@@ -109,7 +116,7 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
                 writer.submit(write, index, picture, result)
                 table.append(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
             bar.update(len(batch))
-    log.finish({"model": str(session.path), "providers": session.providers, "labels": session.labels, "method": method,
+    log.finish({"model": str(session.path), "providers": session.providers, "labels": session.labels, "method": method, "method_summary": METHODS[method].summary,
                 "skipped": [{"file": f, "error": e} for f, e in skipped]})
     report.finish(skipped)
     for _, reason in skipped:
@@ -134,7 +141,10 @@ def predict(model, inputs, out_dir, topk, threshold, batch_size, method, colorma
 @provider_option
 @json_option
 @cli_errors
-def eval_command(model, data, count, seed, threshold_step, out_dir, method, providers, as_json):
+def eval_command(
+    model: str, data: str, count: int, seed: int, threshold_step: float, out_dir: str, method: str, providers: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Localization metrics of MODEL on DATA: `shapes` (built in, boxes and masks), CUB_200_2011/ as
     it ships (its test split; masks from segmentations/ when present), or a folder with boxes.csv
     (path,x0,y0,x1,y1,label) and optional masks/<image stem>.png."""
@@ -177,7 +187,10 @@ def eval_command(model, data, count, seed, threshold_step, out_dir, method, prov
 @alpha_option
 @provider_option
 @cli_errors
-def explain(model, image, all_classes, topk, out, method, colormap, alpha, providers):
+def explain(
+    model: str, image: str, all_classes: bool, topk: int, out: str | None, method: str, colormap: str, alpha: float,
+    providers: tuple[str, ...],
+) -> None:
     """A figure with the CAM of each class beside the image, with its probability."""
     session = CamSession(model, providers=list(providers) or None)
     classes = list(range(len(session.labels))) if all_classes else None

@@ -3,21 +3,23 @@ argument may be a subcommand's positional argument instead (`python -m train REC
 from __future__ import annotations
 
 import functools
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import click
 
 from runtime.errors import GapcamError
 
-F = TypeVar("F", bound=Callable)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def cli_errors(fn: F) -> F:
+def cli_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn GapcamError into click's one-line `Error: ...` with exit code 1; so too an OSError that
     reaches the edge (an output folder that cannot be written, a full disk), naming its file."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except GapcamError as err:
@@ -26,7 +28,7 @@ def cli_errors(fn: F) -> F:
             where = f"{err.filename}: " if err.filename else ""
             raise click.ClickException(f"{where}{err.strerror or err}") from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 class DefaultGroup(click.Group):

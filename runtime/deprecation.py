@@ -11,8 +11,9 @@ import importlib.abc
 import importlib.machinery
 import sys
 import warnings
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 REMOVED_IN = "0.3.0"  # the release that drops the aliases deprecated in 0.2.0
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
-F = TypeVar("F", bound=Callable)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class GapcamError(Exception):
@@ -43,14 +45,14 @@ def check_format(
         )
 
 
-def raises_only(error: type[GapcamError]) -> Callable[[F], F]:
+def raises_only(error: type[GapcamError]) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a package's public function so that it raises only that package's `error`: another
     package's GapcamError from inside (a CamError from a package the zoo read, a TrainError from a
     checkpoint being exported) is re-raised as `error` with the same one-line message."""
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
                 return fn(*args, **kwargs)
             except error:
@@ -58,6 +60,6 @@ def raises_only(error: type[GapcamError]) -> Callable[[F], F]:
             except GapcamError as err:
                 raise error(str(err)) from None
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate

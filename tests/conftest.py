@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny shapes model, trained for an epoch and exported, for the whole session."""
+"""Shared fixtures: the committed tiny shapes model (tests/data/tiny.onnx, no torch needed), and one trained for an
+epoch and exported, for the whole session, for the tests that compare torch with ONNX. The test tiers' hooks are in tiers.py."""
 from __future__ import annotations
 
 import shutil
@@ -8,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tiers import pytest_collection_modifyitems, pytest_ignore_collect, pytest_sessionfinish, pytest_terminal_summary  # noqa: F401
+
 _ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_MODEL = _ROOT / "tests" / "data" / "tiny.onnx"  # `make test-fixture` rebuilds it (scripts/build_test_fixture.py)
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +25,19 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tiny_checkpoint):
+def tiny_onnx(tmp_path_factory):
+    """The committed model, copied so that no test can change it. Not tiny_checkpoint's export: a test
+    that compares with the torch model, or tests the exporter, uses exported_onnx."""
+    if not FIXTURE_MODEL.is_file():
+        pytest.fail(f"{FIXTURE_MODEL} is missing: `make test-fixture` builds it")
+    path = tmp_path_factory.mktemp("committed") / FIXTURE_MODEL.name
+    shutil.copyfile(FIXTURE_MODEL, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(tiny_checkpoint):
+    """tiny_checkpoint exported in this session (slow: it trains)."""
     from export.onnx_export import export_checkpoint
 
     return export_checkpoint(tiny_checkpoint).path
@@ -29,9 +45,9 @@ def tiny_onnx(tiny_checkpoint):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint):
-    from train.checkpoint import load_model
+    from train.checkpoint import load_trained
 
-    return load_model(tiny_checkpoint)[0]
+    return load_trained(tiny_checkpoint)[0]
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +55,14 @@ def session(tiny_onnx):
     from runtime import CamSession
 
     return CamSession(tiny_onnx, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="session")
+def exported_session(exported_onnx):
+    """A session of tiny_model's own export, for comparisons with the torch model."""
+    from runtime import CamSession
+
+    return CamSession(exported_onnx, providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,6 @@
 """runtime.maps.cam: CAM math, torch-equal upsampling, normalization."""
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from runtime.maps.cam import class_activation_maps, normalize_maps, upsample_bilinear
 
@@ -19,7 +17,11 @@ def test_class_activation_maps_is_weighted_sum_of_features():
 
 
 @pytest.mark.parametrize("src,dst", [((8, 8), (64, 64)), ((7, 5), (200, 256)), ((14, 14), (33, 17)), ((6, 9), (3, 4)), ((1, 1), (5, 5))])
+@pytest.mark.slow  # against torch
 def test_upsample_matches_torch_bilinear(src, dst):
+    import torch
+    import torch.nn.functional as F
+
     maps = np.random.default_rng(1).standard_normal((2, *src)).astype(np.float32)
     ours = upsample_bilinear(maps, dst)
     theirs = F.interpolate(torch.from_numpy(maps)[None], size=dst, mode="bilinear", align_corners=False)[0].numpy()
@@ -35,9 +37,12 @@ def test_normalize_scales_to_unit_range_and_constant_maps_to_zero():
     assert np.all(normalize_maps(upsample_bilinear(np.full((1, 3, 3), 0.1, np.float32), (17, 23))) == 0.0)
 
 
+@pytest.mark.slow  # against torch
 def test_the_torch_and_numpy_cam_products_are_one_formula():
     """train.models.class_activation_maps (training, GapCam.cams, the exported graph's `cams`) equals
     runtime.maps.cam.class_activation_maps (the runtime), for chosen classes and for every class."""
+    import torch
+
     from train.models import class_activation_maps as torch_cams
 
     rng = np.random.default_rng(1)

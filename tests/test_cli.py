@@ -32,6 +32,7 @@ def images(tmp_path_factory, shape_images):
     return paths
 
 
+@pytest.mark.slow  # trains and exports
 def test_train_export_run_chain(tmp_path, images):
     trained = gapcam("train", "shapes", "--samples", 60, "--epochs", 1, "--cam-channels", 16, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
@@ -66,6 +67,7 @@ def test_runtime_rejects_an_onnx_file_without_metadata(tmp_path, tiny_onnx, imag
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # runs python -m export
 def test_missing_files_are_named(tmp_path, tiny_onnx):
     one_line_error(gapcam("runtime", tiny_onnx, "absent.png", cwd=tmp_path), "absent.png")
     one_line_error(gapcam("export", "absent.pt", cwd=tmp_path), "absent.pt")
@@ -78,12 +80,14 @@ def test_export_rejects_truncated_checkpoint(tmp_path, tiny_checkpoint):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.pt"]
 
 
+@pytest.mark.slow  # runs python -m train
 def test_train_rejects_bad_arguments(tmp_path):
     one_line_error(gapcam("train", "nosuch", cwd=tmp_path), "nosuch")
     one_line_error(gapcam("train", "shapes", "--device", "cuda:7", "--samples", 20, cwd=tmp_path), "--device")
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # runs python -m export and -m train
 def test_fifos_are_refused_unread_and_listed_when_found_in_folders(tiny_onnx, tmp_path, shape_images):
     import os
 

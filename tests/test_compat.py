@@ -3,18 +3,17 @@ requirement, the header check before loading, and onnxruntime's own reasons show
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import TensorProto, helper
 
-from export import ExportError
-from export.onnx_export import export_model
-from export.versions import lowest_ir_version, stamp_lowest_versions
 from runtime import CamError, CamSession, ModelInfo
 from runtime.inference import compat, providers
 from runtime.inputs.image import Preprocess
 
 
 def small_export(tmp_path, opset, name="small.onnx"):
+    import torch
+
+    from export.onnx_export import export_model
     from train.models import Architecture, GapCam
 
     torch.manual_seed(0)
@@ -25,6 +24,7 @@ def small_export(tmp_path, opset, name="small.onnx"):
 
 
 @pytest.mark.parametrize("opset", compat.OPSETS)
+@pytest.mark.slow  # exports
 def test_each_supported_opset_exports_with_parity_the_lowest_ir_and_its_requirement(tmp_path, opset):
     report = small_export(tmp_path, opset)
     model = onnx.load(report.path)
@@ -37,7 +37,10 @@ def test_each_supported_opset_exports_with_parity_the_lowest_ir_and_its_requirem
 
 
 @pytest.mark.parametrize("opset", [17, 23])
+@pytest.mark.slow  # exports
 def test_an_opset_outside_the_tested_range_is_refused_in_one_line(tmp_path, opset):
+    from export import ExportError
+
     with pytest.raises(ExportError, match=rf"--opset {opset}: gapcam exports opsets 18 to 22") as err:
         small_export(tmp_path, opset)
     assert "\n" not in str(err.value) and not list(tmp_path.iterdir())
@@ -49,7 +52,10 @@ def test_the_default_opset_runs_on_the_oldest_supported_onnxruntime():
     assert compat.required_onnxruntime(19, "int8") == "1.16"  # 1.15 has no QuantizeLinear(19) kernel
 
 
+@pytest.mark.slow  # export imports torch
 def test_lowest_ir_version_follows_onnx_releases():
+    from export.versions import lowest_ir_version
+
     assert [lowest_ir_version({"": opset}) for opset in (13, 18, 19, 21)] == [7, 8, 9, 10]
     assert lowest_ir_version({"": 18, "ai.onnx.ml": 5}) > lowest_ir_version({"": 18})
 
@@ -63,7 +69,10 @@ def tool_model(**kwargs):
     return helper.make_model(graph, opset_imports=imports, ir_version=10)
 
 
+@pytest.mark.slow  # export imports torch
 def test_stamping_drops_unused_domains_and_lowers_the_ir_but_keeps_the_graph():
+    from export.versions import stamp_lowest_versions
+
     model = tool_model()
     graph = model.graph.SerializeToString()
     stamp_lowest_versions(model)
@@ -72,7 +81,10 @@ def test_stamping_drops_unused_domains_and_lowers_the_ir_but_keeps_the_graph():
     onnx.checker.check_model(model, full_check=True)
 
 
+@pytest.mark.slow  # export imports torch
 def test_stamping_keeps_what_the_nodes_use_and_what_their_types_need():
+    from export.versions import stamp_lowest_versions
+
     model = tool_model(initializer=[helper.make_tensor("w", TensorProto.INT4, [2], [1, 2])])
     model.graph.node.append(helper.make_node("Gelu", ["y"], ["z"], domain="com.microsoft"))
     stamp_lowest_versions(model)
@@ -210,6 +222,7 @@ def test_a_manifest_that_misstates_the_requirement_is_refused(packed, tmp_path):
         CamSession(folder)
 
 
+@pytest.mark.slow  # export imports torch
 def test_int8_models_lose_the_tools_domains_and_record_their_requirement(tiny_onnx, tmp_path, shape_images):
     from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
     from runtime.evaluation.shapes import render_split

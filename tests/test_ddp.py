@@ -7,7 +7,7 @@ import torch
 
 from export import export_checkpoint
 from runtime import CamSession
-from train import load_checkpoint
+from train import SamplerState, load_checkpoint
 
 
 def torchrun(cwd, *args):
@@ -22,7 +22,7 @@ def test_two_processes_train_a_checkpoint_that_exports_and_resumes_exactly(tmp_p
     done = torchrun(tmp_path, *settings, "--out", "ddp.pt")
     assert done.stdout.count("epoch 2/2") == 1  # rank 0 alone reports
     checkpoint = load_checkpoint(tmp_path / "ddp.pt")
-    assert checkpoint.provenance["processes"] == 2
+    assert checkpoint.provenance.processes == 2
     assert not any(key.startswith("module.") for key in checkpoint.model)
     session = CamSession(export_checkpoint(tmp_path / "ddp.pt").path)
     assert session.labels[0] == "circle"
@@ -30,6 +30,6 @@ def test_two_processes_train_a_checkpoint_that_exports_and_resumes_exactly(tmp_p
     torchrun(tmp_path, *settings, "--out", "split.pt", "--stop-after", "1")
     torchrun(tmp_path, "shapes", "--resume", "split.last.pt", "--workers", "0")
     straight, resumed = load_checkpoint(tmp_path / "ddp.last.pt"), load_checkpoint(tmp_path / "split.last.pt")
-    assert resumed.training["sampler"] == {"seed": 0, "epoch": 2, "processes": 2}
+    assert resumed.training.sampler == SamplerState(seed=0, epoch=2, processes=2)
     for key, value in straight.model.items():
         assert torch.equal(value, resumed.model[key]), key

@@ -21,8 +21,8 @@ def test_export_writes_exactly_one_file(tiny_checkpoint, tmp_path):
     assert report.path == tmp_path / "model.onnx" and report.size_bytes == report.path.stat().st_size
 
 
-def test_one_file_with_named_outputs_and_dynamic_batch(tiny_onnx):
-    model = onnx.load(tiny_onnx)
+def test_one_file_with_named_outputs_and_dynamic_batch(exported_onnx):
+    model = onnx.load(exported_onnx)
     onnx.checker.check_model(model, full_check=True)
     assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in model.graph.initializer)
     assert [i.name for i in model.graph.input] == ["input"]
@@ -31,17 +31,17 @@ def test_one_file_with_named_outputs_and_dynamic_batch(tiny_onnx):
     assert batch_dim.dim_param and not batch_dim.dim_value
     for output in model.graph.output:
         assert output.type.tensor_type.shape.dim[0].dim_param == batch_dim.dim_param
-    session = CamSession(tiny_onnx)
+    session = CamSession(exported_onnx)
     for n in (1, 2, 7):
         logits, features = session.infer(np.zeros((n, 3, 64, 64), np.float32))
         assert logits.shape == (n, 5) and features.shape == (n, 32, 8, 8)
 
 
-def test_graph_class_maps_equal_the_numpy_cams(tiny_onnx, shape_images):
+def test_graph_class_maps_equal_the_numpy_cams(exported_onnx, shape_images):
     """The `cams` output is the fc weights applied to the features, inside the graph (parity on the CPU)."""
     from runtime.maps.cam import class_activation_maps
 
-    session = CamSession(tiny_onnx, providers=["CPUExecutionProvider"])
+    session = CamSession(exported_onnx, providers=["CPUExecutionProvider"])
     batch = session.to_batch(list(shape_images.images))
     features, class_maps = session.infer(batch, ("features", "cams"))
     expected = class_activation_maps(features, session.info.fc_weight, np.tile(np.arange(5), (len(batch), 1)))
@@ -87,8 +87,8 @@ def test_a_head_wider_than_its_features_gets_no_class_maps_output(tmp_path):
     assert not session.has_class_maps and session.run(np.zeros((32, 32, 3), np.uint8), topk=6)[0].cams_raw.shape == (6, 32, 32)
 
 
-def test_metadata_carries_labels_preprocessing_weights_and_parity(tiny_onnx, tiny_checkpoint, tiny_model):
-    props = {p.key: p.value for p in onnx.load(tiny_onnx).metadata_props}
+def test_metadata_carries_labels_preprocessing_weights_and_parity(exported_onnx, tiny_checkpoint, tiny_model):
+    props = {p.key: p.value for p in onnx.load(exported_onnx).metadata_props}
     info = ModelInfo.from_props(props)
     assert info.labels == ["circle", "square", "triangle", "star", "cross"]
     assert info.preprocess.size == (64, 64) and info.pool == "gap"
@@ -121,16 +121,16 @@ def test_failed_parity_leaves_no_file(tiny_checkpoint, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_parity_catches_a_real_mismatch(tiny_checkpoint, tiny_onnx):
+def test_parity_catches_a_real_mismatch(tiny_checkpoint, exported_onnx):
     """The gate is live: a torch model that differs from the exported graph fails it."""
     from export.parity import measure_parity, parity_inputs
-    from train.checkpoint import load_model
+    from train.checkpoint import load_trained
 
-    model, _, preprocess = load_model(tiny_checkpoint)
+    model, _, preprocess = load_trained(tiny_checkpoint)
     weight = model.fc.weight.detach().numpy()
     with torch.no_grad():
         model.fc.bias += 0.05
-    report = measure_parity(model, tiny_onnx, weight, parity_inputs(None, preprocess))
+    report = measure_parity(model, exported_onnx, weight, parity_inputs(None, preprocess))
     assert not report["passed"] and report["logits"]["max_abs"] == pytest.approx(0.05, rel=1e-3)
 
 
@@ -174,9 +174,9 @@ def test_a_checkpoint_the_runtime_refuses_is_an_export_error(tiny_checkpoint, tm
 
 def test_export_model_leaves_the_callers_info_alone(tiny_checkpoint, tmp_path):
     from export.onnx_export import export_model
-    from train.checkpoint import load_model
+    from train.checkpoint import load_trained
 
-    model, checkpoint, preprocess = load_model(tiny_checkpoint)
+    model, checkpoint, preprocess = load_trained(tiny_checkpoint)
     info = ModelInfo(labels=checkpoint.labels, preprocess=preprocess, fc_weight=model.fc.weight.detach().numpy(),
                      fc_bias=model.fc.bias.detach().numpy())
     report = export_model(model, info, tmp_path / "m.onnx")

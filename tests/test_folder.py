@@ -13,7 +13,7 @@ from PIL import Image
 from fixtures import write_cub, write_image_folder
 from runtime import CamSession
 from runtime.evaluation.shapes import CLASSES
-from train import TrainError, load_checkpoint
+from train import SamplerState, TrainError, load_checkpoint
 from train.loop import TrainConfig, fit, last_path, resume
 from train.recipes import CUB, FOLDER, DataOptions
 
@@ -70,7 +70,7 @@ def test_folder_defaults_train_resnet18_at_224_from_scratch_when_no_weights_are_
     assert any("training resnet18 from scratch" in line for line in lines)
     checkpoint = load_checkpoint(tmp_path / "r18.pt")
     assert checkpoint.architecture["backbone"] == "resnet18" and checkpoint.preprocess["width"] == 224
-    assert checkpoint.provenance["init"] == "random" and checkpoint.training["config"]["pretrained"] is False
+    assert checkpoint.provenance.init == "random" and checkpoint.training.config["pretrained"] is False
 
 
 def test_an_official_val_folder_and_a_label_file_are_used(tmp_path):
@@ -128,7 +128,7 @@ def test_streamed_runs_resume_exactly_whatever_the_workers(tree, tmp_path):
     fit(TrainConfig(out=str(tmp_path / "split.pt"), workers=0, stop_after=1, **settings), log=lambda s: None)
     resume(last_path(tmp_path / "split.pt"), log=lambda s: None, workers=1)
     straight, resumed = load_checkpoint(last_path(tmp_path / "straight.pt")), load_checkpoint(last_path(tmp_path / "split.pt"))
-    assert resumed.training["sampler"] == {"seed": 0, "epoch": 2, "processes": 1}
+    assert resumed.training.sampler == SamplerState(seed=0, epoch=2, processes=1)
     for key, value in straight.model.items():
         assert torch.equal(value, resumed.model[key]), key
     cached = tmp_path / "cached.pt"

@@ -1,10 +1,13 @@
 """runtime.inputs.image: decoding, preprocessing, and that training sees the deployment pixels."""
+import collections
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from runtime.errors import CamError
-from runtime.inputs.image import Preprocess, load_image, preprocess
+from runtime.inputs.image import Preprocess, image_size, load_image, preprocess
 
 SPEC = Preprocess(height=20, width=30, color="RGB", mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
 
@@ -38,6 +41,7 @@ def test_paths_pil_and_arrays_give_the_same_tensor(tmp_path):
     np.testing.assert_array_equal(from_path, preprocess(pixels, SPEC))
 
 
+@pytest.mark.slow  # train.data imports torch
 def test_training_eval_transform_is_the_runtime_preprocess(tmp_path):
     """One image through train.data (the training loop's evaluation input) and through CamSession's preprocess."""
     from train.data import ImageSet
@@ -62,3 +66,14 @@ def test_bad_images_give_one_line_errors(tmp_path):
         load_image(np.zeros((4, 4, 2), np.uint8))
     with pytest.raises(CamError, match="color"):
         Preprocess(height=4, width=4, color="CMYK")
+
+
+def test_any_sequence_is_many_images_and_bytes_are_one():
+    pixels = np.full((20, 30, 3), 102, np.uint8)
+    assert preprocess(collections.deque([pixels, pixels]), SPEC).shape == (2, 3, 20, 30)  # a Sequence, not a list
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((7, 11, 3), np.uint8)).save(png, format="PNG")
+    assert preprocess(png.getvalue(), SPEC).shape == (1, 3, 20, 30)
+    assert image_size(png.getvalue()) == (11, 7)  # read as load_image reads them, not taken for a path
+    with pytest.raises(CamError, match="image bytes"):
+        image_size(b"not an image")

@@ -14,8 +14,9 @@ from PIL import Image
 from export import ExportError, export_checkpoint
 from export.int8 import (
     CalibrationData, FidelityGate, Int8Options, QuantizationSettings, calibration_stride, folder_calibration, measure_fidelity,
-    quantize_file, recipe_calibration,
+    quantize_file, sampled_calibration,
 )
+from export.recipe_data import recipe_calibration
 from runtime import CamSession
 from runtime.errors import CamError
 from runtime.formats.files import sha256_file
@@ -123,6 +124,34 @@ def test_cli_prints_the_fidelity_table(tiny_checkpoint, tmp_path):
     assert kept == [last_conv.name]
     assert produced_by.get(last_conv.input[1]) != "DequantizeLinear"  # its weights stay float
     assert produced_by.get(graph.node[[n.op_type for n in graph.node].index("Conv")].input[1]) == "DequantizeLinear"
+
+
+def test_images_the_caller_gives_quantize_as_the_cli_path_does(tiny_checkpoint, tmp_path):
+    """export.int8 takes its images from the caller: the tiny run's own splits, read here, give the
+    model `python -m export --int8` makes from the checkpoint's recipe data (export.recipe_data)."""
+    from train.recipes import SHAPES, DataOptions
+
+    options = DataOptions(samples=160)  # what the tiny run trained on: generated shapes, seed 0
+    train, val = SHAPES.read_split(options, "train"), SHAPES.read_split(options, "val")
+    source = "recipe shapes: training split (calibration), validation split (held out)"
+    data = sampled_calibration(train.images, val.images, source, 20, 40, held_out_labels=val.labels, held_out_boxes=val.boxes)
+    given = export_checkpoint(tiny_checkpoint, tmp_path / "given.onnx", int8=Int8Options(data, gate=TINY_GATE)).int8
+    done = export_cli(tiny_checkpoint, "-o", tmp_path / "cli.onnx", "--int8", "--calibration-images", 20, "--held-out-images", 40,
+                      "--min-top1-agreement", 0.8, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ours = CamSession(given.path, providers=CPU_ONLY).info.quantization
+    theirs = CamSession(tmp_path / "cli.int8.onnx", providers=CPU_ONLY).info.quantization
+    assert ours == theirs and ours["calibration"]["images"] == 20 and "classification_accuracy" in ours["fidelity"]
+    weights = [{t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+               for path in (given.path, tmp_path / "cli.int8.onnx")]
+    assert weights[0].keys() == weights[1].keys() and all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_recipe_calibration_moved_out_of_int8_with_a_warning():
+    import export.int8
+
+    with pytest.warns(DeprecationWarning, match="export.int8.recipe_calibration is deprecated; use export.recipe_data.recipe_calibration"):
+        assert export.int8.recipe_calibration is recipe_calibration
 
 
 def test_int8_options_need_int8_and_arch_needs_a_calibration_folder(tiny_checkpoint, tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image
 from runtime import CamError
 from runtime.evaluation.datasets import GroundTruth, folder_ground_truth
 from runtime.evaluation.localization import evaluate_localization, pixel_average_precision
+from runtime.maps.methods import METHODS
 from runtime.maps.results import CamResult
 
 
@@ -131,7 +132,9 @@ def test_eval_cli_on_shapes_and_on_a_folder(tiny_onnx, box_folder, tmp_path):
     assert Image.open(tmp_path / "loc" / "box_accuracy.png").size == (720, 440)
     folder = runtime_eval(box_folder, "--out", "loc2", "--method", "gradcam")
     assert folder.returncode == 0, folder.stderr
-    assert json.loads((tmp_path / "loc2" / "localization.json").read_text())["images_with_masks"] == 2
+    gradcam = json.loads((tmp_path / "loc2" / "localization.json").read_text())
+    assert gradcam["images_with_masks"] == 2 and gradcam["method"] == "gradcam"
+    assert gradcam["method_summary"] == METHODS["gradcam"].summary  # the report reads the registry
     bad = runtime_eval(tmp_path / "nowhere")
     assert bad.returncode == 1 and "not `shapes` and not a folder" in bad.stderr
 

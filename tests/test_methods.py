@@ -28,33 +28,33 @@ def test_gradcam_is_relu_cam_over_area():
     np.testing.assert_allclose(gradcam_maps(cams), [[[[0.25, 0.0], [0.75, 0.0]]]])
 
 
-def test_gradcam_matches_pytorch_grad_cam(session, tiny_model, shape_images):
+def test_gradcam_matches_pytorch_grad_cam(exported_session, tiny_model, shape_images):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     images = list(shape_images.images[:4])
     classes = np.array([[1], [3], [0], [4]])
-    ours = session.run(images, classes=classes, method="gradcam")
-    x = torch.from_numpy(session.to_batch(images))
+    ours = exported_session.run(images, classes=classes, method="gradcam")
+    x = torch.from_numpy(exported_session.to_batch(images))
     features_shape = ours[0].cams_raw.shape
     extractor = at_feature_size(GradCAM(model=LogitsOnly(tiny_model), target_layers=[tiny_model.cam_conv]), features_shape)
     theirs = extractor(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes[:, 0]])
-    cams = session.run(images, classes=classes, method="cam")
+    cams = exported_session.run(images, classes=classes, method="cam")
     for result, reference, cam in zip(ours, theirs, cams):
         np.testing.assert_allclose(normalize_maps(result.cams_raw)[0], reference, atol=1e-4)
         h, w = result.cams_raw.shape[-2:]
         np.testing.assert_allclose(result.cams_raw, np.maximum(cam.cams_raw, 0) / (h * w), rtol=1e-6)
 
 
-def test_eigencam_matches_pytorch_grad_cams_projection(session, tiny_model, shape_images):
+def test_eigencam_matches_pytorch_grad_cams_projection(exported_session, tiny_model, shape_images):
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
     images = list(shape_images.images[:4])
     with torch.no_grad():
-        _, features = tiny_model(torch.from_numpy(session.to_batch(images)))
+        _, features = tiny_model(torch.from_numpy(exported_session.to_batch(images)))
     features = features.numpy()
     theirs = get_2d_projection(features.copy())  # pytorch-grad-cam's Eigen-CAM, before its ReLU
-    ours = np.stack([r.cams_raw[0] for r in session.run(images, method="eigencam")])
+    ours = np.stack([r.cams_raw[0] for r in exported_session.run(images, method="eigencam")])
     for mine, reference, f in zip(ours, theirs, features):
         oriented = reference if (reference.ravel() @ f.reshape(f.shape[0], -1).sum(0)) >= 0 else -reference
         np.testing.assert_allclose(normalize_maps(mine), normalize_maps(np.maximum(oriented, 0)), atol=1e-3)

@@ -98,12 +98,13 @@ def test_an_archive_that_inflates_beyond_its_manifest_is_refused_unread(packed, 
 
 
 def test_absolute_limits_refuse_before_anything_is_inflated(packed, tmp_path, monkeypatch):
-    monkeypatch.setenv("GAPCAM_MAX_PACKAGE_FILE_BYTES", "100000")
-    with pytest.raises(CamError, match=r"model.onnx is declared at \d+ bytes, more than the limit of 100000 a file"):
+    model_bytes = (packed.folder / "model.onnx").stat().st_size  # limits just under this package's own sizes
+    monkeypatch.setenv("GAPCAM_MAX_PACKAGE_FILE_BYTES", str(model_bytes - 1))
+    with pytest.raises(CamError, match=rf"model.onnx is declared at {model_bytes} bytes, more than the limit of {model_bytes - 1} a file"):
         Package(packed.archive)
     monkeypatch.setenv("GAPCAM_MAX_PACKAGE_FILE_BYTES", str(10 << 20))
-    monkeypatch.setenv("GAPCAM_MAX_PACKAGE_BYTES", "200000")
-    with pytest.raises(CamError, match=r"the files add up to \d+ bytes, more than the limit of 200000"):
+    monkeypatch.setenv("GAPCAM_MAX_PACKAGE_BYTES", str(model_bytes))
+    with pytest.raises(CamError, match=rf"the files add up to \d+ bytes, more than the limit of {model_bytes}"):
         Package(packed.folder)
     monkeypatch.setenv("GAPCAM_MAX_PACKAGE_BYTES", "lots")
     with pytest.raises(CamError, match="GAPCAM_MAX_PACKAGE_BYTES must be a whole number"):

@@ -85,7 +85,8 @@ def test_sdist_holds_what_its_tests_need_and_they_run(distributions, tmp_path):
     with tarfile.open(sdist) as archive:
         archive.extractall(tmp_path, filter="data")
     root = next(tmp_path.iterdir())
-    for name in ("LICENSE", "tests/conftest.py", "tests/fixtures.py", "tests/test_boxes.py", "scripts/fer_minixception.py", "Makefile", "pyproject.toml"):
+    for name in ("LICENSE", "tests/conftest.py", "tests/fixtures.py", "tests/test_boxes.py", "scripts/fer_minixception.py", "Makefile", "pyproject.toml",
+                 "tests/tiers.py", "tests/data/tiny.onnx", "tests/no_torch/sitecustomize.py", "scripts/build_test_fixture.py"):
         assert (root / name).is_file(), name
     env = {**os.environ, "PYTHONPATH": str(root)}
     collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"], cwd=root, capture_output=True, text=True, timeout=300, env=env)

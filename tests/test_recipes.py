@@ -112,7 +112,7 @@ def test_recipe_end_to_end(recipe, data, request, tmp_path):
     out = tmp_path / f"{recipe}.pt"
     fit(TrainConfig(recipe=recipe, out=str(out), data=str(path), epochs=1, cam_channels=32, batch_size=16), log=lambda s: None)
     checkpoint = load_checkpoint(out)
-    assert checkpoint.provenance["recipe"] == recipe
+    assert checkpoint.provenance.recipe == recipe
     for suffix in (".val.metrics.json", ".val.confusion.png", ".curves.png"):
         assert (tmp_path / f"{recipe}{suffix}").is_file()
     session = CamSession(export_checkpoint(out).path)

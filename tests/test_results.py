@@ -2,8 +2,6 @@
 import numpy as np
 import onnx
 import pytest
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from runtime import CamError, CamSession, explain_outputs
@@ -31,7 +29,11 @@ def test_scaled_small_maps_upsample_to_the_normalized_full_map(dst):
     assert peaks.tolist() == [1.0, 1.0, 0.0] and not scaled[2].any()  # a constant map scales to zeros
 
 
+@pytest.mark.slow  # against torch
 def test_full_size_cams_equal_torch_and_are_made_on_demand(session, shape_images):
+    import torch
+    import torch.nn.functional as F
+
     picture = Image.fromarray(shape_images.images[0]).resize((150, 120))
     result = session.run(picture, topk=2)[0]
     assert "cams" not in result.__dict__ and "cam" not in result.__dict__  # nothing at image size yet

@@ -4,8 +4,6 @@ import threading
 import numpy as np
 import onnx
 import pytest
-import torch
-import torch.nn.functional as F
 
 from runtime import CamError, CamSession
 from runtime.maps.boxes import cam_box
@@ -20,10 +18,13 @@ def close(ours, reference):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_run_matches_torch(session, tiny_model, shape_images, batch_size):
+def test_run_matches_torch(exported_session, tiny_model, shape_images, batch_size):
+    import torch
+    import torch.nn.functional as F
+
     images = list(shape_images.images[:batch_size])
-    results = session.run(images, topk=2)
-    x = torch.from_numpy(session.to_batch(images))
+    results = exported_session.run(images, topk=2)
+    x = torch.from_numpy(exported_session.to_batch(images))
     with torch.no_grad():
         logits, features = tiny_model(x)
         top = logits.argsort(dim=1, descending=True, stable=True)[:, :2]
@@ -36,14 +37,16 @@ def test_run_matches_torch(session, tiny_model, shape_images, batch_size):
         assert close(result.cams_raw, cams[i].numpy())
         torch_cams = normalize_maps(upsampled[i].numpy())
         assert np.abs(result.cams - torch_cams).max() < 1e-3
-        torch_boxes = [cam_box(cam, session.box_threshold) for cam in torch_cams]
+        torch_boxes = [cam_box(cam, exported_session.box_threshold) for cam in torch_cams]
         assert [tuple(b) for b in result.boxes.tolist()] == torch_boxes
         np.testing.assert_allclose(result.probs, torch.softmax(logits[i], 0).numpy(), rtol=1e-4, atol=1e-6)
 
 
-def test_infer_features_match_torch(session, tiny_model, shape_images):
-    batch = session.to_batch(list(shape_images.images[:4]))
-    logits, features = session.infer(batch)
+def test_infer_features_match_torch(exported_session, tiny_model, shape_images):
+    import torch
+
+    batch = exported_session.to_batch(list(shape_images.images[:4]))
+    logits, features = exported_session.infer(batch)
     with torch.no_grad():
         t_logits, t_features = tiny_model(torch.from_numpy(batch))
     assert close(features, t_features.numpy()) and close(logits, t_logits.numpy())
@@ -58,6 +61,7 @@ def test_logits_are_mean_cam_plus_bias(session, shape_images):
 
 
 def test_torch_cams_equal_torchcam(tiny_model, shape_images, session):
+    import torch
     from torchcam.methods import CAM
 
     x = torch.from_numpy(session.to_batch(list(shape_images.images[:3])))

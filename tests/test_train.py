@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from train import TrainError, load_checkpoint, load_model
+from train import TrainError, load_checkpoint, load_trained
 from train.loop import TrainConfig, fit, last_path, resume
 from train.models import Architecture, GapCam
 from runtime.evaluation.shapes import CLASSES, render_sample, render_split
@@ -50,7 +50,7 @@ def test_checkpoint_is_self_describing_and_weights_only(tiny_checkpoint):
     assert raw["preprocess"]["height"] == 64 and raw["architecture"]["cam_channels"] == 32
     assert raw["provenance"]["seed"] == 0 and raw["provenance"]["data_fingerprint"]
     assert {"optimizer", "scheduler", "rng", "epoch", "history"} <= set(raw["training"])
-    model, checkpoint, preprocess = load_model(tiny_checkpoint)
+    model, checkpoint, preprocess = load_trained(tiny_checkpoint)
     assert not model.training and checkpoint.labels == list(CLASSES) and preprocess.size == (64, 64)
     assert last_path(tiny_checkpoint).exists()
 
@@ -90,14 +90,14 @@ def test_two_epochs_equal_one_plus_resume(tmp_path):
     settings = dict(recipe="shapes", samples=96, epochs=2, batch_size=32, cam_channels=16)
     fit(TrainConfig(out=str(tmp_path / "straight.pt"), **settings), log=lambda s: None)
     fit(TrainConfig(out=str(tmp_path / "split.pt"), stop_after=1, **settings), log=lambda s: None)
-    assert load_checkpoint(last_path(tmp_path / "split.pt")).training["epoch"] == 1
+    assert load_checkpoint(last_path(tmp_path / "split.pt")).training.epoch == 1
     resume(last_path(tmp_path / "split.pt"), log=lambda s: None)
     straight = load_checkpoint(last_path(tmp_path / "straight.pt"))
     resumed = load_checkpoint(last_path(tmp_path / "split.pt"))
-    assert resumed.training["epoch"] == 2
+    assert resumed.training.epoch == 2
     for key, value in straight.model.items():
         assert torch.equal(value, resumed.model[key]), key
-    assert straight.training["history"][-1]["val_loss"] == resumed.training["history"][-1]["val_loss"]
+    assert straight.training.history[-1]["val_loss"] == resumed.training.history[-1]["val_loss"]
 
 
 def test_resume_refuses_another_recipe_and_a_weights_only_file(tmp_path, tiny_checkpoint):
@@ -136,7 +136,8 @@ def test_divergence_after_a_good_epoch_keeps_the_good_checkpoints(tmp_path, monk
     with pytest.raises(TrainError, match=r"diverged at epoch 2, batch 1: the training loss is nan.*last good checkpoint is .*nan2.last.pt, after epoch 1"):
         fit(TrainConfig(recipe="shapes", out=str(tmp_path / "nan2.pt"), samples=64, epochs=3, batch_size=32, cam_channels=8), log=lambda s: None)
     best = load_checkpoint(tmp_path / "nan2.pt")
-    assert best.training["epoch"] == 1 and all(torch.isfinite(v).all() for v in best.model.values() if v.is_floating_point())
+    assert best.box_threshold is not None  # the best checkpoint is calibrated however the run ends
+    assert best.training.epoch == 1 and all(torch.isfinite(v).all() for v in best.model.values() if v.is_floating_point())
 
 
 def test_checkpoint_fields_of_the_wrong_kind_are_one_line_errors(tiny_checkpoint, tmp_path):
@@ -150,3 +151,103 @@ def test_checkpoint_fields_of_the_wrong_kind_are_one_line_errors(tiny_checkpoint
     torch.save(broken, tmp_path / "opt.pt")
     with pytest.raises(TrainError, match="training state does not fit this run"):
         resume(tmp_path / "opt.pt", log=lambda s: None)
+
+
+def test_the_best_checkpoint_is_written_once_already_calibrated(tmp_path, monkeypatch):
+    """The loop keeps the best epoch's checkpoint and writes it once, with its box threshold, when the
+    run ends (it used to write it at each improvement, then read it back to calibrate and write again)."""
+    import train.loop
+
+    written = []
+    real = train.loop.save_checkpoint
+    monkeypatch.setattr(train.loop, "save_checkpoint", lambda path, checkpoint: (written.append(path), real(path, checkpoint)))
+    out = tmp_path / "once.pt"
+    fit(TrainConfig(recipe="shapes", out=str(out), samples=96, epochs=3, batch_size=32, cam_channels=16), log=lambda s: None)
+    assert [p for p in written if p == out] == [out] and written.count(last_path(out)) == 3
+    best, latest = load_checkpoint(out), load_checkpoint(last_path(out))
+    assert best.box_threshold is not None and best.localization["val_images_with_boxes"] > 0
+    accuracies = [row["val_accuracy"] for row in latest.training.history]
+    assert best.training.epoch == accuracies.index(max(accuracies)) + 1 == best.provenance.epochs
+    assert best.training.history == latest.training.history[: best.training.epoch]  # the best epoch's own state, not the last's
+    assert best.training.best_accuracy == max(accuracies)
+
+
+def test_an_interrupted_run_keeps_its_best_checkpoint(tmp_path, monkeypatch):
+    import train.loop
+
+    real, calls = train.loop.train_one_epoch, [0]
+
+    def interrupted_in_epoch_two(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train.loop, "train_one_epoch", interrupted_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        fit(TrainConfig(recipe="shapes", out=str(tmp_path / "stop.pt"), samples=64, epochs=3, batch_size=32, cam_channels=8),
+            log=lambda s: None)
+    best = load_checkpoint(tmp_path / "stop.pt")
+    assert best.training.epoch == 1 and best.box_threshold is not None
+
+
+def test_checkpoint_schema_is_typed_and_stored_as_plain_dicts(tiny_checkpoint):
+    """`provenance` and `training` are dataclasses in memory and the same plain dicts on disk as before."""
+    from train import Provenance, SamplerState, TrainingState
+
+    checkpoint, raw = load_checkpoint(tiny_checkpoint), torch.load(tiny_checkpoint, weights_only=True)
+    assert isinstance(checkpoint.provenance, Provenance) and isinstance(checkpoint.training, TrainingState)
+    assert isinstance(checkpoint.training.sampler, SamplerState) and checkpoint.provenance.recipe == "shapes"
+    stored = checkpoint.to_dict()
+    assert list(stored) == list(raw)  # same keys in the same order, format fields first
+    assert stored["provenance"] == raw["provenance"] and type(stored["provenance"]) is dict
+    assert set(stored["training"]) == set(raw["training"]) == {
+        "epoch", "optimizer", "scheduler", "rng", "history", "best_accuracy", "config", "sampler"}
+    assert stored["training"]["sampler"] == raw["training"]["sampler"] == {"seed": 0, "epoch": 1, "processes": 1}
+    assert torch.equal(stored["training"]["rng"], raw["training"]["rng"])
+    assert stored["training"]["history"] == raw["training"]["history"]
+
+
+def test_checkpoints_of_earlier_gapcam_builds_still_load(tiny_checkpoint, tmp_path):
+    """Format version 1 as the first builds wrote it: no image counts, process count or init in the
+    provenance, no sampler state in the training state; it loads, exports and resumes."""
+    from export import export_checkpoint
+
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    old = {**raw, "provenance": {k: v for k, v in raw["provenance"].items() if k not in ("images", "processes", "init")},
+           "training": {k: v for k, v in raw["training"].items() if k != "sampler"}}
+    torch.save(old, tmp_path / "old.pt")
+    checkpoint = load_checkpoint(tmp_path / "old.pt")
+    assert checkpoint.provenance.processes is None and checkpoint.training.sampler is None
+    assert export_checkpoint(tmp_path / "old.pt").path.exists()
+    resume(tmp_path / "old.pt", log=lambda s: None, epochs=2, out=str(tmp_path / "resumed.pt"))
+    assert load_checkpoint(last_path(tmp_path / "resumed.pt")).training.sampler.epoch == 2
+
+
+def test_malformed_provenance_and_training_state_are_one_line_errors(tiny_checkpoint, tmp_path):
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    cases = {
+        "extra.pt": ({**raw, "provenance": {**raw["provenance"], "colour": "blue"}}, r"field 'provenance' holds unknown keys \['colour'\]"),
+        "norecipe.pt": ({**raw, "provenance": {k: v for k, v in raw["provenance"].items() if k != "recipe"}},
+                        "field 'provenance' is malformed"),
+        "noepoch.pt": ({**raw, "training": {k: v for k, v in raw["training"].items() if k != "epoch"}}, "field 'training' is malformed"),
+        "sampler.pt": ({**raw, "training": {**raw["training"], "sampler": {"seed": 0}}}, "field 'training.sampler' is malformed"),
+    }
+    for name, (values, message) in cases.items():
+        torch.save(values, tmp_path / name)
+        with pytest.raises(TrainError, match=f"{name}: checkpoint {message}"):
+            load_checkpoint(tmp_path / name)
+
+
+def test_load_model_is_deprecated_and_returns_its_old_two_values(tiny_checkpoint):
+    """gapcam 0.1's `load_model` gave (model, meta); the three-value function is `load_trained`."""
+    import train
+    from runtime.inputs.image import Preprocess
+
+    with pytest.warns(DeprecationWarning, match=r"train.load_model is deprecated; use train.load_trained"):
+        model, meta = train.load_model(tiny_checkpoint)
+    assert isinstance(model, GapCam) and not model.training and isinstance(meta, dict)
+    assert isinstance(meta["preprocess"], Preprocess) and meta["preprocess"] == load_trained(tiny_checkpoint)[2]
+    assert "model" not in meta and "training" not in meta
+    assert meta["labels"] == list(CLASSES) and meta["provenance"]["recipe"] == "shapes" and meta["format_version"] == 1
+    assert meta["architecture"]["cam_channels"] == 32 and "box_threshold" in meta["localization"]

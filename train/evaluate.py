@@ -161,8 +161,7 @@ def evaluate_checkpoint(
     checkpoint_path = Path(checkpoint_path)
     checkpoint = load_checkpoint(checkpoint_path)
     recipe = recipe_of_checkpoint(checkpoint.provenance, checkpoint.labels)
-    training = checkpoint.training or {}
-    config = training.get("config", {})
+    config = checkpoint.training.config if checkpoint.training is not None else {}
     options = DataOptions.of_run(config, data)
     part = recipe.read_split(options, split)
     images = ImageSet(part.images, part.labels, Preprocess.from_dict(checkpoint.preprocess))
@@ -175,4 +174,4 @@ def evaluate_checkpoint(
     metrics = classification_metrics(labels.numpy(), torch.softmax(logits, dim=1).numpy(), checkpoint.labels)
     metrics.update({"checkpoint": str(checkpoint_path), "split": split, "skipped_images": skipped, "notes": part.notes})
     prefix = (Path(out_dir) if out_dir else checkpoint_path.parent) / checkpoint_path.stem
-    return metrics, write_report(prefix, split, metrics, training.get("history"))
+    return metrics, write_report(prefix, split, metrics, checkpoint.training.history if checkpoint.training is not None else None)

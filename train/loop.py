@@ -12,9 +12,10 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,12 +24,13 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import runtime
 from runtime.maps.boxes import box_accuracy_curve, threshold_grid, threshold_ious
 from runtime.maps.cam import normalize_maps
 from runtime.errors import CamError, first_line
 from runtime.formats.files import check_writable
 from runtime.inputs.image import Preprocess
-from train.checkpoint import Checkpoint, load_checkpoint, run_checkpoint, save_checkpoint
+from train.checkpoint import Checkpoint, Provenance, SamplerState, TrainingState, load_checkpoint, save_checkpoint
 from train.data import ImageSet, TrainingData, batches_per_epoch, check_batch_size, decoding_workers, default_workers, loader, training_sampler
 from train.errors import TrainError
 from train.evaluate import classification_metrics, logits_and_labels, write_report
@@ -273,18 +275,78 @@ def inverse_frequency_weights(labels: torch.Tensor, count: int) -> torch.Tensor:
     return len(labels) / (count * counts)
 
 
+def run_provenance(config: TrainConfig, recipe: Recipe, data: TrainingData, history: list[dict], processes: int,
+                   notes: list[str]) -> Provenance:
+    """Where the weights after `len(history)` epochs come from."""
+    return Provenance(
+        recipe=recipe.name,
+        data_fingerprint=data.fingerprint,
+        images={"train": len(data.train), "val": len(data.val)},
+        epochs=len(history),
+        seed=config.seed,
+        metrics={"val_accuracy": history[-1]["val_accuracy"], "val_loss": history[-1]["val_loss"]},
+        notes=notes,
+        processes=processes,
+        init="imagenet" if config.pretrained else ("weights file" if config.weights else "random"),
+        gapcam_version=runtime.__version__,
+        torch_version=str(torch.__version__),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def run_checkpoint(
+    *, config: TrainConfig, recipe: Recipe, data: TrainingData, model: GapCam, optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler, history: list[dict], best_accuracy: float, processes: int,
+    notes: list[str], sampler: SamplerState,
+) -> Checkpoint:
+    """The checkpoint of a run after `len(history)` epochs, with the state that `--resume` needs
+    (`sampler`: what fixes the batch order of the next epoch). Its tensors are the live ones: see `cpu_copy`."""
+    return Checkpoint(
+        architecture=recipe.architecture.to_dict(),
+        labels=list(recipe.labels),
+        preprocess=recipe.preprocess.to_dict(),
+        provenance=run_provenance(config, recipe, data, history, processes, notes),
+        model={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        samples=data.samples,
+        training=TrainingState(
+            epoch=len(history),
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng=torch.get_rng_state(),
+            history=list(history),
+            best_accuracy=best_accuracy,
+            config=asdict(config),
+            sampler=sampler,
+        ),
+    )
+
+
+def cpu_copy(value: Any) -> Any:
+    """`value` (a checkpoint, or any of its parts) with every tensor copied to the CPU: an epoch's
+    checkpoint kept while training goes on changing the model's and the optimizer's tensors in place."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: cpu_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copy(item) for item in value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return replace(value, **{f.name: cpu_copy(getattr(value, f.name)) for f in fields(value) if f.init})
+    return value
+
+
 def resume(path: str | Path, log: Callable[[str], None] = print, **overrides) -> Path:
     """Continue the run saved in checkpoint `path`; `overrides` replace saved config fields (epochs, device, out, ...)."""
     state = load_checkpoint(path)
     if state.training is None:
         raise TrainError(f"{path}: checkpoint holds no training state to resume from")
     try:
-        saved = replace(TrainConfig(**state.training["config"]), stop_after=None)
+        saved = replace(TrainConfig(**state.training.config), stop_after=None)
     except (KeyError, TypeError) as err:
         raise TrainError(f"{path}: checkpoint's training config is malformed ({first_line(err)})") from None
     if overrides.get("recipe", saved.recipe) != saved.recipe:
         raise TrainError(f"{path}: checkpoint is from recipe {saved.recipe!r}, not {overrides['recipe']!r}")
-    log(f"resuming {path} after epoch {state.training['epoch']}")
+    log(f"resuming {path} after epoch {state.training.epoch}")
     return fit(replace(saved, **overrides), log, state)
 
 
@@ -346,87 +408,101 @@ def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int
         log("class weights (inverse frequency): " + ", ".join(f"{l} {w:.2f}" for l, w in zip(recipe.labels, class_weights.tolist())))
     start_epoch, history, best = 0, [], -1.0
     if state is not None:
+        if state.training is None:
+            raise TrainError(f"{config.out}: the checkpoint holds no training state to resume from")
+        training = state.training
         try:
             model.load_state_dict(state.model)
-            optimizer.load_state_dict(state.training["optimizer"])
-            scheduler.load_state_dict(state.training["scheduler"])
-            torch.set_rng_state(state.training["rng"])
-            start_epoch, history = int(state.training["epoch"]), list(state.training["history"])
-            best = float(state.training["best_accuracy"])
-            saved_sampler = state.training.get("sampler", {"seed": config.seed, "epoch": start_epoch, "processes": world})
+            optimizer.load_state_dict(training.optimizer)
+            scheduler.load_state_dict(training.scheduler)
+            torch.set_rng_state(training.rng)
+            start_epoch, history, best = int(training.epoch), list(training.history), float(training.best_accuracy)
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             raise TrainError(f"{config.out}: the checkpoint's training state does not fit this run ({first_line(err, STATE_DICT_DETAIL)})") from None
-        sampler.seed = int(saved_sampler["seed"])
-        if int(saved_sampler["processes"]) != world:
-            log(f"note: the run was saved with {saved_sampler['processes']} process(es) and continues with {world}: "
+        saved_sampler = training.sampler or SamplerState(seed=config.seed, epoch=start_epoch, processes=world)  # files before the sampler
+        sampler.seed = int(saved_sampler.seed)
+        if int(saved_sampler.processes) != world:
+            log(f"note: the run was saved with {saved_sampler.processes} process(es) and continues with {world}: "
                 "its batch order now differs from an uninterrupted run's")
 
     skipped = SkippedImages(log)
     out, last = Path(config.out), last_path(config.out)
-    for epoch in range(start_epoch, config.epochs):
-        tick = time.time()
-        sampler.set_epoch(epoch)
-        data.train.epoch = epoch  # each sample's augmentation is seeded by (seed, epoch, index)
-        try:
-            train_metrics = train_one_epoch(net, optimizer, scheduler, batches, recipe, config, epoch, device, class_weights, rank, skipped)
+    best_checkpoint: Checkpoint | None = None  # the best epoch's, kept in memory and written once when the run ends
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            tick = time.time()
+            sampler.set_epoch(epoch)
+            data.train.epoch = epoch  # each sample's augmentation is seeded by (seed, epoch, index)
+            try:
+                train_metrics = train_one_epoch(net, optimizer, scheduler, batches, recipe, config, epoch, device, class_weights, rank,
+                                                skipped)
+                if rank == 0:
+                    logits, labels, errors = logits_and_labels(model, data.val, device, workers, config.batch_size // world)
+                    skipped.add(errors)
+                    val_metrics = validation_metrics(logits, labels)
+                    if not math.isfinite(val_metrics["loss"]):
+                        raise Diverged(f"epoch {epoch + 1}: the validation loss is {val_metrics['loss']}")
+            except Diverged as err:
+                saved = epoch > start_epoch or state is not None  # this run (or the one it resumes) wrote `last`
+                kept = f"the last good checkpoint is {last}, after epoch {epoch}" if saved else "no epoch finished, so nothing was saved"
+                raise TrainError(f"training diverged at {err}; stopped (try a lower --lr); {kept}") from None
             if rank == 0:
-                logits, labels, errors = logits_and_labels(model, data.val, device, workers, config.batch_size // world)
-                skipped.add(errors)
-                val_metrics = validation_metrics(logits, labels)
-                if not math.isfinite(val_metrics["loss"]):
-                    raise Diverged(f"epoch {epoch + 1}: the validation loss is {val_metrics['loss']}")
-        except Diverged as err:
-            saved = epoch > start_epoch or state is not None  # this run (or the one it resumes) wrote `last`
-            kept = f"the last good checkpoint is {last}, after epoch {epoch}" if saved else "no epoch finished, so nothing was saved"
-            raise TrainError(f"training diverged at {err}; stopped (try a lower --lr); {kept}") from None
-        if rank == 0:
-            history.append({
-                "epoch": epoch + 1,
-                "train_loss": train_metrics["loss"],
-                "train_accuracy": train_metrics["accuracy"],
-                "val_loss": val_metrics["loss"],
-                "val_accuracy": val_metrics["accuracy"],
-                "lr": scheduler.get_last_lr()[0],
-                "seconds": time.time() - tick,
-            })
-            improved = val_metrics["accuracy"] > best
-            best = max(best, val_metrics["accuracy"])
-            checkpoint = run_checkpoint(
-                config=config, recipe=recipe, data=data, model=model, optimizer=optimizer, scheduler=scheduler,
-                history=history, best_accuracy=best, processes=world, notes=data.notes + skipped.note(),
-                sampler={"seed": sampler.seed, "epoch": epoch + 1, "processes": world},
-            )
-            save_checkpoint(last, checkpoint)
-            if improved:
-                save_checkpoint(out, checkpoint)
-            log(f"epoch {epoch + 1}/{config.epochs}  train loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.3f}  "
-                f"val loss {val_metrics['loss']:.4f} acc {val_metrics['accuracy']:.3f}  "
-                f"{time.time() - tick:.1f}s{'  (best, saved)' if improved else ''}")
-        if config.stop_after is not None and epoch + 1 - start_epoch >= config.stop_after:
-            log(f"stopped after {config.stop_after} epoch(s); continue with --resume {last}")
-            break
+                history.append({
+                    "epoch": epoch + 1,
+                    "train_loss": train_metrics["loss"],
+                    "train_accuracy": train_metrics["accuracy"],
+                    "val_loss": val_metrics["loss"],
+                    "val_accuracy": val_metrics["accuracy"],
+                    "lr": scheduler.get_last_lr()[0],
+                    "seconds": time.time() - tick,
+                })
+                improved = val_metrics["accuracy"] > best
+                best = max(best, val_metrics["accuracy"])
+                checkpoint = run_checkpoint(
+                    config=config, recipe=recipe, data=data, model=model, optimizer=optimizer, scheduler=scheduler,
+                    history=history, best_accuracy=best, processes=world, notes=data.notes + skipped.note(),
+                    sampler=SamplerState(seed=sampler.seed, epoch=epoch + 1, processes=world),
+                )
+                save_checkpoint(last, checkpoint)
+                if improved:
+                    best_checkpoint = cpu_copy(checkpoint)
+                log(f"epoch {epoch + 1}/{config.epochs}  train loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.3f}  "
+                    f"val loss {val_metrics['loss']:.4f} acc {val_metrics['accuracy']:.3f}  "
+                    f"{time.time() - tick:.1f}s{'  (best)' if improved else ''}")
+            if config.stop_after is not None and epoch + 1 - start_epoch >= config.stop_after:
+                log(f"stopped after {config.stop_after} epoch(s); continue with --resume {last}")
+                break
+    finally:  # however the run ends (done, stopped, diverged, interrupted), the best epoch is kept on disk
+        if best_checkpoint is not None:
+            write_best(out, best_checkpoint, model, data, device, workers, config.batch_size // world, log)
     if rank == 0 and out.exists():
-        report = calibrate_and_report(out, model, data, device, workers, config.batch_size // world, history, log)
+        # a resumed run that did not improve reports on the best checkpoint it started from
+        model.load_state_dict(best_checkpoint.model if best_checkpoint is not None else load_checkpoint(out).model)
+        report = write_val_report(out, model, data, device, workers, config.batch_size // world, history, list(recipe.labels))
         log(f"best validation accuracy {best:.3f}; wrote {out} (best), {last} (latest) and {', '.join(p.name for p in report)} "
             f"in {time.time() - started:.0f}s")
     return out
 
 
-def calibrate_and_report(out: Path, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, history: list[dict],
-                         log) -> list[Path]:
-    """With the best weights: calibrate the CAM box threshold where there are boxes (stored in the best
-    checkpoint), and write the validation metrics and plots beside the checkpoint.
+def write_best(out: Path, best: Checkpoint, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, log) -> None:
+    """Write the best epoch's checkpoint, once, with the CAM box threshold calibrated on its weights
+    where the data has boxes (this leaves those weights in `model`).
 
     Calibration runs once, on the final best weights, rather than at every improvement: on the
     shapes demo it costs about 5 s, which every improved epoch would pay again.
     """
-    best_checkpoint = load_checkpoint(out)
-    model.load_state_dict(best_checkpoint.model)
+    model.load_state_dict(best.model)
     loc = calibrate_box_threshold(model, data.val, data.val_boxes, device, workers, batch_size) if data.val_boxes is not None else None
     if loc is not None:
-        save_checkpoint(out, replace(best_checkpoint, localization=loc))
+        best = replace(best, localization=loc)
         log(f"CAM box threshold {loc['box_threshold']:.2f} (validation box accuracy {loc['val_max_box_accuracy']:.3f} on "
             f"{loc['val_images_with_boxes']} images with boxes; {loc['val_box_accuracy_curve']['0.2']:.3f} at the paper's 0.2)")
-    logits, labels, _ = logits_and_labels(model, data.val, device, workers, batch_size)
-    metrics = classification_metrics(labels.numpy(), torch.softmax(logits, dim=1).numpy(), best_checkpoint.labels)
+    save_checkpoint(out, best)
+
+
+def write_val_report(out: Path, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, history: list[dict],
+                     labels: list[str]) -> list[Path]:
+    """The validation metrics and plots of `model` (holding the best weights), beside the checkpoint."""
+    logits, truth, _ = logits_and_labels(model, data.val, device, workers, batch_size)
+    metrics = classification_metrics(truth.numpy(), torch.softmax(logits, dim=1).numpy(), labels)
     return write_report(out.with_suffix(""), "val", {**metrics, "checkpoint": str(out), "split": "val"}, history)

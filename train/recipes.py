@@ -17,6 +17,7 @@ from train.data import (
 from train.readers import (
     LabeledImages, cub_labels, folder_labels, read_chest_xray, read_cub, read_fer, read_image_folder,
 )
+from train.checkpoint import Provenance
 from train.errors import TrainError
 from train.models import Architecture
 
@@ -254,7 +255,7 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def recipe_of_checkpoint(provenance: dict, labels) -> Recipe:
+def recipe_of_checkpoint(provenance: Provenance, labels) -> Recipe:
     """The recipe a checkpoint was trained with, for its own classes."""
-    recipe = get_recipe(provenance.get("recipe", ""))
+    recipe = get_recipe(provenance.recipe)
     return recipe.with_labels(labels) if recipe.find_labels is not None else recipe

@@ -10,8 +10,9 @@ import http.client
 import io
 import os
 import sys
+import urllib.response
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import click
 
@@ -20,9 +21,10 @@ from runtime.formats.files import atomic_folder, atomic_path
 from runtime.formats.package import Package
 from runtime.formats.store import gapcam_home, store_path
 from zoo.errors import ZooError
-from zoo.index import index_name, is_url, open_location, read_index, resolve_url, select
+from zoo.index import index_name, open_location, read_index, resolve_url, select
 
 CHUNK = 1 << 16
+URL_RESPONSES = (http.client.HTTPResponse, urllib.response.addinfourl)  # urlopen's (http(s), file URLs): with headers
 
 
 def download(url: str, dest: Path, size: int, sha256: str, timeout: float = 60.0, progress: bool = True) -> None:
@@ -30,7 +32,7 @@ def download(url: str, dest: Path, size: int, sha256: str, timeout: float = 60.0
     digest, received = hashlib.sha256(), 0
     try:
         with atomic_path(dest) as tmp, open(tmp, "wb") as out, open_location(url, timeout) as response:
-            announced = response.headers.get("Content-Length") if is_url(url) else None
+            announced = response.headers.get("Content-Length") if isinstance(response, URL_RESPONSES) else None
             if announced is not None and int(announced) > size:
                 raise ZooError(f"{url}: server announces {announced} bytes, the index allows {size}; refused")
             with click.progressbar(length=size, label=dest.name, file=sys.stderr if progress else io.StringIO()) as bar:

@@ -5,20 +5,20 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 import runtime
 from runtime.errors import raises_only
 from runtime.formats.files import atomic_folder, atomic_path
-from runtime.inputs.image import load_image, resize
 from runtime.formats.package import MANIFEST, MODEL, NAME_PATTERN, VERSION_PATTERN, Manifest, Package, file_entry
 from runtime.inference.providers import CPU, onnxruntime_version
 from runtime.inference.session import CamSession
+from runtime.inputs.image import load_image, resize
 from zoo.card import render_card
 from zoo.errors import ZooError
 from zoo.vectors import VECTORS, make_vectors, replay_vectors

@@ -5,8 +5,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.evaluation.compare import TOLERANCE
 from runtime.errors import CamError, GapcamError
+from runtime.evaluation.compare import TOLERANCE
 from runtime.formats.package import Package
 from runtime.inference.providers import CPU
 from runtime.inference.session import CamSession

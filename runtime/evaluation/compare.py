@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 # float32 convolutions sum thousands of products, and oneDNN (torch) and MLAS (onnxruntime), or two
 # CPUs or providers, add them in different orders: measured differences are ~1e-6 of the largest
@@ -10,7 +11,7 @@ import numpy as np
 TOLERANCE = 1e-4
 
 
-def relative_difference(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+def relative_difference(reference: npt.ArrayLike, other: npt.ArrayLike) -> tuple[float, float]:
     """(max abs difference, that divided by the reference's largest magnitude).
 
     Any NaN or infinity in either array gives (inf, inf): a comparison never passes on them (a NaN

@@ -3,16 +3,19 @@ folder of class folders with a `boxes.csv`, and CUB-200-2011 as it is distribute
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from runtime.errors import CamError
 from runtime.evaluation.shapes import render_split
 from runtime.formats.files import read_text_file
+from runtime.inputs.image import ImageInput
 
 
 @dataclass
@@ -20,10 +23,10 @@ class GroundTruth:
     """Images with their class and true boxes (x0, y0, x1, y1 in pixels, end-exclusive), masks optional."""
 
     names: list[str]
-    images: list  # paths or uint8 arrays
-    labels: np.ndarray  # [N] class index
-    boxes: list[np.ndarray]  # per image [m, 4]
-    masks: list[np.ndarray | None]  # per image bool [H, W], or None
+    images: list[ImageInput]  # paths or uint8 arrays
+    labels: npt.NDArray[np.int64]  # [N] class index
+    boxes: list[npt.NDArray[np.number[Any]]]  # per image [m, 4]
+    masks: list[npt.NDArray[np.bool_] | None]  # per image bool [H, W], or None
 
 
 def shapes_ground_truth(count: int, seed: int, size: int) -> GroundTruth:
@@ -41,7 +44,7 @@ def shapes_ground_truth(count: int, seed: int, size: int) -> GroundTruth:
 def read_boxes_csv(table: Path, labels: Sequence[str]) -> dict[str, tuple[int, list[list[float]]]]:
     """A boxes.csv (path,x0,y0,x1,y1,label; several rows per image allowed; label by name or index):
     image path as written -> (class index, its boxes). Raises CamError naming the file and line."""
-    rows: dict[str, tuple[int, list]] = {}
+    rows: dict[str, tuple[int, list[list[float]]]] = {}
     with open(table, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if set(reader.fieldnames or []) < {"path", "x0", "y0", "x1", "y1", "label"}:
@@ -78,7 +81,8 @@ def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
     rows = {name: row for name, row in read_boxes_csv(table, labels).items() if name.startswith(prefix)}
     if not rows:
         raise CamError(f"{table}: no rows" + (f" for images under {prefix}" if prefix else ""))
-    names, masks = sorted(rows), []
+    names = sorted(rows)
+    masks: list[npt.NDArray[np.bool_] | None] = []
     for name in names:
         mask_path = root / "masks" / (Path(name).stem + ".png")
         masks.append(np.asarray(Image.open(mask_path).convert("L")) > 0 if mask_path.is_file() else None)

@@ -15,10 +15,12 @@ Metrics (all with the CAM of the true class unless said otherwise, min-max scale
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from runtime.deprecation import moved_names
 from runtime.errors import CamError
@@ -27,6 +29,7 @@ from runtime.formats.files import atomic_path, write_text_atomic
 from runtime.inference.session import CamSession
 from runtime.inputs.image import load_image
 from runtime.maps.boxes import THRESHOLD_STEP, box_accuracy_curve, box_iou, cam_box, threshold_grid, threshold_ious
+from runtime.maps.methods import get_method
 from runtime.reports.plot import line_chart
 
 IOU_LEVELS = (0.3, 0.5, 0.7)
@@ -42,7 +45,7 @@ DEFINITIONS = {
 }
 
 
-def pixel_average_precision(positive_hist: np.ndarray, negative_hist: np.ndarray) -> float:
+def pixel_average_precision(positive_hist: npt.NDArray[np.number[Any]], negative_hist: npt.NDArray[np.number[Any]]) -> float:
     """AP from histograms of CAM values on object and background pixels (bins in ascending value)."""
     tp = np.cumsum(positive_hist[::-1])
     fp = np.cumsum(negative_hist[::-1])
@@ -61,7 +64,7 @@ def evaluate_localization(
     threshold_step: float = THRESHOLD_STEP,
     batch_size: int = 32,
     progress: Callable[[int], None] = lambda done: None,
-) -> dict:
+) -> dict[str, Any]:
     """Every metric of the module docstring for `session` on `truth`.
 
     Raises CamError for unreadable images or masks that do not fit their image.
@@ -98,6 +101,7 @@ def evaluate_localization(
     return {
         "images": len(truth.images),
         "method": method,
+        "method_summary": get_method(method).summary,
         "box_threshold": session.box_threshold,
         "classification_accuracy": float(correct.mean()),
         "top1_localization_accuracy": float(top1.mean()),
@@ -114,7 +118,7 @@ def evaluate_localization(
     }
 
 
-def best_points(curves: dict[str, np.ndarray], thresholds: np.ndarray) -> dict[str, dict[str, float]]:
+def best_points(curves: Mapping[str, npt.NDArray[np.float64]], thresholds: npt.NDArray[np.float64]) -> dict[str, dict[str, float]]:
     """Per IoU level: the curve's maximum and the threshold where it is reached (the first, on ties)."""
     return {
         delta: {"value": float(curve.max()), "threshold": float(thresholds[int(np.argmax(curve))])}
@@ -122,7 +126,7 @@ def best_points(curves: dict[str, np.ndarray], thresholds: np.ndarray) -> dict[s
     }
 
 
-def write_localization_report(metrics: dict, out_dir: Path, title: str) -> list[Path]:
+def write_localization_report(metrics: Mapping[str, Any], out_dir: Path, title: str) -> list[Path]:
     """localization.json and box_accuracy.png (box accuracy against CAM threshold, one line per IoU level)."""
     json_path, plot_path = out_dir / "localization.json", out_dir / "box_accuracy.png"
     write_text_atomic(json_path, json.dumps(metrics, indent=2))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from runtime.errors import CamError
@@ -22,13 +23,13 @@ SUPERSAMPLE = 4  # shapes are drawn 4x larger and averaged down, for anti-aliase
 class ShapesData:
     """A rendered split: images uint8 [N, H, W, 3], labels [N], boxes [N, 4] (x0, y0, x1, y1, end-exclusive), masks bool [N, H, W]."""
 
-    images: np.ndarray
-    labels: np.ndarray
-    boxes: np.ndarray
-    masks: np.ndarray
+    images: npt.NDArray[np.uint8]
+    labels: npt.NDArray[np.int64]
+    boxes: npt.NDArray[np.int64]
+    masks: npt.NDArray[np.bool_]
 
 
-def _outline(kind: str, radius: float, angle: float) -> np.ndarray:
+def _outline(kind: str, radius: float, angle: float) -> npt.NDArray[np.float64]:
     """Polygon vertices [V, 2] of a shape centred on the origin."""
     if kind == "circle":
         theta = np.linspace(0, 2 * np.pi, 48, endpoint=False)
@@ -52,7 +53,7 @@ def _outline(kind: str, radius: float, angle: float) -> np.ndarray:
     return np.stack([radii * np.cos(theta), radii * np.sin(theta)], axis=1)
 
 
-def _background(rng: np.random.Generator, size: int, level: float) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, level: float) -> npt.NDArray[np.float64]:
     """float [size, size, 3] in [0, 1]: a tinted gradient, random stripes and pixel noise around `level`."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     tint = rng.uniform(-0.12, 0.12, 3)
@@ -60,7 +61,8 @@ def _background(rng: np.random.Generator, size: int, level: float) -> np.ndarray
     theta, freq = rng.uniform(0, np.pi), rng.uniform(3, 10)
     stripes = rng.uniform(0.03, 0.12) * np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)))
     noise = rng.normal(0, 0.04, (size, size, 3))
-    return np.clip(level + tint + (gradient + stripes)[:, :, None] + noise, 0, 1)
+    background: npt.NDArray[np.float64] = np.clip(level + tint + (gradient + stripes)[:, :, None] + noise, 0, 1)
+    return background  # annotated: numpy types np.clip's result as Any
 
 
 def _distractors(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int) -> None:
@@ -73,7 +75,9 @@ def _distractors(rng: np.random.Generator, draw: ImageDraw.ImageDraw, size: int)
         draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.integers(0, 256, 3).tolist()))
 
 
-def render_sample(seed: int, split: str, index: int, size: int = 64) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+def render_sample(
+    seed: int, split: str, index: int, size: int = 64
+) -> tuple[npt.NDArray[np.uint8], int, npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
     """(image uint8 [size, size, 3], label, box [4], mask bool [size, size]) of one sample."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
     label = int(rng.integers(len(CLASSES)))
@@ -93,8 +97,8 @@ def render_sample(seed: int, split: str, index: int, size: int = 64) -> tuple[np
         color = rng.uniform(0, 1, 3)
         if abs(color.mean() - level) >= 0.25:
             break
-    pixels = np.asarray(canvas, dtype=np.float64) / 255.0
-    pixels = pixels * (1 - alpha[:, :, None]) + color * alpha[:, :, None]
+    under = np.asarray(canvas, dtype=np.float64) / 255.0
+    pixels = under * (1 - alpha[:, :, None]) + color * alpha[:, :, None]
     image = (np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8)
 
     mask = alpha >= 0.5

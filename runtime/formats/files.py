@@ -7,8 +7,8 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from runtime.errors import CamError
 
@@ -21,7 +21,7 @@ def default_mode(directory: bool = False) -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
@@ -56,7 +56,7 @@ def limit_from_environment(variable: str, default: int, unit: str) -> int:
     return value
 
 
-def check_writable(path: str | os.PathLike, what: str) -> None:
+def check_writable(path: str | os.PathLike[str], what: str) -> None:
     """Fail now, not after the work, when `path` (a file to write) cannot be written: its folder is
     made if missing and a temporary file is created in it and removed. Raises CamError naming it."""
     path = Path(path)
@@ -70,7 +70,7 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
         raise CamError(f"{path}: cannot write the {what} there (a folder of that name exists)")
 
 
-def read_text_file(path: str | os.PathLike, what: str, limit: int = 10 << 20) -> str:
+def read_text_file(path: str | os.PathLike[str], what: str, limit: int = 10 << 20) -> str:
     """The UTF-8 text of a small input file (a model card, metrics, labels).
 
     Only regular files are read: a FIFO or device given as a path would block or never end.
@@ -92,7 +92,7 @@ def read_text_file(path: str | os.PathLike, what: str, limit: int = 10 << 20) ->
         raise CamError(f"{path}: the {what} is not UTF-8 text ({err.reason})") from None
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
@@ -101,7 +101,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def atomic_folder(dest: str | os.PathLike, files: dict[str, bytes]) -> Iterator[Path]:
+def atomic_folder(dest: str | os.PathLike[str], files: dict[str, bytes]) -> Iterator[Path]:
     """Write `files` (relative path -> bytes) into a hidden folder beside `dest` and yield it for
     checks; only if the block succeeds does it replace `dest`, in one rename."""
     dest = Path(dest)

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from runtime.maps.boxes import PAPER_BOX_THRESHOLD
-from runtime.inference.compat import version_tuple
 from runtime.errors import CamError, check_format
+from runtime.inference.compat import version_tuple
 from runtime.inputs.image import Preprocess
+from runtime.maps.boxes import PAPER_BOX_THRESHOLD
 
 FORMAT = "gapcam-onnx"
 FORMAT_VERSION = 1
@@ -27,13 +29,13 @@ OUTPUT_NAMES = ("logits", "features")  # [N, num_classes] and [N, K, h, w]: the 
 CLASS_MAPS_NAME = "cams"  # optional third output [N, num_classes, h, w]: every class's raw CAM, computed in the graph
 
 
-def encode_array(array: np.ndarray) -> dict:
+def encode_array(array: npt.ArrayLike) -> dict[str, Any]:
     """float32 array -> JSON-safe dict; base64 keeps every bit, unlike decimal text."""
-    array = np.ascontiguousarray(array, dtype="<f4")
-    return {"dtype": "float32", "shape": list(array.shape), "base64": base64.b64encode(array.tobytes()).decode()}
+    little = np.ascontiguousarray(array, dtype="<f4")
+    return {"dtype": "float32", "shape": list(little.shape), "base64": base64.b64encode(little.tobytes()).decode()}
 
 
-def decode_array(data: dict) -> np.ndarray:
+def decode_array(data: Mapping[str, Any]) -> npt.NDArray[np.float32]:
     raw = base64.b64decode(data["base64"], validate=True)
     return np.frombuffer(raw, dtype="<f4").reshape(data["shape"]).astype(np.float32)
 
@@ -44,8 +46,8 @@ class ModelInfo:
 
     labels: list[str]  # class names, in logit order
     preprocess: Preprocess  # how images become the model input
-    fc_weight: np.ndarray  # [num_classes, K] float32: the CAM weights w[c, k]
-    fc_bias: np.ndarray  # [num_classes] float32
+    fc_weight: npt.NDArray[np.float32]  # [num_classes, K] float32: the CAM weights w[c, k]
+    fc_bias: npt.NDArray[np.float32]  # [num_classes] float32
     pool: str = "gap"  # pooling between features and fc: "gap" (average) or "gmp" (max)
     box_threshold: float = PAPER_BOX_THRESHOLD  # CAM share of max for boxes: calibrated on validation boxes, else the paper's
     architecture: dict[str, Any] = field(default_factory=dict)  # builder arguments, for the record
@@ -77,8 +79,9 @@ class ModelInfo:
                 version_tuple(self.min_onnxruntime)
             except (TypeError, AttributeError, ValueError):
                 raise CamError(f"metadata: min_onnxruntime must be a version such as '1.15', got {self.min_onnxruntime!r}") from None
-        if not (isinstance(self.box_threshold, (int, float)) and 0.0 <= self.box_threshold <= 1.0):  # NaN fails too
-            raise CamError(f"metadata: box_threshold must be a number within [0, 1], got {self.box_threshold!r}")
+        threshold: object = self.box_threshold  # a caller's value, checked: the annotation promises nothing at run time
+        if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):  # NaN fails too
+            raise CamError(f"metadata: box_threshold must be a number within [0, 1], got {threshold!r}")
 
     @property
     def num_classes(self) -> int:
@@ -115,7 +118,7 @@ class ModelInfo:
         return {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
     @classmethod
-    def from_props(cls, props: dict[str, str], source: str = "model") -> "ModelInfo":
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> ModelInfo:
         """Parse metadata_props.
 
         Raises CamError naming `source` for missing gapcam metadata, another format or version, or

@@ -16,9 +16,10 @@ import re
 import stat
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import IO, Any
 
 from runtime.errors import CamError, check_format
 from runtime.formats.files import limit_from_environment
@@ -30,6 +31,7 @@ MAX_MANIFEST_BYTES = 1 << 20
 MODEL = "model.onnx"
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+$")
+Opener = Callable[[], IO[bytes]]  # opens one package file for reading, in binary, only when called
 
 
 def file_entry(data: bytes) -> dict[str, Any]:
@@ -65,7 +67,7 @@ class Manifest:
         return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes, source: str) -> "Manifest":
+    def from_json(cls, text: str | bytes, source: str) -> Manifest:
         """Parse and check the schema; every problem is a CamError naming `source` and the field."""
         try:
             data = json.loads(text)
@@ -114,6 +116,10 @@ MAX_TOTAL_BYTES = 1 << 30  # everything a package holds
 CHUNK = 1 << 20  # bytes hashed at a time
 
 
+def _file_opener(path: Path) -> Opener:
+    return lambda: path.open("rb")
+
+
 class Package:
     """An opened package whose files all match its manifest; read-only access to their bytes.
 
@@ -125,7 +131,7 @@ class Package:
     Raises CamError naming the package and the failed check.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.max_file_bytes = limit_from_environment("GAPCAM_MAX_PACKAGE_FILE_BYTES", MAX_FILE_BYTES, "bytes")
         self.max_total_bytes = limit_from_environment("GAPCAM_MAX_PACKAGE_BYTES", MAX_TOTAL_BYTES, "bytes")
@@ -145,17 +151,17 @@ class Package:
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
             raise CamError(f"{self.path}: damaged or truncated archive ({err})") from None
 
-    def _folder_entries(self) -> dict[str, tuple[int, Callable[[], BinaryIO]]]:
-        entries = {}
+    def _folder_entries(self) -> dict[str, tuple[int, Opener]]:
+        entries: dict[str, tuple[int, Opener]] = {}
         for item in sorted(self.path.rglob("*")):
             if item.is_symlink():
                 raise CamError(f"{self.path}: {item.relative_to(self.path)} is a link; packages hold plain files only")
             if item.is_file():
-                entries[item.relative_to(self.path).as_posix()] = (item.stat().st_size, functools.partial(open, item, "rb"))
+                entries[item.relative_to(self.path).as_posix()] = (item.stat().st_size, _file_opener(item))
         return entries
 
-    def _zip_entries(self, archive: zipfile.ZipFile) -> dict[str, tuple[int, Callable[[], BinaryIO]]]:
-        entries = {}
+    def _zip_entries(self, archive: zipfile.ZipFile) -> dict[str, tuple[int, Opener]]:
+        entries: dict[str, tuple[int, Opener]] = {}
         for info in archive.infolist():
             name = safe_member_name(info.filename, str(self.path))
             if stat.S_ISLNK(info.external_attr >> 16):
@@ -167,7 +173,7 @@ class Package:
             entries[name] = (info.file_size, functools.partial(archive.open, info))
         return entries
 
-    def _check(self, entries: dict[str, tuple[int, Callable[[], BinaryIO]]]) -> None:
+    def _check(self, entries: dict[str, tuple[int, Opener]]) -> None:
         """Read the manifest; check every entry's presence and size against it and the limits; then hash."""
         if MANIFEST not in entries:
             raise CamError(f"{self.path}: not a gapcam package (no {MANIFEST})")
@@ -195,7 +201,7 @@ class Package:
         for name in listed:
             self._hashed(name, entries[name][1])
 
-    def _hashed(self, name: str, opener: Callable[[], BinaryIO], keep: bool = False) -> bytes:
+    def _hashed(self, name: str, opener: Opener, keep: bool = False) -> bytes:
         """Stream a file through sha256, reading at most its declared size plus one byte; its bytes if `keep`."""
         entry = self.manifest.files[name]
         digest, parts, seen = hashlib.sha256(), [], 0
@@ -221,7 +227,7 @@ class Package:
         if name == MANIFEST:
             return self._manifest_bytes
         if self.path.is_dir():
-            return self._hashed(name, functools.partial(open, self.path / name, "rb"), keep=True)
+            return self._hashed(name, _file_opener(self.path / name), keep=True)
         with self._archive() as archive:
             return self._hashed(name, functools.partial(archive.open, name), keep=True)
 

@@ -55,7 +55,7 @@ def find_package(reference: str) -> Path | None:
     return candidates[max(candidates, key=version_key)] if candidates else None
 
 
-def resolve_model(model: str | os.PathLike) -> tuple[Path, Package | None]:
+def resolve_model(model: str | os.PathLike[str]) -> tuple[Path, Package | None]:
     """(path, package or None) behind `model`: an `.onnx` file, a package folder or archive, or a
     package name (`shapes`, `shapes@1.0.0`) in the local store or bundled with gapcam.
 

@@ -16,6 +16,7 @@ import json
 import mmap
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from runtime.errors import CamError
@@ -27,7 +28,7 @@ DEFAULT_OPSET = 18  # runs on every supported onnxruntime, fp32 and INT8
 ONNXRUNTIME_FOR_OPSET = {18: ("1.15", "1.15"), 19: ("1.15", "1.16"), 20: ("1.17", "1.17"), 21: ("1.18", "1.18"), 22: ("1.21", "1.21")}
 OPSETS = tuple(ONNXRUNTIME_FOR_OPSET)  # the opsets `export --opset` accepts
 # IR version -> the oldest onnxruntime that reads it (1.15-1.17 read IR 9 at most, 1.18-1.22 IR 10).
-ONNXRUNTIME_FOR_IR = {**{ir: OLDEST_ONNXRUNTIME for ir in range(3, 10)}, 10: "1.18"}
+ONNXRUNTIME_FOR_IR = {**dict.fromkeys(range(3, 10), OLDEST_ONNXRUNTIME), 10: "1.18"}
 MIN_ONNXRUNTIME_KEY = "gapcam.min_onnxruntime"  # the metadata key (runtime.formats.onnx_model.ModelInfo.min_onnxruntime)
 VERSION_PATTERN = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -86,7 +87,7 @@ def _varint(data: bytes | mmap.mmap, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(data: bytes | mmap.mmap, start: int, end: int):
+def _fields(data: bytes | mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, int | tuple[int, int]]]:
     """(field number, wire type, value or (offset, length)) of each protobuf field in data[start:end].
     Length-delimited fields are returned as offsets, never copied, so a huge graph is skipped unread."""
     pos = start
@@ -131,23 +132,25 @@ def parse_header(data: bytes | mmap.mmap) -> ModelHeader:
     (1 key, 2 value). Raises ValueError when the bytes are not a protobuf message.
     """
     header = ModelHeader()
-    for number, wire, value in _fields(data, 0, len(data)):
-        if number == 1 and wire == 0:
+    # A varint field's value is an int (wire type 0), a length-delimited one's an (offset, length) span (wire type 2).
+    for number, _, value in _fields(data, 0, len(data)):
+        if number == 1 and isinstance(value, int):
             header.ir_version = value
-        elif number == 8 and wire == 2:
-            entry = {n: v for n, w, v in _fields(data, value[0], value[0] + value[1])}
-            domain = _text(data, entry[1]) if isinstance(entry.get(1), tuple) else ""
-            header.opsets[domain] = entry.get(2, 0) if isinstance(entry.get(2), int) else 0
-        elif number == 14 and wire == 2:
-            entry = {n: v for n, w, v in _fields(data, value[0], value[0] + value[1])}
-            if isinstance(entry.get(1), tuple) and _text(data, entry[1]) == MIN_ONNXRUNTIME_KEY and isinstance(entry.get(2), tuple):
-                header.min_onnxruntime = _json_text(_text(data, entry[2]))
+        elif number == 8 and isinstance(value, tuple):
+            entry = {n: v for n, _, v in _fields(data, value[0], value[0] + value[1])}
+            domain, version = entry.get(1), entry.get(2)
+            header.opsets[_text(data, domain) if isinstance(domain, tuple) else ""] = version if isinstance(version, int) else 0
+        elif number == 14 and isinstance(value, tuple):
+            entry = {n: v for n, _, v in _fields(data, value[0], value[0] + value[1])}
+            key, text = entry.get(1), entry.get(2)
+            if isinstance(key, tuple) and _text(data, key) == MIN_ONNXRUNTIME_KEY and isinstance(text, tuple):
+                header.min_onnxruntime = _json_text(_text(data, text))
     if not header.ir_version:
         raise ValueError("no ir_version: not an ONNX model")
     return header
 
 
-def read_header(source: str | os.PathLike | bytes) -> ModelHeader | None:
+def read_header(source: str | os.PathLike[str] | bytes) -> ModelHeader | None:
     """The header of a model file or of serialized bytes; None when it is not a readable ONNX file
     (onnxruntime then says why). A file is memory-mapped: only the pages of top-level fields are read."""
     try:
@@ -159,7 +162,7 @@ def read_header(source: str | os.PathLike | bytes) -> ModelHeader | None:
         return None
 
 
-def check_onnxruntime(source: str | os.PathLike | bytes, installed: str, name: str) -> None:
+def check_onnxruntime(source: str | os.PathLike[str] | bytes, installed: str, name: str) -> None:
     """Refuse, before onnxruntime tries, a model that needs a newer onnxruntime than `installed`.
 
     Raises CamError naming `name`, both versions and the two fixes: upgrade onnxruntime, or re-export
@@ -176,7 +179,10 @@ def check_onnxruntime(source: str | os.PathLike | bytes, installed: str, name: s
     if version_tuple(installed) < version_tuple(OLDEST_ONNXRUNTIME):
         fix = f"onnxruntime {installed} is older than the oldest gapcam supports ({OLDEST_ONNXRUNTIME})"
     else:
-        fix = f"or re-export it with `python -m export CHECKPOINT --opset {DEFAULT_OPSET}` (onnxruntime {OLDEST_ONNXRUNTIME} and newer run it)"
+        fix = (
+            f"or re-export it with `python -m export CHECKPOINT --opset {DEFAULT_OPSET}` "
+            f"(onnxruntime {OLDEST_ONNXRUNTIME} and newer run it)"
+        )
     raise CamError(
         f"{name}: this model needs onnxruntime >= {needed} ({why}), but onnxruntime {installed} is installed: "
         f"pip install -U 'onnxruntime>={needed}' (or onnxruntime-gpu); {fix}"

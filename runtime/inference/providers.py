@@ -3,13 +3,19 @@ CPU), and opening a model file or bytes with one-line errors."""
 from __future__ import annotations
 
 import ctypes
+import importlib
 import re
 import sys
+from collections.abc import Sequence
 from importlib import metadata
-from typing import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-from runtime.inference.compat import check_onnxruntime, version_tuple
 from runtime.errors import CamError, first_line
+from runtime.inference.compat import check_onnxruntime, version_tuple
+
+if TYPE_CHECKING:
+    import onnxruntime  # ships no types (no py.typed): its names are Any to mypy
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -37,7 +43,7 @@ def onnxruntime_builds() -> list[str]:
     return installed_versions(ONNXRUNTIME_BUILDS)
 
 
-def _import_onnxruntime():
+def _import_onnxruntime() -> ModuleType:
     """onnxruntime, or a CamError saying what to install or remove.
 
     Two builds (say onnxruntime and onnxruntime-gpu) share one folder: pip reports no conflict, yet
@@ -52,12 +58,13 @@ def _import_onnxruntime():
             f"pip uninstall -y {' '.join(names)} && {INSTALL_HINT}"
         )
     try:
-        import onnxruntime
+        module = importlib.import_module("onnxruntime")
     except Exception as err:  # ImportError, or SystemError from a build compiled for numpy 1 beside numpy 2
         raise CamError(f"onnxruntime is not installed or does not load ({first_line(err)}): {_load_hint(builds)}") from None
-    if not hasattr(onnxruntime, "InferenceSession"):
-        raise CamError(f"the onnxruntime folder is damaged (left over from another build?): pip install --force-reinstall {builds[0].split()[0] if builds else 'onnxruntime'}")
-    return onnxruntime
+    if not hasattr(module, "InferenceSession"):
+        build = builds[0].split()[0] if builds else "onnxruntime"
+        raise CamError(f"the onnxruntime folder is damaged (left over from another build?): pip install --force-reinstall {build}")
+    return module
 
 
 def _load_hint(builds: list[str]) -> str:
@@ -70,7 +77,10 @@ def _load_hint(builds: list[str]) -> str:
     except ValueError:  # a version that is not MAJOR.MINOR...: nothing to conclude
         return INSTALL_HINT
     if numpy_1_build and numpy_2:
-        return f"{builds[0]} was built for numpy 1 and does not load beside {numpy_version[0]}: pip install 'numpy<2' (or onnxruntime>=1.19)"
+        return (
+            f"{builds[0]} was built for numpy 1 and does not load beside {numpy_version[0]}: "
+            "pip install 'numpy<2' (or onnxruntime>=1.19)"
+        )
     return INSTALL_HINT
 
 
@@ -89,7 +99,7 @@ def cuda_driver_present() -> bool:
 
 
 def onnxruntime_version() -> str:
-    return ort.__version__
+    return str(ort.__version__)
 
 
 def choose_providers(providers: Sequence[str] | None) -> list[str]:
@@ -117,14 +127,14 @@ def onnxruntime_reason(err: BaseException) -> str:
     return " ".join(SOURCE_LOCATION.sub(" ", str(err)).split()) or err.__class__.__name__
 
 
-def open_inference_session(source: str | bytes, providers: Sequence[str] | None, name: str) -> ort.InferenceSession:
+def open_inference_session(source: str | bytes, providers: Sequence[str] | None, name: str) -> onnxruntime.InferenceSession:
     """An onnxruntime session for a model path or serialized bytes, on `choose_providers(providers)`.
 
     A model given as bytes (a package's, or one being exported) cannot follow external-data
     references to other files on disk. Raises CamError naming `name` when the model does not load,
     or needs a newer onnxruntime than this one (`runtime.inference.compat.check_onnxruntime`, before loading).
     """
-    check_onnxruntime(source, ort.__version__, name)
+    check_onnxruntime(source, onnxruntime_version(), name)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # a CUDA provider that cannot start falls back; callers report get_providers()
     # onnxruntime's threads otherwise spin after each call, taking the cores from the decoding and

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from runtime.deprecation import renamed
 from runtime.errors import CamError
 from runtime.formats.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
-from runtime.formats.package import MODEL
+from runtime.formats.package import MODEL, Manifest
 from runtime.formats.store import resolve_model
 from runtime.inference.providers import open_inference_session
-from runtime.inputs.image import ImageInput, Preprocess, load_image, preprocess
+from runtime.inputs.image import ImageInput, Preprocess, image_list, load_image, preprocess
 from runtime.maps.methods import get_method
 from runtime.maps.results import CamResult, ClassChoice, explain_outputs
 from runtime.reports.overlay import overlay
@@ -36,7 +38,7 @@ class CamSession:
     manifest disagrees with it; `run` raises CamError for unreadable images or bad arguments.
     """
 
-    def __init__(self, model: str | os.PathLike, providers: Sequence[str] | None = None, *, box_threshold: float | None = None):
+    def __init__(self, model: str | os.PathLike[str], providers: Sequence[str] | None = None, *, box_threshold: float | None = None):
         if box_threshold is not None and not 0.0 <= box_threshold <= 1.0:
             raise CamError(f"box_threshold must be within [0, 1], got {box_threshold}")
         self.path, self.package = resolve_model(model)
@@ -49,7 +51,7 @@ class CamSession:
         self.box_threshold = self.info.box_threshold if box_threshold is None else box_threshold
         self._check_signature()
         if self.package:
-            self._check_manifest()
+            self._check_manifest(self.package.manifest)
 
     def _check_signature(self) -> None:
         inputs, graph_outputs = self._session.get_inputs(), self._session.get_outputs()
@@ -63,7 +65,7 @@ class CamSession:
         self.has_class_maps = outputs[2:] == [CLASS_MAPS_NAME]
         self._check_metadata_against_graph(inputs[0].shape, {o.name: o.shape for o in graph_outputs})
 
-    def _check_metadata_against_graph(self, input_shape: list, output_shapes: dict[str, list]) -> None:
+    def _check_metadata_against_graph(self, input_shape: list[int | str | None], output_shapes: dict[str, list[int | str | None]]) -> None:
         """Every metadata field that the graph also determines must agree with it: an untrusted file's
         metadata is never believed alone (a declared 100000x100000 input would be allocated)."""
         info = self.info
@@ -83,18 +85,17 @@ class CamSession:
             raise CamError(f"{self.path}: metadata field preprocess asks for a {info.preprocess.height}x{info.preprocess.width} "
                            f"input, larger than {MAX_INPUT_SIDE} a side, and the graph does not fix it")
 
-    def signature(self) -> dict:
+    def signature(self) -> dict[str, Any]:
         """The graph's input and outputs as a manifest declares them: name, dtype, shape (batch symbolic)."""
 
-        def describe(value) -> dict:
+        def describe(value: Any) -> dict[str, Any]:  # an onnxruntime NodeArg: onnxruntime ships no types
             dtype = {"tensor(float)": "float32"}.get(value.type, value.type)
             return {"name": value.name, "dtype": dtype, "shape": list(value.shape)}
 
         return {"input": describe(self._session.get_inputs()[0]), "outputs": [describe(o) for o in self._session.get_outputs()]}
 
-    def _check_manifest(self) -> None:
+    def _check_manifest(self, manifest: Manifest) -> None:
         """A package's manifest must describe the model it holds: labels, input and output shapes."""
-        manifest = self.package.manifest
         problems = []
         if manifest.labels != self.info.labels:
             problems.append(f"labels {manifest.labels} vs the model's {self.info.labels}")
@@ -121,13 +122,13 @@ class CamSession:
         """(height, width) of the model input."""
         return self.info.preprocess.size
 
-    def to_batch(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
+    def to_batch(self, images: ImageInput | Sequence[ImageInput]) -> npt.NDArray[np.float32]:
         """float32 [N, C, H, W], exactly what the model sees; `preprocessing` says how it is made."""
         return preprocess(images, self.preprocessing)
 
     preprocess = renamed("CamSession.preprocess", to_batch, "CamSession.to_batch")  # deprecated in 0.2
 
-    def infer(self, batch: np.ndarray, outputs: Sequence[str] = OUTPUT_NAMES) -> tuple[np.ndarray, ...]:
+    def infer(self, batch: npt.ArrayLike, outputs: Sequence[str] = OUTPUT_NAMES) -> tuple[npt.NDArray[np.float32], ...]:
         """One inference call; by default (logits [N, num_classes], features [N, K, h, w]).
 
         `outputs` names others, such as ("logits", "cams") where the model has the class maps.
@@ -151,8 +152,7 @@ class CamSession:
         The work after inference is `runtime.maps.results.explain_outputs`.
         """
         explainer = get_method(method)
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        pictures = [load_image(item) for item in items]
+        pictures = [load_image(item) for item in image_list(images)]
         names = explainer.outputs(self.has_class_maps)
         logits, maps_from = self.infer(self.to_batch(pictures), names)
         outputs = {"class_maps" if names[1] == CLASS_MAPS_NAME else "features": maps_from}
@@ -161,7 +161,7 @@ class CamSession:
             classes=classes, topk=topk, method=method, box_threshold=self.box_threshold,
         )
 
-    def overlay(self, image: ImageInput, cam: np.ndarray, **options) -> Image.Image:
+    def overlay(self, image: ImageInput, cam: npt.NDArray[np.floating[Any]], **options: Any) -> Image.Image:
         """A heatmap of `cam` blended over `image` (jet by default); see `runtime.reports.overlay.overlay`."""
         return overlay(image, cam, **options)
 

@@ -9,17 +9,20 @@ import io
 import math
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO, Sequence, Union
+from typing import Any, BinaryIO, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from runtime.errors import CamError
 from runtime.formats.files import limit_from_environment
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]  # bytes: an encoded image file
+# A path, a PIL image, a uint8 array, or an encoded image file's bytes (bytes, bytearray or a memoryview of them).
+ImageInput: TypeAlias = str | os.PathLike[str] | Image.Image | npt.NDArray[np.uint8] | bytes | bytearray | memoryview
 
 RESIZE_METHODS = {
     "nearest": Image.Resampling.NEAREST,
@@ -28,6 +31,7 @@ RESIZE_METHODS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 COLOR_MODES = {"L": 1, "RGB": 3}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision's pretrained weights expect
 MAX_IMAGE_PIXELS = 100_000_000  # gapcam's own decompression-bomb limit; GAPCAM_MAX_IMAGE_PIXELS overrides it
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # what folder scans pick up
 
@@ -64,11 +68,11 @@ class Preprocess:
         """(height, width) of the model input."""
         return self.height, self.width
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocess":
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocess:
         try:
             return cls(
                 height=int(data["height"]),
@@ -158,20 +162,25 @@ def image_size(image: ImageInput) -> tuple[int, int]:
         return image.shape[1], image.shape[0]
     if isinstance(image, Image.Image):
         return image.size
-    path = Path(image)
+    source: Path | BinaryIO
+    if isinstance(image, (bytes, bytearray, memoryview)):  # as load_image reads them, not a path
+        source, name = io.BytesIO(image), f"image bytes ({len(image)} bytes)"
+    else:
+        source = Path(image)
+        name = str(source)
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             width, height = img.size
             if img.getexif().get(EXIF_ORIENTATION) in TRANSPOSED_ORIENTATIONS:
                 width, height = height, width
     except FileNotFoundError:
-        raise CamError(f"{path}: no such image file") from None
+        raise CamError(f"{name}: no such image file") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise CamError(f"{path}: not a readable image ({err.__class__.__name__}: {err})") from None
+        raise CamError(f"{name}: not a readable image ({err.__class__.__name__}: {err})") from None
     return width, height
 
 
-def _array_to_image(array: np.ndarray) -> Image.Image:
+def _array_to_image(array: npt.NDArray[np.generic]) -> Image.Image:
     if array.dtype != np.uint8:
         raise CamError(f"image array: expected dtype uint8, got {array.dtype}")
     if array.ndim == 3 and array.shape[2] == 1:
@@ -212,7 +221,7 @@ def resize(img: Image.Image, spec: Preprocess) -> Image.Image:
     return img
 
 
-def normalize(pixels: np.ndarray, spec: Preprocess) -> np.ndarray:
+def normalize(pixels: npt.NDArray[np.uint8], spec: Preprocess) -> npt.NDArray[np.float32]:
     """uint8 HxW, HxWxC or a batch NxHxWxC at model size -> float32 CxHxW (NxCxHxW), (x/255 - mean) / std."""
     x = pixels.astype(np.float32) / np.float32(255.0)
     if x.ndim == 2:
@@ -222,12 +231,20 @@ def normalize(pixels: np.ndarray, spec: Preprocess) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis((x - mean) / std, -1, -3))  # a batch's channel axis too
 
 
-def preprocess(images: ImageInput | Sequence[ImageInput], spec: Preprocess) -> np.ndarray:
+def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """One image as a list of one, or the images of a sequence (a list, a tuple, any Sequence): a
+    path string, bytes or an array is one image, although each is a sequence too."""
+    if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image, np.ndarray)):
+        return [images]
+    return list(images)
+
+
+def preprocess(images: ImageInput | Sequence[ImageInput], spec: Preprocess) -> npt.NDArray[np.float32]:
     """One or many images -> float32 [N, C, H, W], exactly what the model sees.
 
-    Raises CamError for an empty list or any image `load_image` refuses.
+    Raises CamError for an empty sequence or any image `load_image` refuses.
     """
-    items = images if isinstance(images, (list, tuple)) else [images]
+    items = image_list(images)
     if not items:
         raise CamError("preprocess: no images given")
     batch = [normalize(np.asarray(resize(load_image(item), spec)), spec) for item in items]

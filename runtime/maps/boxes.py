@@ -7,9 +7,10 @@ best-matching box among all connected components. Boxes are (x0, y0, x1, y1), en
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from runtime.deprecation import renamed
 from runtime.errors import CamError
@@ -19,14 +20,14 @@ PAPER_BOX_THRESHOLD = 0.2  # Zhou et al.: "segment the regions above 20% of the 
 THRESHOLD_STEP = 0.01  # the grid of CAM thresholds that calibration and evaluation search
 
 
-def threshold_grid(step: float = THRESHOLD_STEP) -> np.ndarray:
+def threshold_grid(step: float = THRESHOLD_STEP) -> npt.NDArray[np.float64]:
     """CAM thresholds 0, step, 2 step, ... below 1: the one grid box accuracy is measured on."""
     if not 0.0 < step <= 0.5:
         raise CamError(f"threshold step must be within (0, 0.5], got {step}")
     return np.round(np.arange(0.0, 1.0, step), 6)
 
 
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _runs(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """(row, start, end) of every run of set pixels in a bool [R, W] mask, in row-major order; end exclusive."""
     padded = np.zeros((mask.shape[0], mask.shape[1] + 2), dtype=np.int8)
     padded[:, 1:-1] = mask
@@ -36,7 +37,7 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rows, starts, ends
 
 
-def _label_runs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
+def _label_runs(rows: npt.NDArray[np.intp], starts: npt.NDArray[np.intp], ends: npt.NDArray[np.intp], width: int) -> npt.NDArray[np.intp]:
     """Component index (0..m-1, in raster order of first appearance) of each run, 8-connected.
 
     Runs of adjacent rows touch when they overlap or meet at a corner. The touching pairs come from
@@ -64,11 +65,12 @@ def _label_runs(rows: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: i
             if np.array_equal(jumped, parent):
                 break
             parent = jumped
+    labels: npt.NDArray[np.intp]  # annotated: numpy types np.unique's results on these arrays as Any
     _, labels = np.unique(parent, return_inverse=True)
     return labels
 
 
-def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _components(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """(boxes [m, 4] int64 in mask rows, areas [m]) of the 8-connected components of a bool [R, W] mask."""
     rows, starts, ends = _runs(mask)
     if len(rows) == 0:
@@ -85,17 +87,20 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([x0, y0, x1, y1], axis=1), areas
 
 
-def component_boxes(mask: np.ndarray) -> np.ndarray:
+def component_boxes(mask: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Boxes [m, 4] int64 of the 8-connected components of a bool mask, the largest (by area) first;
     equal areas keep raster order. An empty mask gives an empty [0, 4] array."""
     boxes, areas = _components(np.asarray(mask, dtype=bool))
     return boxes[np.argsort(-areas, kind="stable")]
 
 
-def largest_component_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+def largest_component_box(mask: npt.ArrayLike) -> tuple[int, int, int, int] | None:
     """Box of the largest 8-connected component of a bool mask, or None for an empty mask."""
     boxes = component_boxes(mask)
-    return tuple(int(v) for v in boxes[0]) if len(boxes) else None  # type: ignore[return-value]
+    if not len(boxes):
+        return None
+    x0, y0, x1, y1 = (int(v) for v in boxes[0])
+    return x0, y0, x1, y1
 
 
 def _check_threshold(threshold: float) -> None:
@@ -103,7 +108,9 @@ def _check_threshold(threshold: float) -> None:
         raise CamError(f"threshold must be within [0, 1], got {threshold}")
 
 
-def cam_box(cam: np.ndarray, threshold: float = PAPER_BOX_THRESHOLD, peak: float | None = None) -> tuple[int, int, int, int]:
+def cam_box(
+    cam: npt.NDArray[np.floating[Any]], threshold: float = PAPER_BOX_THRESHOLD, peak: float | None = None
+) -> tuple[int, int, int, int]:
     """The CAM paper's box: keep pixels >= threshold * max(cam), box the largest connected component.
 
     `cam` is a [0, 1]-scaled map; a map with nothing above threshold gives the whole image. `peak`
@@ -115,7 +122,7 @@ def cam_box(cam: np.ndarray, threshold: float = PAPER_BOX_THRESHOLD, peak: float
     return box if box is not None else (0, 0, cam.shape[1], cam.shape[0])
 
 
-def box_iou(box: Sequence[float], true_boxes: Sequence[float] | np.ndarray) -> float:
+def box_iou(box: npt.ArrayLike, true_boxes: npt.ArrayLike) -> float:
     """IoU of an (x0, y0, x1, y1) end-exclusive box with another, or with the best-matching of
     several true boxes [m, 4] (as Choe et al. match an image's several boxes)."""
     return float(box_ious(box, true_boxes)[0])
@@ -124,19 +131,28 @@ def box_iou(box: Sequence[float], true_boxes: Sequence[float] | np.ndarray) -> f
 best_iou = renamed("runtime.maps.boxes.best_iou", box_iou, "runtime.maps.boxes.box_iou")  # deprecated in 0.2
 
 
-def box_ious(boxes: np.ndarray, true_boxes: np.ndarray) -> np.ndarray:
+def box_ious(boxes: npt.ArrayLike, true_boxes: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """[m] IoU of each box [m, 4] with its best-matching true box [t, 4]: the one IoU formula."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 1, 4)
     true = np.asarray(true_boxes, dtype=np.float64).reshape(1, -1, 4)
     width = np.clip(np.minimum(boxes[..., 2], true[..., 2]) - np.maximum(boxes[..., 0], true[..., 0]), 0, None)
     height = np.clip(np.minimum(boxes[..., 3], true[..., 3]) - np.maximum(boxes[..., 1], true[..., 1]), 0, None)
     inter = width * height
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
+
+    def area(b: npt.NDArray[np.float64]) -> npt.NDArray[np.floating[Any]]:
+        # annotated: numpy's stubs lose the dtype of a difference of two views, then type their product as bool
+        x_extent: npt.NDArray[np.float64] = b[..., 2] - b[..., 0]
+        y_extent: npt.NDArray[np.float64] = b[..., 3] - b[..., 1]
+        return x_extent * y_extent
+
     union = area(boxes) + area(true) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0).max(axis=1)
+    best: npt.NDArray[np.float64] = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0).max(axis=1)
+    return best  # annotated: numpy types a reduction's result as Any
 
 
-def threshold_ious(cam: np.ndarray, true_boxes: np.ndarray, thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def threshold_ious(
+    cam: npt.NDArray[np.floating[Any]], true_boxes: npt.ArrayLike, thresholds: npt.ArrayLike
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """IoUs [T] at each CAM threshold: (of the largest component's box, of the best of all components' boxes).
 
     The first is the CAM paper's box (MaxBoxAcc as gapcam reports it), the second MaxBoxAccV2's.
@@ -164,7 +180,7 @@ def threshold_ious(cam: np.ndarray, true_boxes: np.ndarray, thresholds: Sequence
     return largest, best
 
 
-def box_accuracy_curve(ious: np.ndarray, iou: float = 0.5) -> np.ndarray:
+def box_accuracy_curve(ious: npt.ArrayLike, iou: float = 0.5) -> npt.NDArray[np.float64]:
     """[T] share of images whose box has IoU >= `iou` at each threshold, from ious [N, T].
 
     The curve's maximum is MaxBoxAcc at IoU `iou` (Choe et al.); its argmax is the threshold a model
@@ -179,7 +195,13 @@ def box_map_size(image_size: tuple[int, int], input_size: tuple[int, int]) -> tu
     return min(image_size[0], input_size[0]), min(image_size[1], input_size[1])
 
 
-def refine_box(scaled: np.ndarray, box: np.ndarray, level: float, image_size: tuple[int, int], margin: tuple[int, int]) -> np.ndarray:
+def refine_box(
+    scaled: npt.NDArray[np.floating[Any]],
+    box: npt.NDArray[np.integer[Any]],
+    level: float,
+    image_size: tuple[int, int],
+    margin: tuple[int, int],
+) -> npt.NDArray[np.int64]:
     """Move each edge of a box found on a smaller map to where the image-size map puts it.
 
     The image-size map (the bilinear upsampling of `scaled` [h, w]) is evaluated only in a band of
@@ -192,7 +214,7 @@ def refine_box(scaled: np.ndarray, box: np.ndarray, level: float, image_size: tu
     ys = np.arange(max(0, y0 - my), min(height, y1 + my))
     xs = np.arange(max(0, x0 - mx), min(width, x1 + mx))
 
-    def band(row_index: np.ndarray, col_index: np.ndarray) -> np.ndarray:
+    def band(row_index: npt.NDArray[np.integer[Any]], col_index: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.bool_]:
         return sample_bilinear(scaled, image_size, row_index, col_index) >= level
 
     left, right = xs[xs < x0 + mx], xs[xs >= x1 - mx]
@@ -209,7 +231,13 @@ def refine_box(scaled: np.ndarray, box: np.ndarray, level: float, image_size: tu
     return np.array(edges, dtype=np.int64)
 
 
-def bounded_boxes(scaled: np.ndarray, peaks: np.ndarray, threshold: float, image_size: tuple[int, int], bound: tuple[int, int]) -> np.ndarray:
+def bounded_boxes(
+    scaled: npt.NDArray[np.floating[Any]],
+    peaks: npt.NDArray[np.floating[Any]],
+    threshold: float,
+    image_size: tuple[int, int],
+    bound: tuple[int, int],
+) -> npt.NDArray[np.int64]:
     """[k, 4] boxes in image pixels of scaled maps [k, h, w] whose image-size maxima are `peaks`.
 
     Each map is upsampled to `box_map_size` (bilinear, as the image-size map would be) and boxed
@@ -226,10 +254,10 @@ def bounded_boxes(scaled: np.ndarray, peaks: np.ndarray, threshold: float, image
         return boxes.astype(np.int64)
     boxes[:, [0, 2]] *= width / small_w
     boxes[:, [1, 3]] *= height / small_h
-    boxes = np.rint(boxes).astype(np.int64)
+    rounded = np.rint(boxes).astype(np.int64)
     margin = (int(np.ceil(height / small_h)) + 1, int(np.ceil(width / small_w)) + 1)
     whole = np.array([0, 0, width, height])
     return np.stack([
         box if np.array_equal(box, whole) else refine_box(m, box, threshold * p, image_size, margin)
-        for m, p, box in zip(scaled, peaks, boxes)
+        for m, p, box in zip(scaled, peaks, rounded)
     ])

@@ -9,13 +9,17 @@ so that, for GAP, logits[c] = mean_xy CAM_c(x, y) + bias[c] (Zhou et al., CVPR 2
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from runtime.deprecation import moved_names
 
 
-def class_activation_maps(features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def class_activation_maps(
+    features: npt.NDArray[np.floating[Any]], weight: npt.NDArray[np.floating[Any]], classes: npt.ArrayLike
+) -> npt.NDArray[np.float32]:
     """Raw CAMs for a set of classes per image, in one matrix product.
 
     features: [N, K, h, w] float; weight: [num_classes, K]; classes: [N, k] int class indices.
@@ -24,11 +28,11 @@ def class_activation_maps(features: np.ndarray, weight: np.ndarray, classes: np.
     n, channels, h, w = features.shape
     classes = np.asarray(classes, dtype=np.int64).reshape(n, -1)
     rows = weight[classes].astype(np.float32)  # [N, k, K]
-    maps = np.matmul(rows, features.reshape(n, channels, h * w).astype(np.float32))
+    maps: npt.NDArray[np.float32] = np.matmul(rows, features.reshape(n, channels, h * w).astype(np.float32))
     return maps.reshape(n, classes.shape[1], h, w)
 
 
-def gradcam_maps(cams: np.ndarray) -> np.ndarray:
+def gradcam_maps(cams: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
     """Grad-CAM (Selvaraju et al., ICCV 2017) of a GAP + linear head, from its raw CAMs [..., h, w].
 
     Grad-CAM weighs feature map k by the spatial mean of d logit_c / d f_k(x, y) and keeps the
@@ -41,7 +45,7 @@ def gradcam_maps(cams: np.ndarray) -> np.ndarray:
     return (np.maximum(cams, 0.0) / (h * w)).astype(np.float32)
 
 
-def eigencam_maps(features: np.ndarray) -> np.ndarray:
+def eigencam_maps(features: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
     """Eigen-CAM (Muhammad and Yeasin, IJCNN 2020): features [N, K, h, w] -> [N, h, w], class-agnostic.
 
     Each position's K-vector, centred over positions, is projected on the first right singular
@@ -63,7 +67,9 @@ def eigencam_maps(features: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def bilinear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def bilinear_taps(
+    src: int, dst: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """(first source index, second source index, their float32 weights) for each of `dst` outputs,
     as torch's bilinear with align_corners=False samples a `src`-long axis (read-only, cached)."""
     pos = np.maximum((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5, 0.0)
@@ -80,7 +86,7 @@ SMALL_PRODUCT = 200_000  # multiply-adds per matrix product: below OpenBLAS's th
 
 
 @functools.lru_cache(maxsize=64)
-def _column_matrix(w: int, width: int) -> np.ndarray:
+def _column_matrix(w: int, width: int) -> npt.NDArray[np.float32]:
     """[w, width] float32 weights that resample rows of length w to `width` columns (read-only, cached)."""
     first, second, w1, w2 = bilinear_taps(w, width)
     matrix = np.zeros((w, width), dtype=np.float32)
@@ -91,8 +97,11 @@ def _column_matrix(w: int, width: int) -> np.ndarray:
 
 
 def sample_bilinear(
-    maps: np.ndarray, size: tuple[int, int], rows: np.ndarray | None = None, cols: np.ndarray | None = None
-) -> np.ndarray:
+    maps: npt.NDArray[np.floating[Any]],
+    size: tuple[int, int],
+    rows: npt.NDArray[np.integer[Any]] | None = None,
+    cols: npt.NDArray[np.integer[Any]] | None = None,
+) -> npt.NDArray[np.float32]:
     """Values of `upsample_bilinear(maps, size)` [..., H, W] at the given output rows and columns
     (all by default), without making the rest; float32, as torch computes them.
 
@@ -113,7 +122,7 @@ def sample_bilinear(
     return out
 
 
-def upsample_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def upsample_bilinear(maps: npt.NDArray[np.floating[Any]], size: tuple[int, int]) -> npt.NDArray[np.float32]:
     """Resize [..., h, w] maps to size (H, W) like torch's F.interpolate(bilinear, align_corners=False).
 
     float32, and no temporary larger than a few rows of the output.
@@ -122,7 +131,7 @@ def upsample_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _extreme_samples(src: int, dst: int) -> np.ndarray:
+def _extreme_samples(src: int, dst: int) -> npt.NDArray[np.intp]:
     """The output positions of a `src` -> `dst` bilinear resize where a map's extremes can lie.
 
     Between two source samples the output is linear in its position, so along each axis it reaches
@@ -134,7 +143,7 @@ def _extreme_samples(src: int, dst: int) -> np.ndarray:
     return np.union1d(starts, ends)
 
 
-def upsampled_range(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def upsampled_range(maps: npt.NDArray[np.floating[Any]], size: tuple[int, int]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """(min, max) of each map [..., h, w] after `upsample_bilinear` to `size`, without making it:
     only the rows and columns where extremes can lie (at most 2h x 2w) are sampled."""
     h, w = maps.shape[-2:]
@@ -142,12 +151,15 @@ def upsampled_range(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray
     return sampled.min(axis=(-2, -1)).astype(np.float64), sampled.max(axis=(-2, -1)).astype(np.float64)
 
 
-def _flat(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _flat(lo: npt.NDArray[np.floating[Any]], hi: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.bool_]:
     """Whether maps with these extremes count as constant: a spread below 1e-6 of their magnitude."""
-    return hi - lo <= np.maximum(1e-6 * np.maximum(np.abs(lo), np.abs(hi)), np.finfo(np.float32).tiny)
+    flat: npt.NDArray[np.bool_] = hi - lo <= np.maximum(1e-6 * np.maximum(np.abs(lo), np.abs(hi)), np.finfo(np.float32).tiny)
+    return flat  # annotated: numpy types its ufuncs' results as Any
 
 
-def scale_like_upsampled(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def scale_like_upsampled(
+    maps: npt.NDArray[np.floating[Any]], size: tuple[int, int]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
     """(maps scaled so that their upsampling to `size` spans [0, 1], the peak of that upsampling).
 
     Min-max scaling is affine and bilinear upsampling linear, so scaling the small maps by the
@@ -161,7 +173,7 @@ def scale_like_upsampled(maps: np.ndarray, size: tuple[int, int]) -> tuple[np.nd
     return np.where(flat[..., None, None], 0.0, scaled).astype(np.float32), np.where(flat, 0.0, 1.0)
 
 
-def normalize_maps(maps: np.ndarray) -> np.ndarray:
+def normalize_maps(maps: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
     """Scale each [..., h, w] map to [0, 1] by its own min and max; a constant map becomes zeros.
 
     "Constant" allows float rounding: a spread below 1e-6 of the map's magnitude counts as none.

@@ -10,18 +10,21 @@ the features and the fc weights.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from runtime.deprecation import warn_deprecated
 from runtime.errors import CamError
 from runtime.formats.onnx_model import CLASS_MAPS_NAME, OUTPUT_NAMES
 from runtime.maps.cam import class_activation_maps, eigencam_maps, gradcam_maps
 
-FromFeatures = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (features, fc weight, classes) -> maps
-FromClassMaps = Callable[[np.ndarray], np.ndarray]  # the chosen classes' CAMs [N, k, h, w] -> maps
+_Floats = npt.NDArray[np.floating[Any]]  # features and fc weights: float32, or any float dtype a caller has
+FromFeatures = Callable[[_Floats, _Floats, npt.NDArray[np.int64]], npt.NDArray[np.float32]]  # (features, fc weight, classes) -> maps
+FromClassMaps = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]  # the chosen classes' CAMs [N, k, h, w] -> maps
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class Method:
     name: str  # what users pass: CamSession.run(method=...), --method
     summary: str  # one line for help texts and reports
     from_features: FromFeatures  # maps from the features [N, K, h, w], fc weight [C, K], classes [N, k]
-    from_class_maps: Optional[FromClassMaps] = None  # maps from the graph's CAMs of the classes, where it can
+    from_class_maps: FromClassMaps | None = None  # maps from the graph's CAMs of the classes, where it can
     exact_for_gap: bool = True  # equal to the method's own (gradient or hook) definition for a GAP + linear head
     class_specific: bool = True  # False: one map per image, repeated for each explained class
 
@@ -40,9 +43,9 @@ class Method:
         return (OUTPUT_NAMES[0], CLASS_MAPS_NAME) if has_class_maps and self.from_class_maps else OUTPUT_NAMES
 
     def maps(
-        self, classes: np.ndarray, *, features: np.ndarray | None = None, weight: np.ndarray | None = None,
-        class_maps: np.ndarray | None = None,
-    ) -> np.ndarray:
+        self, classes: npt.ArrayLike, *, features: npt.ArrayLike | None = None, weight: _Floats | None = None,
+        class_maps: npt.ArrayLike | None = None,
+    ) -> npt.NDArray[np.float32]:
         """Raw maps [N, k, h, w] float32 for class indices [N, k], from features (with the fc weight)
         or from the model's all-class maps [N, num_classes, h, w]. Raises CamError when the method
         cannot be made from what is given."""
@@ -71,12 +74,13 @@ def register(method: Method) -> Method:
 
 def get_method(name: str) -> Method:
     """The registered method called `name`. Raises CamError naming the choices for anything else."""
-    if not isinstance(name, str) or name not in METHODS:
-        raise CamError(f"method must be one of {list(METHODS)}, got {name!r}")
-    return METHODS[name]
+    given: object = name  # a caller's value, checked: the annotation promises nothing at run time
+    if not isinstance(given, str) or given not in METHODS:
+        raise CamError(f"method must be one of {list(METHODS)}, got {given!r}")
+    return METHODS[given]
 
 
-def _class_agnostic(features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def _class_agnostic(features: _Floats, weight: _Floats, classes: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
     """Eigen-CAM's one map per image, repeated for each of the image's explained classes."""
     return np.repeat(eigencam_maps(features)[:, None], classes.shape[1], axis=1)
 
@@ -96,13 +100,13 @@ register(Method(
 ))
 
 
-def explanation_maps(method: str, features: np.ndarray, weight: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def explanation_maps(method: str, features: npt.ArrayLike, weight: _Floats, classes: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """Deprecated (0.1's `runtime.cam.explanation_maps`): `get_method(method).maps(classes, features=, weight=)`."""
     warn_deprecated("explanation_maps", "runtime.maps.methods.get_method(method).maps")
     return get_method(method).maps(classes, features=features, weight=weight)
 
 
-def maps_of_classes(method: str, class_maps: np.ndarray, classes: np.ndarray) -> np.ndarray:
+def maps_of_classes(method: str, class_maps: npt.ArrayLike, classes: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """Deprecated (0.1's `runtime.cam.maps_of_classes`): `get_method(method).maps(classes, class_maps=)`."""
     warn_deprecated("maps_of_classes", "runtime.maps.methods.get_method(method).maps")
     return get_method(method).maps(classes, class_maps=class_maps)

@@ -8,11 +8,13 @@ scaled to the image), and the CAM at image size is made on first access.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence, Union
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from runtime.errors import CamError
 from runtime.formats.onnx_model import ModelInfo
@@ -20,24 +22,25 @@ from runtime.maps.boxes import bounded_boxes
 from runtime.maps.cam import scale_like_upsampled, upsample_bilinear
 from runtime.maps.methods import get_method
 
-ClassChoice = Union[None, int, str, Sequence[Union[int, str]], np.ndarray]
+# None (the top-k predicted), an index or a label, a sequence of them, or per-image indices [N, k].
+ClassChoice: TypeAlias = int | np.integer[Any] | str | Sequence[int | np.integer[Any] | str] | npt.NDArray[np.integer[Any]] | None
 
 
 @dataclass
 class CamResult:
     """One image's prediction and the CAMs of the explained classes (predicted top-k, or requested)."""
 
-    logits: np.ndarray  # [num_classes] raw scores
-    probs: np.ndarray  # [num_classes] softmax of the logits
-    classes: np.ndarray  # [k] explained class indices, best first when predicted
+    logits: npt.NDArray[np.float32]  # [num_classes] raw scores
+    probs: npt.NDArray[np.float32]  # [num_classes] softmax of the logits
+    classes: npt.NDArray[np.int64]  # [k] explained class indices, best first when predicted
     labels: list[str]  # [k] their names
-    cams_raw: np.ndarray  # [k, h, w] the method's map unscaled, at feature resolution (CAM: sum_k w[c, k] * f_k)
-    cams_scaled: np.ndarray  # [k, h, w] cams_raw scaled as `cams` is: `cams` is its upsampling to the image
-    boxes: np.ndarray  # [k, 4] int x0, y0, x1, y1 in image pixels, end-exclusive
+    cams_raw: npt.NDArray[np.float32]  # [k, h, w] the method's map unscaled, at feature resolution (CAM: sum_k w[c, k] * f_k)
+    cams_scaled: npt.NDArray[np.float32]  # [k, h, w] cams_raw scaled as `cams` is: `cams` is its upsampling to the image
+    boxes: npt.NDArray[np.int64]  # [k, 4] int x0, y0, x1, y1 in image pixels, end-exclusive
     image_size: tuple[int, int]  # (height, width) of the original image
 
     @cached_property
-    def cams(self) -> np.ndarray:
+    def cams(self) -> npt.NDArray[np.float32]:
         """[k, H, W] float32 in [0, 1] at the original image size, made on first access.
 
         Equal to torch's bilinear `F.interpolate(align_corners=False)` of `cams_raw` to the image
@@ -47,11 +50,11 @@ class CamResult:
         return _unit_clip(upsample_bilinear(self.cams_scaled, self.image_size))
 
     @cached_property
-    def cam(self) -> np.ndarray:
+    def cam(self) -> npt.NDArray[np.float32]:
         """[H, W] the first explained class's map at image size (made alone unless `cams` exists)."""
-        if "cams" in self.__dict__:
-            return self.cams[0]
-        return _unit_clip(upsample_bilinear(self.cams_scaled[:1], self.image_size))[0]
+        maps = self.cams if "cams" in self.__dict__ else _unit_clip(upsample_bilinear(self.cams_scaled[:1], self.image_size))
+        first: npt.NDArray[np.float32] = maps[0]  # numpy types an integer index's result as Any
+        return first
 
     @property
     def label(self) -> str:
@@ -63,9 +66,10 @@ class CamResult:
 
     @property
     def box(self) -> tuple[int, int, int, int]:
-        return tuple(int(v) for v in self.boxes[0])  # type: ignore[return-value]
+        x0, y0, x1, y1 = (int(v) for v in self.boxes[0])
+        return x0, y0, x1, y1
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no maps)."""
         return {
             "label": self.label,
@@ -77,18 +81,21 @@ class CamResult:
         }
 
 
-def _unit_clip(maps: np.ndarray) -> np.ndarray:
+def _unit_clip(maps: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Clip float rounding back into [0, 1], in place: no second array of the image's size."""
     return np.clip(maps, 0.0, 1.0, out=maps)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    probs: npt.NDArray[np.float32] = exp / exp.sum(axis=-1, keepdims=True)
+    return probs  # annotated: numpy types a reduction's result as Any
 
 
-def choose_classes(classes: ClassChoice, logits: np.ndarray, labels: Sequence[str], topk: int = 1) -> np.ndarray:
+def choose_classes(
+    classes: ClassChoice, logits: npt.NDArray[np.floating[Any]], labels: Sequence[str], topk: int = 1
+) -> npt.NDArray[np.int64]:
     """[N, k] class indices to explain: the top-k predictions, or the requested classes.
 
     classes=None explains the top-k predicted classes; an index, a label, or a list of them the
@@ -109,7 +116,7 @@ def choose_classes(classes: ClassChoice, logits: np.ndarray, labels: Sequence[st
     wanted = [classes] if isinstance(classes, (int, np.integer, str)) else list(classes)
     if not wanted:
         raise CamError("classes: empty list")
-    indices = []
+    indices: list[int] = []
     for item in wanted:
         if isinstance(item, str):
             if item not in labels:
@@ -124,11 +131,11 @@ def choose_classes(classes: ClassChoice, logits: np.ndarray, labels: Sequence[st
 
 def explain_outputs(
     info: ModelInfo,
-    logits: np.ndarray,
+    logits: npt.ArrayLike,
     image_sizes: Sequence[tuple[int, int]],
     *,
-    class_maps: np.ndarray | None = None,
-    features: np.ndarray | None = None,
+    class_maps: npt.ArrayLike | None = None,
+    features: npt.ArrayLike | None = None,
     classes: ClassChoice = None,
     topk: int = 1,
     method: str = "cam",

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, ImageDraw
 
 from runtime.errors import CamError
@@ -26,8 +29,8 @@ COLORMAPS: dict[str, tuple[Sequence[tuple[float, float]], ...]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def colormap_table(colormap: str) -> np.ndarray:
+@functools.cache
+def colormap_table(colormap: str) -> npt.NDArray[np.uint8]:
     """uint8 [256, 3]: the colormap's RGB at 256 evenly spaced levels of [0, 1]."""
     if colormap not in COLORMAPS:
         raise CamError(f"colormap must be one of {sorted(COLORMAPS)}, got {colormap!r}")
@@ -38,19 +41,21 @@ def colormap_table(colormap: str) -> np.ndarray:
     return table
 
 
-def to_levels(cam: np.ndarray) -> np.ndarray:
+def to_levels(cam: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.uint8]:
     """[H, W] map in [0, 1] -> uint8 levels 0..255 (values outside are clipped)."""
-    return np.rint(np.clip(np.asarray(cam, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    levels: npt.NDArray[np.uint8] = np.rint(np.clip(np.asarray(cam, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    return levels  # annotated: numpy types its ufuncs' results as Any
 
 
-def colorize(cam: np.ndarray, colormap: str = "jet") -> np.ndarray:
+def colorize(cam: npt.NDArray[np.floating[Any]], colormap: str = "jet") -> npt.NDArray[np.uint8]:
     """[H, W] map in [0, 1] -> uint8 [H, W, 3] RGB, through the colormap's 256-level table."""
-    return colormap_table(colormap)[to_levels(cam)]
+    rgb: npt.NDArray[np.uint8] = colormap_table(colormap)[to_levels(cam)]  # numpy types fancy indexing as Any
+    return rgb
 
 
 def overlay(
     image: ImageInput,
-    cam: np.ndarray,
+    cam: npt.NDArray[np.floating[Any]],
     *,
     alpha: float = 0.5,
     colormap: str = "jet",
@@ -85,7 +90,7 @@ def overlay(
         if label:
             # Above the box where there is room, else just inside its bottom edge: never over the object.
             left, top, right, bottom = draw.textbbox((0, 0), label)
-            text_w, text_h = right - left + 2, bottom - top + 2
+            text_w, text_h = math.ceil(right - left) + 2, math.ceil(bottom - top) + 2  # Pillow's bbox may be fractional
             x0, y0, x1, y1 = (int(v) for v in box) if box is not None else (0, text_h, width, height)
             x = min(max(0, x0), max(0, width - text_w))
             y = y0 - text_h if y0 >= text_h else min(max(0, y1 - text_h), height - text_h)

@@ -1,7 +1,7 @@
 """A small line chart drawn with Pillow, so the runtime can plot without matplotlib."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -43,7 +43,7 @@ def line_chart(
     draw.text(((width - draw.textlength(title)) / 2, 4), title, fill="black")
     for index, (name, (xs, ys)) in enumerate(series.items()):
         color = COLORS[index % len(COLORS)]
-        points = [point(x, y) for x, y in zip(xs, ys)]
+        points = [point(x, y) for x, y in zip(xs, ys, strict=True)]
         if len(points) > 1:
             draw.line(points, fill=color, width=2)
         legend_y = top + 8 + 16 * index

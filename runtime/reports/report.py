@@ -9,15 +9,16 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 from PIL import Image, ImageDraw
 
 from runtime.formats.files import atomic_path
+from runtime.inference.session import CamSession
 from runtime.inputs.image import ImageInput, load_image, to_color
 from runtime.maps.results import CamResult
-from runtime.inference.session import CamSession
 
 TILE = 224  # longest side of each tile in the explanation figure
 THUMB = 256  # longest side of images embedded in the HTML report
@@ -37,7 +38,7 @@ def explain_figure(session: CamSession, image: ImageInput, result: CamResult, co
     picture = to_color(load_image(image), "RGB")
     tiles = [("input", _fit(picture, TILE))]
     best = int(result.logits.argmax())
-    for c, label, cam, box in zip(result.classes, result.labels, result.cams_scaled, result.boxes):
+    for c, label, cam, box in zip(result.classes, result.labels, result.cams_scaled, result.boxes, strict=True):
         shown = session.overlay(picture, cam, colormap=colormap, alpha=alpha, box=box)
         mark = " (predicted)" if c == best else ""
         tiles.append((f"{label} {result.probs[c]:.3f}{mark}", _fit(shown, TILE)))
@@ -64,7 +65,7 @@ def jpeg_data_uri(image: Image.Image) -> str:
 def report_card(name: str, picture: Image.Image, overlay: Image.Image, result: CamResult) -> str:
     """One image's card in the HTML report: input and overlay thumbnails (embedded, so the file
     stands alone), the explained classes with their probabilities, and the box."""
-    labels = "".join(f"<li>{html.escape(label)} <b>{result.probs[c]:.3f}</b></li>" for c, label in zip(result.classes, result.labels))
+    labels = "".join(f"<li>{html.escape(label)} <b>{result.probs[c]:.3f}</b></li>" for c, label in zip(result.classes, result.labels, strict=True))
     image, shown = jpeg_data_uri(_fit(to_color(picture, "RGB"), THUMB)), jpeg_data_uri(_fit(overlay, THUMB))
     return (
         f'<figure><div class="pair"><img src="{image}" alt="input"><img src="{shown}" alt="CAM"></div>'
@@ -78,7 +79,7 @@ class HtmlReport:
     folder, and `finish` writes the page around them in one rename. On load the page records in
     <body data-images-loaded/-total> how many images decoded, for automated checks."""
 
-    def __init__(self, path: str | os.PathLike, title: str):
+    def __init__(self, path: str | os.PathLike[str], title: str):
         self.path, self.title, self.count = Path(path), title, 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._cards = tempfile.TemporaryFile(mode="w+", encoding="utf-8", dir=self.path.parent)
@@ -125,16 +126,16 @@ class ResultLog:
     record), written as a run goes: records are appended to a temporary file beside them, and
     `finish` writes both files from it, each in one rename."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike[str]):
         self.folder, self.count = Path(folder), 0
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lines = tempfile.TemporaryFile(mode="w+", encoding="utf-8", dir=self.folder)
 
-    def add(self, record: dict) -> None:
+    def add(self, record: Mapping[str, Any]) -> None:
         self._lines.write(json.dumps(record) + "\n")
         self.count += 1
 
-    def finish(self, summary: dict) -> None:
+    def finish(self, summary: Mapping[str, Any]) -> None:
         """Write both files; `summary` holds the run's other fields (its "results" are the records)."""
         self._lines.seek(0)
         with atomic_path(self.folder / "results.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as out:
