@@ -7,6 +7,7 @@ way builds the CAM at image size and boxes that. On the demo's held-out images (
 seed 0, as `python -m runtime eval` scores them), resized up to larger sizes, this prints the IoU
 between the two boxes per size: median, share >= 0.98, minimum.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from runtime import CamSession
-from runtime.maps.boxes import box_iou, cam_box
 from runtime.evaluation.datasets import shapes_ground_truth
+from runtime.maps.boxes import box_iou, cam_box
 
 SIZES = ((64, 64), (480, 640), (1200, 1500))
 
@@ -30,7 +31,7 @@ def main(model: str, count: int = 300) -> None:
     for height, width in SIZES:
         ious = []
         for start in range(0, count, 32):
-            pictures = [Image.fromarray(p).resize((width, height), Image.Resampling.BILINEAR) for p in truth.images[start:start + 32]]
+            pictures = [Image.fromarray(p).resize((width, height), Image.Resampling.BILINEAR) for p in truth.images[start : start + 32]]
             for result in session.run(pictures):
                 ious.append(box_iou(result.box, cam_box(result.cam, session.box_threshold)))
         ious = np.array(ious)

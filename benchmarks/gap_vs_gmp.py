@@ -9,6 +9,7 @@ For each seed and pooling it runs, in WORKDIR (skipping steps whose output exist
 then prints a Markdown table of mean +- standard deviation over seeds. Everything else (backbone,
 CAM width, epochs, data size) is the recipe's default, the same for both poolings.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,18 @@ def main(workdir: Path, seeds: list[int]) -> None:
             name = f"{pool}-{seed}"
             step(workdir, f"{name}.pt", "train", "shapes", "--pool", pool, "--seed", str(seed), "--out", f"{name}.pt")
             step(workdir, f"{name}.onnx", "export", f"{name}.pt")
-            step(workdir, f"{name}-loc/localization.json", "runtime", "eval", f"{name}.onnx", "shapes", "--count", "1000", "--out", f"{name}-loc")
+            step(
+                workdir,
+                f"{name}-loc/localization.json",
+                "runtime",
+                "eval",
+                f"{name}.onnx",
+                "shapes",
+                "--count",
+                "1000",
+                "--out",
+                f"{name}-loc",
+            )
             results[pool].append(figures(json.loads((workdir / f"{name}-loc" / "localization.json").read_text())))
     print(f"| pooling | seeds | {' | '.join(COLUMNS.values())} |")
     print("| --- | --- |" + " --- |" * len(COLUMNS))

@@ -5,6 +5,7 @@
 Without a GPU it says so and measures the CPU side only, so it can be tried anywhere. Each step
 prints as it goes; the Markdown summary is written at the end.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -18,11 +19,11 @@ import torch
 
 from export import export_checkpoint
 from runtime import CamSession
-from runtime.maps.cam import class_activation_maps
-from runtime.inference.providers import CPU, CUDA, cuda_driver_present
 from runtime.evaluation.shapes import render_split
-from train.loop import TrainConfig, fit, last_path
+from runtime.inference.providers import CPU, CUDA, cuda_driver_present
+from runtime.maps.cam import class_activation_maps
 from train.checkpoint import load_checkpoint
+from train.loop import TrainConfig, fit, last_path
 
 
 def median_ms(fn, repeats: int = 20) -> float:
@@ -62,7 +63,9 @@ def main(out: Path) -> None:
             cams, cams_cpu = (class_activation_maps(f, cpu.info.fc_weight, classes) for f in (features, reference[1]))
             say(f"- CUDA vs CPU CAMs: max relative difference {np.abs(cams - cams_cpu).max() / np.abs(cams_cpu).max():.2e}")
             maps_gpu, maps_cpu = default.infer(batch, ("cams",))[0], cpu.infer(batch, ("cams",))[0]
-            say(f"- CUDA vs CPU graph class maps (`cams`): max relative difference {np.abs(maps_gpu - maps_cpu).max() / np.abs(maps_cpu).max():.2e}")
+            say(
+                f"- CUDA vs CPU graph class maps (`cams`): max relative difference {np.abs(maps_gpu - maps_cpu).max() / np.abs(maps_cpu).max():.2e}"
+            )
             agree = (logits.argmax(1) == reference[0].argmax(1)).all()
             say(f"- argmax agrees on all {len(batch)} images: {bool(agree)}")
         else:
@@ -82,8 +85,10 @@ def main(out: Path) -> None:
                 run = median_ms(lambda: session.run(images[:size]), repeats=5)
                 _, features = session.infer(batch[:size])
                 _, maps = session.infer(batch[:size], ("logits", "cams"))
-                say(f"| {session.providers[0]} | {size} | {features_ms:.2f} ms | {maps_ms:.2f} ms | {run:.2f} ms | "
-                    f"{features.nbytes:,} | {maps.nbytes:,} |")
+                say(
+                    f"| {session.providers[0]} | {size} | {features_ms:.2f} ms | {maps_ms:.2f} ms | {run:.2f} ms | "
+                    f"{features.nbytes:,} | {maps.nbytes:,} |"
+                )
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

@@ -9,6 +9,7 @@ method x per-channel/per-tensor weights x the last conv layer in float or not, t
 calibration images for the default setting. Every figure comes from `export.int8.measure_fidelity`
 through `quantize_model`, with the gate switched off so that every setting is reported.
 """
+
 from __future__ import annotations
 
 import sys
@@ -62,8 +63,10 @@ def resnet_model(folder: Path) -> tuple[Path, CalibrationData]:
     torch.manual_seed(0)
     model = GapCam(CHEST_XRAY.architecture).eval()
     info = ModelInfo(
-        labels=list(CHEST_XRAY.labels), preprocess=CHEST_XRAY.preprocess,
-        fc_weight=model.fc.weight.detach().numpy(), fc_bias=model.fc.bias.detach().numpy(),
+        labels=list(CHEST_XRAY.labels),
+        preprocess=CHEST_XRAY.preprocess,
+        fc_weight=model.fc.weight.detach().numpy(),
+        fc_bias=model.fc.bias.detach().numpy(),
     )
     path = export_model(model, info, folder / "resnet18-gap.onnx").path
     images = render_split(300, 0, "train", 256).images

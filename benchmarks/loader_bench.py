@@ -16,6 +16,7 @@ then, each in a fresh process:
   loader, which decodes every image into one float32 tensor before the first step.
 Prints Markdown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the process-tree memory helper the tests use too
 from process_tree import tree_memory_mb  # noqa: E402
+
 SAMPLE_S = 0.1
 
 
@@ -135,14 +137,23 @@ def main() -> None:
                 print(f"| {label} | {workers} | {result['images'] / result['seconds']:.0f} |")
         print("\n| training one epoch (light small_cnn at 224, batch 32) | workers | epoch s | images/s | whole run s | peak memory MB |")
         print("|---|---|---|---|---|---|")
-        runs = [(label, TRAIN_NEW, w, cache) for label, cache in (("streamed (`--cache off`)", "off"), ("cached (`--cache on`)", "on")) for w in (0, 1, 2)]
+        runs = [
+            (label, TRAIN_NEW, w, cache)
+            for label, cache in (("streamed (`--cache off`)", "off"), ("cached (`--cache on`)", "on"))
+            for w in (0, 1, 2)
+        ]
         if args.old_tree:
             runs.append(("in memory (gapcam 7ce38a2)", TRAIN_OLD, 0, ""))
         for label, code, workers, cache in runs:
             with tempfile.TemporaryDirectory() as cwd:
-                result, peak = run_measured(code.format(data=str(data), workers=workers, cache=cache, old=str(args.old_tree), light=LIGHT), Path(cwd) if code is TRAIN_NEW else Path(args.old_tree))
-            print(f"| {label} | {workers if code is TRAIN_NEW else '-'} | {result['epoch_seconds']:.1f} | {args.images / result['epoch_seconds']:.0f} | "
-                  f"{result['total_seconds']:.1f} | {peak:.0f} |")
+                result, peak = run_measured(
+                    code.format(data=str(data), workers=workers, cache=cache, old=str(args.old_tree), light=LIGHT),
+                    Path(cwd) if code is TRAIN_NEW else Path(args.old_tree),
+                )
+            print(
+                f"| {label} | {workers if code is TRAIN_NEW else '-'} | {result['epoch_seconds']:.1f} | {args.images / result['epoch_seconds']:.0f} | "
+                f"{result['total_seconds']:.1f} | {peak:.0f} |"
+            )
 
 
 if __name__ == "__main__":

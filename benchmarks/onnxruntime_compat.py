@@ -7,6 +7,7 @@ and runs a batch. The table it prints (and writes between the markers of the tar
 `runtime.inference.compat.ONNXRUNTIME_FOR_OPSET` records. Needs torch and onnx (the train extra) and the
 package index.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,16 +26,16 @@ sys.path.insert(0, str(ROOT))
 from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model  # noqa: E402
 from export.onnx_export import WithClassMaps, to_onnx_proto  # noqa: E402
 from export.versions import stamp_lowest_versions  # noqa: E402
-from runtime.inference.compat import OPSETS as SUPPORTED  # noqa: E402
-from runtime.inputs.image import Preprocess  # noqa: E402
 from runtime.formats.onnx_model import ModelInfo  # noqa: E402
+from runtime.inference.compat import OPSETS as SUPPORTED  # noqa: E402
 from runtime.inference.providers import onnxruntime_reason, onnxruntime_version  # noqa: E402
+from runtime.inputs.image import Preprocess  # noqa: E402
 from train.models import Architecture, GapCam  # noqa: E402
 
 RELEASES = ("1.15.1", "1.16.3", "1.17.3", "1.18.1", "1.19.2", "1.20.1", "1.21.1", "1.22.1")
 OPSETS = (18, 19, 20, 21, 22, 23)
 BEGIN, END = "<!-- make bench-compat: begin -->", "<!-- make bench-compat: end -->"
-LOAD = '''
+LOAD = """
 import json, sys
 import numpy as np, onnxruntime as ort
 found = {}
@@ -46,7 +47,7 @@ for path in sys.argv[1:]:
     except Exception as err:
         found[path] = str(err)
 print(json.dumps(found))
-'''
+"""
 
 
 def models(folder: Path) -> dict[tuple[int, str], Path]:
@@ -76,9 +77,17 @@ def models(folder: Path) -> dict[tuple[int, str], Path]:
 
 
 def _unchecked_export(module: torch.nn.Module, spec: Preprocess, opset: int):
-    program = torch.onnx.export(module.eval(), (torch.randn(2, spec.channels, *spec.size),), input_names=["input"],
-                                output_names=["logits", "features", "cams"], opset_version=opset, dynamo=True,
-                                external_data=False, dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    program = torch.onnx.export(
+        module.eval(),
+        (torch.randn(2, spec.channels, *spec.size),),
+        input_names=["input"],
+        output_names=["logits", "features", "cams"],
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        verbose=False,
+    )
     proto = program.model_proto
     stamp_lowest_versions(proto)
     return proto
@@ -88,9 +97,14 @@ def try_release(release: str, files: list[Path], work: Path) -> dict[str, str]:
     env = work / f"ort-{release}"
     subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
     numpy = "numpy<2" if tuple(int(p) for p in release.split(".")[:2]) < (1, 19) else "numpy"
-    subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"onnxruntime=={release}", numpy], check=True)
+    subprocess.run(
+        [str(env / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", f"onnxruntime=={release}", numpy],
+        check=True,
+    )
     done = subprocess.run([str(env / "bin" / "python"), "-c", LOAD, *map(str, files)], capture_output=True, text=True, check=True)
-    return {path: outcome if outcome == "ok" else onnxruntime_reason(RuntimeError(outcome)) for path, outcome in json.loads(done.stdout).items()}
+    return {
+        path: outcome if outcome == "ok" else onnxruntime_reason(RuntimeError(outcome)) for path, outcome in json.loads(done.stdout).items()
+    }
 
 
 def main(target: Path | None) -> None:
@@ -98,9 +112,15 @@ def main(target: Path | None) -> None:
         files = models(Path(work))
         results = {release: try_release(release, list(files.values()), Path(work)) for release in RELEASES}
         irs = {key: onnx.load(path).ir_version for key, path in files.items()}
-    lines = [BEGIN, "", f"Measured with `make bench-compat` (exported with torch {torch.__version__}, quantized with onnxruntime "
-             f"{onnxruntime_version()}; CPU). `ok`: loads and runs a batch of 2; `no`: onnxruntime refuses (reasons below).", "",
-             "| opset (IR) | " + " | ".join(RELEASES) + " |", "| --- | " + " | ".join("---" for _ in RELEASES) + " |"]
+    lines = [
+        BEGIN,
+        "",
+        f"Measured with `make bench-compat` (exported with torch {torch.__version__}, quantized with onnxruntime "
+        f"{onnxruntime_version()}; CPU). `ok`: loads and runs a batch of 2; `no`: onnxruntime refuses (reasons below).",
+        "",
+        "| opset (IR) | " + " | ".join(RELEASES) + " |",
+        "| --- | " + " | ".join("---" for _ in RELEASES) + " |",
+    ]
     failures = []
     for (opset, precision), path in files.items():
         cells = []

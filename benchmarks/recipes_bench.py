@@ -6,6 +6,7 @@ Trains two epochs per (recipe, backbone) on the small fixtures the tests use (te
 with the recipe's CAM width (1024) and batch size 16, exports, and prints a Markdown table. The
 epoch time is the second epoch's (training and validation), past first-call warm-up.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,12 +17,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fixtures import write_chest_xray, write_fer_csv  # noqa: E402
-
-from export import export_checkpoint  # noqa: E402
-from train.checkpoint import load_checkpoint  # noqa: E402
-from train.loop import TrainConfig, fit, last_path  # noqa: E402
-from train.models import BACKBONES  # noqa: E402
+from export import export_checkpoint
+from fixtures import write_chest_xray, write_fer_csv
+from train.checkpoint import load_checkpoint
+from train.loop import TrainConfig, fit, last_path
+from train.models import BACKBONES
 
 
 def main() -> None:
@@ -34,7 +34,10 @@ def main() -> None:
         for recipe, path in data.items():
             for backbone in sorted(BACKBONES):
                 out = tmp / f"{recipe}-{backbone}.pt"
-                fit(TrainConfig(recipe=recipe, out=str(out), data=str(path), epochs=2, batch_size=16, backbone=backbone), log=lambda line: None)
+                fit(
+                    TrainConfig(recipe=recipe, out=str(out), data=str(path), epochs=2, batch_size=16, backbone=backbone),
+                    log=lambda line: None,
+                )
                 last = load_checkpoint(last_path(out))
                 spec = last.preprocess
                 parity = export_checkpoint(out).parity

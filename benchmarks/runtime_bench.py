@@ -17,6 +17,7 @@ script that only imports numpy, Pillow and onnxruntime and runs the model once);
 memory of one `run` on a 60-megapixel grayscale PNG against decoding it. The Markdown goes to
 stdout and replaces the `make bench` section of the given file.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,9 +39,9 @@ from PIL import Image
 from export import export_model
 from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
 from runtime import CamSession, ModelInfo, explain_outputs
-from runtime.inputs.image import Preprocess, preprocess
-from runtime.inference.providers import CPU, installed_versions
 from runtime.evaluation.shapes import render_split
+from runtime.inference.providers import CPU, installed_versions
+from runtime.inputs.image import Preprocess, preprocess
 from train.models import GapCam
 from train.recipes import CHEST_XRAY, FER
 
@@ -77,8 +78,10 @@ def build(recipe, folder: Path) -> tuple[GapCam, Path, Path]:
     torch.manual_seed(0)
     model = GapCam(recipe.architecture).eval()
     info = ModelInfo(
-        labels=list(recipe.labels), preprocess=recipe.preprocess,
-        fc_weight=model.fc.weight.detach().numpy(), fc_bias=model.fc.bias.detach().numpy(),
+        labels=list(recipe.labels),
+        preprocess=recipe.preprocess,
+        fc_weight=model.fc.weight.detach().numpy(),
+        fc_bias=model.fc.bias.detach().numpy(),
         architecture=recipe.architecture.to_dict(),
     )
     onnx_path = export_model(model, info, folder / f"{recipe.name}.onnx").path
@@ -117,8 +120,10 @@ def gradcam_path(model: GapCam, spec: Preprocess):
     def run(images):
         x = torch.from_numpy(preprocess(images, spec))
         maps = torch.from_numpy(extractor(input_tensor=x, targets=None))  # [N, H_in, W_in], scaled to [0, 1]
-        return [F.interpolate(cam[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-                for image, cam in zip(images, maps)]
+        return [
+            F.interpolate(cam[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+            for image, cam in zip(images, maps)
+        ]
 
     return run
 
@@ -172,7 +177,9 @@ def speed_rows(recipe, model: GapCam, onnx_path: Path, repeats: int) -> list[str
             after = after_inference_seconds(session, images, repeats)
             x = session.to_batch(images)
             with torch.no_grad():
-                forward = block_medians({"onnxruntime": lambda: session.infer(x, ("logits", "cams")), "torch": lambda: model(torch.from_numpy(x))}, repeats)
+                forward = block_medians(
+                    {"onnxruntime": lambda: session.infer(x, ("logits", "cams")), "torch": lambda: model(torch.from_numpy(x))}, repeats
+                )
             rows.append(
                 f"| {recipe.name} | {name} ({shape[0]}x{shape[1]}) | {batch} | {t['gapcam'] * 1e3:.1f} | {t['torchcam'] * 1e3:.1f} | "
                 f"{t['gradcam'] * 1e3:.1f} | **{t['gapcam'] / t['torchcam']:.2f}** | {t['gapcam'] / t['gradcam']:.2f} | "
@@ -213,7 +220,7 @@ def cold_start_rows(recipe, onnx_path: Path, weights: Path, image: Path) -> list
         from runtime import CamSession
         result = CamSession({str(onnx_path)!r}).run({str(image)!r})[0]
         result.cam
-        {PEAK.format(extra='result.label')}
+        {PEAK.format(extra="result.label")}
     """
     # What a torch user runs: their own model class (here resnet18-GAP with the checkpoint's key
     # layout), torchvision-style preprocessing, torchcam; nothing of gapcam.
@@ -247,7 +254,9 @@ def cold_start_rows(recipe, onnx_path: Path, weights: Path, image: Path) -> list
         up = (up - up.min()) / (up.max() - up.min())
         {PEAK.format(extra='""')}
     """
-    runs = {name: [child(code) for _ in range(3)] for name, code in (("floor", floor), ("gapcam", gapcam), ("torch + torchcam", torch_path))}
+    runs = {
+        name: [child(code) for _ in range(3)] for name, code in (("floor", floor), ("gapcam", gapcam), ("torch + torchcam", torch_path))
+    }
     figures = {name: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)) for name, rs in runs.items()}
     rows = [f"| {name} | {wall:.2f} s | {rss:.0f} MB |" for name, (wall, rss) in figures.items()]
     g, fl, tp = figures["gapcam"], figures["floor"], figures["torch + torchcam"]
@@ -265,7 +274,7 @@ def memory_rows(onnx_path: Path, image: Path) -> list[str]:
         def status(key):
             return next(int(line.split()[1]) / 1024 for line in open("/proc/self/status") if line.startswith(key))
         session = CamSession({str(onnx_path)!r})
-        session.run(load_image({str(onnx_path.parent / 'small.png')!r}))
+        session.run(load_image({str(onnx_path.parent / "small.png")!r}))
         open("/proc/self/clear_refs", "w").write("5")
         base = status("VmRSS:")
     """
@@ -329,7 +338,7 @@ def folder_memory_rows(onnx_path: Path, folder: Path, counts: tuple[int, ...] = 
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 main(["predict", {str(onnx_path)!r}, {str(images)!r}, "--out", {str(folder / f"run{count}")!r}], standalone_mode=False)
-            {PEAK.format(extra=f'{count} / (time.perf_counter() - start)')}
+            {PEAK.format(extra=f"{count} / (time.perf_counter() - start)")}
         """
         _, peak, last = child(code)
         rows.append(f"| {count:,} | {peak:.0f} MB | {float(last.split()[1]):.0f} |")
@@ -349,11 +358,15 @@ def int8_rows(recipe, onnx_path: Path, folder: Path, repeats: int) -> list[str]:
     rows = []
     for precision, seconds in figures.items():
         size = onnx_path.stat().st_size if precision == "fp32" else report.size_bytes
-        rows.append(f"| {recipe.name} | {precision} | {seconds[1] * 1e3:.1f} ms | {seconds[8] * 1e3:.1f} ms | {32 / seconds[32]:.0f} | {size / 1e6:.2f} MB |")
+        rows.append(
+            f"| {recipe.name} | {precision} | {seconds[1] * 1e3:.1f} ms | {seconds[8] * 1e3:.1f} ms | {32 / seconds[32]:.0f} | {size / 1e6:.2f} MB |"
+        )
     speed = {b: figures["fp32"][b] / figures["int8"][b] for b in (1, 8, 32)}
     fidelity = report.quantization["fidelity"]
-    rows.append(f"| {recipe.name} | int8 speed-up | {speed[1]:.2f}x | {speed[8]:.2f}x | {speed[32]:.2f}x | "
-                f"{onnx_path.stat().st_size / report.size_bytes:.1f}x smaller (top-1 agreement {fidelity['top1_agreement']:.3f}) |")
+    rows.append(
+        f"| {recipe.name} | int8 speed-up | {speed[1]:.2f}x | {speed[8]:.2f}x | {speed[32]:.2f}x | "
+        f"{onnx_path.stat().st_size / report.size_bytes:.1f}x smaller (top-1 agreement {fidelity['top1_agreement']:.3f}) |"
+    )
     return rows
 
 
@@ -399,35 +412,50 @@ def main(target: Path | None) -> None:
         Image.fromarray(rng.integers(0, 256, (1200, 1500), dtype=np.uint8)).save(photo)
         Image.fromarray(rng.integers(0, 256, (200, 256), dtype=np.uint8)).save(folder / "small.png")
         lines += [
-            "", f"Cold start of one process (import, load the {recipe.name} model, first result on a 1200x1500 PNG), "
+            "",
+            f"Cold start of one process (import, load the {recipe.name} model, first result on a 1200x1500 PNG), "
             "medians of 3 processes. Targets: gapcam <= 1.3x the floor, <= 0.1x the torch path's wall time, <= 0.2x its memory.",
-            "", "| process | wall time | peak RSS |", "| --- | --- | --- |",
+            "",
+            "| process | wall time | peak RSS |",
+            "| --- | --- | --- |",
         ]
         lines += cold_start_rows(recipe, onnx_path, weights, photo)
         big = folder / "scan.png"
         Image.fromarray(np.tile(rng.integers(0, 256, (1000, MEGAPIXELS_60[1]), dtype=np.uint8), (7, 1))).save(big, compress_level=1)
         lines += [
-            "", f"Peak memory of one `run` ({recipe.name} model, top-1) on a {MEGAPIXELS_60[0]}x{MEGAPIXELS_60[1]} grayscale PNG "
+            "",
+            f"Peak memory of one `run` ({recipe.name} model, top-1) on a {MEGAPIXELS_60[0]}x{MEGAPIXELS_60[1]} grayscale PNG "
             "(60.2 megapixels), above the process's peak after loading the model; target: `run` <= 2.5x decoding.",
-            "", "| what | peak memory added | against decoding |", "| --- | --- | --- |",
+            "",
+            "| what | peak memory added | against decoding |",
+            "| --- | --- | --- |",
         ]
         lines += memory_rows(onnx_path, big)
         lines += [
-            "", f"Folder runs: images per second on 128 JPEGs of 480x640 with the {recipe.name} model, "
+            "",
+            f"Folder runs: images per second on 128 JPEGs of 480x640 with the {recipe.name} model, "
             "against the model's own throughput and the decoding's.",
-            "", "| what | images/s |", "| --- | --- |",
+            "",
+            "| what | images/s |",
+            "| --- | --- |",
         ]
         lines += folder_rows(onnx_path, folder)
         lines += [
-            "", "Peak memory of whole folder-run processes (the fer model, 64x64 grayscale PNGs): it should not grow with the folder.",
-            "", "| images | peak RSS | images/s |", "| --- | --- | --- |",
+            "",
+            "Peak memory of whole folder-run processes (the fer model, 64x64 grayscale PNGs): it should not grow with the folder.",
+            "",
+            "| images | peak RSS | images/s |",
+            "| --- | --- | --- |",
         ]
         lines += folder_memory_rows(models[FER.name][2], folder)
         lines += [
-            "", "INT8 models (`export --int8` defaults, calibrated on 100 shapes images at model size; random weights, so the "
+            "",
+            "INT8 models (`export --int8` defaults, calibrated on 100 shapes images at model size; random weights, so the "
             "agreement shown is only a sanity check: docs/int8.md measures fidelity on a trained model). `CamSession.run` "
             "on model-size images: latency at batch 1 and 8, throughput at batch 32.",
-            "", "| model | precision | batch 1 | batch 8 | images/s at batch 32 | file |", "| --- | --- | --- | --- | --- | --- |",
+            "",
+            "| model | precision | batch 1 | batch 8 | images/s at batch 32 | file |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for recipe, _, onnx_path, _ in models.values():
             lines += int8_rows(recipe, onnx_path, folder, repeats=5 if recipe is FER else 3)
@@ -437,7 +465,7 @@ def main(target: Path | None) -> None:
     if target is not None:
         current = target.read_text() if target.exists() else ""
         if BEGIN in current and END in current:
-            current = current[: current.index(BEGIN)] + text + current[current.index(END) + len(END):]
+            current = current[: current.index(BEGIN)] + text + current[current.index(END) + len(END) :]
         else:
             current = current.rstrip() + "\n\n" + text + "\n"
         target.write_text(current)

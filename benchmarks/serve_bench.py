@@ -9,6 +9,7 @@ connection), each sending one 480x640 JPEG per request for a fixed time, and rep
 second and latency percentiles; then sends SIGTERM with a keep-alive client still connected and
 times the stop (the figure an orchestrator's grace period must cover). Prints Markdown.
 """
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,8 @@ import tritonclient.http as httpclient
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_serve import free_ports  # noqa: E402
-from process_tree import tree_memory_mb  # noqa: E402
+from process_tree import tree_memory_mb
+from test_serve import free_ports
 
 DURATION_S = 15
 CLIENTS = (1, 4, 16, 64)
@@ -71,8 +72,22 @@ def main(model: str) -> None:
     with tempfile.TemporaryDirectory() as home:
         launched = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "-m", "gapcam", "serve", model, "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTRITON_HOME": home},
+            [
+                sys.executable,
+                "-m",
+                "gapcam",
+                "serve",
+                model,
+                "--http-port",
+                str(http),
+                "--grpc-port",
+                str(grpc),
+                "--metrics-port",
+                str(metrics),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTRITON_HOME": home},
         )
         client = httpclient.InferenceServerClient(f"127.0.0.1:{http}")
         while True:
@@ -92,7 +107,9 @@ def main(model: str) -> None:
         for clients in CLIENTS:
             rate, latencies = load(http, name, clients, images)
             ms = sorted(t * 1e3 for t in latencies)
-            rows.append(f"| {clients} | {rate:.1f} | {statistics.median(ms):.1f} | {ms[int(0.99 * (len(ms) - 1))]:.1f} | {tree_memory_mb(process.pid):.0f} MB |")
+            rows.append(
+                f"| {clients} | {rate:.1f} | {statistics.median(ms):.1f} | {ms[int(0.99 * (len(ms) - 1))]:.1f} | {tree_memory_mb(process.pid):.0f} MB |"
+            )
         kept_alive = httpclient.InferenceServerClient(f"127.0.0.1:{http}")
         kept_alive.is_server_live()  # a connection still open when the signal arrives, as a load balancer keeps one
         stopped = time.monotonic()
@@ -100,9 +117,11 @@ def main(model: str) -> None:
         code = process.wait(timeout=120)
         stop = time.monotonic() - stopped
         kept_alive.close()
-    print(f"Model `{model}`; start-up (launch to model ready) {startup:.1f} s; memory of the process tree when idle "
-          f"{idle:.0f} MB; SIGTERM after the traffic, a client still connected, to exit {stop:.1f} s (exit code {code}). "
-          f"One 480x640 JPEG per request, {DURATION_S} s per row.\n")
+    print(
+        f"Model `{model}`; start-up (launch to model ready) {startup:.1f} s; memory of the process tree when idle "
+        f"{idle:.0f} MB; SIGTERM after the traffic, a client still connected, to exit {stop:.1f} s (exit code {code}). "
+        f"One 480x640 JPEG per request, {DURATION_S} s per row.\n"
+    )
     print("| concurrent clients | requests/s | p50 latency ms | p99 latency ms | memory after |")
     print("| --- | --- | --- | --- | --- |")
     print("\n".join(rows))

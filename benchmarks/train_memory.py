@@ -14,6 +14,7 @@ Columns: the training process's peak RSS (what `getrusage` reports), its peak an
 libraries and the memory-mapped cache, as far as the kernel keeps them), and the peak PSS of the
 process tree (workers' shared pages counted once). Prints Markdown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the process-tree memory helper the tests use too
 from process_tree import tree_memory_mb  # noqa: E402
+
 SAMPLE_S = 0.2
 CLASSES = ("a", "b", "c")
 
@@ -62,8 +64,27 @@ def rollup_mb(pid: int) -> dict[str, float]:
 
 
 def run(data: Path, out: Path, size: int | None, cache: str, workers: int) -> dict[str, float]:
-    command = [sys.executable, "-m", "train", "folder", "--data", str(data), "--epochs", "1", "--backbone", "small_cnn",
-               "--batch-size", "16", "--cache", cache, "--workers", str(workers), "--no-pretrained", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "train",
+        "folder",
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--backbone",
+        "small_cnn",
+        "--batch-size",
+        "16",
+        "--cache",
+        cache,
+        "--workers",
+        str(workers),
+        "--no-pretrained",
+        "--out",
+        str(out),
+    ]
     if size:
         command += ["--size", str(size)]
     started = time.perf_counter()
@@ -93,8 +114,11 @@ def family(title: str, counts: list[int], side: int, size: int | None, work: Pat
                 with tempfile.TemporaryDirectory(dir=work) as cwd:
                     peak = run(data, Path(cwd) / "model.pt", size, cache, workers)
                 results[(count, cache, workers)] = peak
-                print(f"| {count} | {cache} | {workers} | {peak['Rss']:.0f} | {peak['Anonymous']:.0f} | {peak['file_backed']:.0f} | "
-                      f"{peak['tree_pss']:.0f} | {peak['seconds']:.0f} |", flush=True)
+                print(
+                    f"| {count} | {cache} | {workers} | {peak['Rss']:.0f} | {peak['Anonymous']:.0f} | {peak['file_backed']:.0f} | "
+                    f"{peak['tree_pss']:.0f} | {peak['seconds']:.0f} |",
+                    flush=True,
+                )
     first, last = counts[0], counts[-1]
     print(f"\nGrowth from {first} to {last} images (peak RSS, peak anonymous), MB:")
     for cache in ("auto", "off"):

@@ -1,4 +1,5 @@
 """`python -m export CHECKPOINT [-o OUT]`: write the ONNX file and report parity."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,26 +10,48 @@ from click.core import ParameterSource
 from export.byo import export_torchvision
 from export.errors import ExportError
 from export.int8 import (
-    CALIBRATION_IMAGES, CALIBRATION_METHODS, HELD_OUT_IMAGES, MIN_HELD_OUT, FidelityGate, Int8Options, Int8Report,
-    QuantizationSettings, folder_calibration,
+    CALIBRATION_IMAGES,
+    CALIBRATION_METHODS,
+    HELD_OUT_IMAGES,
+    MIN_HELD_OUT,
+    FidelityGate,
+    Int8Options,
+    Int8Report,
+    QuantizationSettings,
+    folder_calibration,
 )
 from export.onnx_export import OPSET, export_checkpoint
 from export.recipe_data import recipe_calibration
 from runtime.cli import cli_errors
-from runtime.inference.compat import OLDEST_ONNXRUNTIME, OPSETS
 from runtime.formats.files import read_text_file
+from runtime.inference.compat import OLDEST_ONNXRUNTIME, OPSETS
 from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD
 
 INT8_ONLY = {
-    "calibration", "data", "calibration-images", "held-out-images", "calibration-method", "per-tensor", "reduce-range", "float-tail",
-    "min-top1-agreement", "min-box-iou", "min-cam-correlation",
+    "calibration",
+    "data",
+    "calibration-images",
+    "held-out-images",
+    "calibration-method",
+    "per-tensor",
+    "reduce-range",
+    "float-tail",
+    "min-top1-agreement",
+    "min-box-iou",
+    "min-cam-correlation",
 }
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--out", type=click.Path(dir_okay=False), help="ONNX path [default: CHECKPOINT with .onnx].")
-@click.option("--opset", type=click.IntRange(OPSETS[0], OPSETS[-1]), default=OPSET, show_default=True, help=f"ONNX opset version ({OPSETS[0]} runs on onnxruntime {OLDEST_ONNXRUNTIME} and newer; docs/compatibility.md).")
+@click.option(
+    "--opset",
+    type=click.IntRange(OPSETS[0], OPSETS[-1]),
+    default=OPSET,
+    show_default=True,
+    help=f"ONNX opset version ({OPSETS[0]} runs on onnxruntime {OLDEST_ONNXRUNTIME} and newer; docs/compatibility.md).",
+)
 @click.option("--arch", help="CHECKPOINT is a state dict of this torchvision classifier (resnet50, densenet121, ...).")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), help="With --arch: class names, one per line.")
 @click.option("--input-size", nargs=2, type=click.IntRange(min=8), default=(224, 224), show_default=True, help="With --arch: H W.")
@@ -36,23 +59,85 @@ INT8_ONLY = {
 @click.option("--std", nargs=3, type=float, default=IMAGENET_STD, show_default=True, help="With --arch: RGB std.")
 @click.option("--features", help="With --arch: the module whose output is pooled [default: known per family].")
 @click.option("--fc", help="With --arch: the final linear layer [default: known per family].")
-@click.option("--faces/--no-faces", "face_crops", default=None, help="The model's inputs are face crops, so apps find faces first [default: the recipe's; fer: yes].")
+@click.option(
+    "--faces/--no-faces",
+    "face_crops",
+    default=None,
+    help="The model's inputs are face crops, so apps find faces first [default: the recipe's; fer: yes].",
+)
 @click.option("--int8", is_flag=True, help="Also write an INT8 model, OUT with .int8.onnx, if it passes its fidelity gate.")
-@click.option("--calibration", type=click.Path(exists=True, file_okay=False), help="With --int8: calibrate on the images in this folder [default: the recipe's training split].")
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, file_okay=False),
+    help="With --int8: calibrate on the images in this folder [default: the recipe's training split].",
+)
 @click.option("--data", type=click.Path(exists=True), help="With --int8: the recipe's dataset [default: where training found it].")
-@click.option("--calibration-images", type=click.IntRange(min=1), default=CALIBRATION_IMAGES, show_default=True, help="With --int8: images that set the activation ranges.")
-@click.option("--held-out-images", type=click.IntRange(min=MIN_HELD_OUT), default=HELD_OUT_IMAGES, show_default=True, help="With --int8: most held-out images the gate measures on.")
-@click.option("--calibration-method", type=click.Choice(sorted(CALIBRATION_METHODS)), default=QuantizationSettings.method, show_default=True, help="With --int8: how activation ranges are set.")
+@click.option(
+    "--calibration-images",
+    type=click.IntRange(min=1),
+    default=CALIBRATION_IMAGES,
+    show_default=True,
+    help="With --int8: images that set the activation ranges.",
+)
+@click.option(
+    "--held-out-images",
+    type=click.IntRange(min=MIN_HELD_OUT),
+    default=HELD_OUT_IMAGES,
+    show_default=True,
+    help="With --int8: most held-out images the gate measures on.",
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(sorted(CALIBRATION_METHODS)),
+    default=QuantizationSettings.method,
+    show_default=True,
+    help="With --int8: how activation ranges are set.",
+)
 @click.option("--per-tensor", is_flag=True, help="With --int8: one weight scale per tensor instead of per output channel.")
-@click.option("--reduce-range", is_flag=True, help="With --int8: 7-bit weights, for x86 CPUs without VNNI (their 8-bit products can saturate).")
-@click.option("--float-tail", type=click.IntRange(min=0), default=0, show_default=True, help="With --int8: keep the last N conv layers in float.")
-@click.option("--min-top1-agreement", type=click.FloatRange(0, 1), default=FidelityGate.min_top1_agreement, show_default=True, help="With --int8: gate on the share of same top classes.")
-@click.option("--min-box-iou", type=click.FloatRange(0, 1), default=FidelityGate.min_median_box_iou, show_default=True, help="With --int8: gate on the median IoU of the boxes.")
-@click.option("--min-cam-correlation", type=click.FloatRange(-1, 1), default=FidelityGate.min_median_cam_correlation, show_default=True, help="With --int8: gate on the median correlation of the raw CAMs.")
+@click.option(
+    "--reduce-range", is_flag=True, help="With --int8: 7-bit weights, for x86 CPUs without VNNI (their 8-bit products can saturate)."
+)
+@click.option(
+    "--float-tail", type=click.IntRange(min=0), default=0, show_default=True, help="With --int8: keep the last N conv layers in float."
+)
+@click.option(
+    "--min-top1-agreement",
+    type=click.FloatRange(0, 1),
+    default=FidelityGate.min_top1_agreement,
+    show_default=True,
+    help="With --int8: gate on the share of same top classes.",
+)
+@click.option(
+    "--min-box-iou",
+    type=click.FloatRange(0, 1),
+    default=FidelityGate.min_median_box_iou,
+    show_default=True,
+    help="With --int8: gate on the median IoU of the boxes.",
+)
+@click.option(
+    "--min-cam-correlation",
+    type=click.FloatRange(-1, 1),
+    default=FidelityGate.min_median_cam_correlation,
+    show_default=True,
+    help="With --int8: gate on the median correlation of the raw CAMs.",
+)
 @click.pass_context
 @cli_errors
-def main(ctx: click.Context, checkpoint: str, out: str | None, opset: int, arch: str | None, labels_file: str | None, input_size, mean, std, features, fc,
-         face_crops: bool | None, **quantization) -> None:
+def main(
+    ctx: click.Context,
+    checkpoint: str,
+    out: str | None,
+    opset: int,
+    arch: str | None,
+    labels_file: str | None,
+    input_size,
+    mean,
+    std,
+    features,
+    fc,
+    face_crops: bool | None,
+    **quantization,
+) -> None:
     """Export CHECKPOINT (from `python -m train`, or a torchvision state dict with --arch) to ONNX with
     logits and features outputs; fail unless torch and onnxruntime agree. With --int8, also an INT8
     model for CPUs, kept only if its predictions and CAMs follow the fp32 model's."""
@@ -62,8 +147,20 @@ def main(ctx: click.Context, checkpoint: str, out: str | None, opset: int, arch:
             raise ExportError("--arch needs --labels FILE (class names, one per line)")
         labels = [line.strip() for line in read_text_file(labels_file, "labels file").splitlines() if line.strip()]
         target = Path(out) if out else Path(checkpoint).with_suffix(".onnx")
-        report = export_torchvision(arch, checkpoint, labels, target, size=tuple(input_size), mean=mean, std=std, features=features, fc=fc, opset=opset, int8=int8,
-                                    face_crops=bool(face_crops))
+        report = export_torchvision(
+            arch,
+            checkpoint,
+            labels,
+            target,
+            size=tuple(input_size),
+            mean=mean,
+            std=std,
+            features=features,
+            fc=fc,
+            opset=opset,
+            int8=int8,
+            face_crops=bool(face_crops),
+        )
     else:
         report = export_checkpoint(checkpoint, out, opset, int8, face_crops)
     parity = report.parity
@@ -74,7 +171,9 @@ def main(ctx: click.Context, checkpoint: str, out: str | None, opset: int, arch:
     for name in ("logits", "features", "cams", "class_maps"):
         if name not in parity:
             continue
-        click.echo(f"  {name:<9} {parity[name]['max_abs']:.2e} abs, {parity[name]['relative']:.2e} relative (tolerance {parity['tolerance']:.0e})")
+        click.echo(
+            f"  {name:<9} {parity[name]['max_abs']:.2e} abs, {parity[name]['relative']:.2e} relative (tolerance {parity['tolerance']:.0e})"
+        )
     click.echo(f"  argmax agrees: {'yes' if parity['argmax_agree'] else 'NO'}")
     click.echo(f"wrote {report.path}")
     if report.int8:
@@ -82,10 +181,30 @@ def main(ctx: click.Context, checkpoint: str, out: str | None, opset: int, arch:
             click.echo(line)
 
 
-def int8_options(ctx: click.Context, checkpoint: str, arch: str | None, int8: bool, calibration, data, calibration_images, held_out_images, calibration_method, per_tensor, reduce_range, float_tail, min_top1_agreement, min_box_iou, min_cam_correlation) -> Int8Options | None:
+def int8_options(
+    ctx: click.Context,
+    checkpoint: str,
+    arch: str | None,
+    int8: bool,
+    calibration,
+    data,
+    calibration_images,
+    held_out_images,
+    calibration_method,
+    per_tensor,
+    reduce_range,
+    float_tail,
+    min_top1_agreement,
+    min_box_iou,
+    min_cam_correlation,
+) -> Int8Options | None:
     """The --int8 request from the command line, with its calibration data; None without --int8."""
     if not int8:
-        given = [name for name in ctx.params if name.replace("_", "-") in INT8_ONLY and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        given = [
+            name
+            for name in ctx.params
+            if name.replace("_", "-") in INT8_ONLY and ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+        ]
         if given:
             raise ExportError(f"--{given[0].replace('_', '-')} needs --int8")
         return None
@@ -97,7 +216,9 @@ def int8_options(ctx: click.Context, checkpoint: str, arch: str | None, int8: bo
         source = recipe_calibration(checkpoint, data, calibration_images, held_out_images)
     return Int8Options(
         data=source,
-        settings=QuantizationSettings(method=calibration_method, per_channel=not per_tensor, float_tail=float_tail, reduce_range=reduce_range),
+        settings=QuantizationSettings(
+            method=calibration_method, per_channel=not per_tensor, float_tail=float_tail, reduce_range=reduce_range
+        ),
         gate=FidelityGate(min_top1_agreement, min_box_iou, min_cam_correlation),
     )
 

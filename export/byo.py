@@ -5,11 +5,12 @@ the features into class activation maps. That identity is checked numerically be
 model with another head (max pooling, several FC layers, a normalization after pooling) is refused
 with the measured difference rather than exported with CAMs that explain nothing.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
@@ -21,14 +22,13 @@ import runtime
 from export.errors import ExportError
 from export.int8 import Int8Options
 from export.onnx_export import OPSET, ExportReport, export_model
-from runtime.evaluation.compare import TOLERANCE, relative_difference
-from runtime.errors import first_line, raises_only
-from runtime.formats.files import sha256_file
 from runtime.deprecation import warn_deprecated
-from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from runtime.errors import first_line, raises_only
+from runtime.evaluation.compare import TOLERANCE, relative_difference
+from runtime.formats.files import sha256_file
 from runtime.formats.onnx_model import ModelInfo
+from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from train.models import STATE_DICT_DETAIL, read_state_dict, torchvision_layout
-
 
 
 class CamHead(nn.Module):
@@ -132,7 +132,10 @@ def export_torch_model(
             architecture=architecture or {"model": type(model).__name__},
             source_sha256=sha256_file(source) if source else "",
             gapcam_version=runtime.__version__,
-            provenance={"recipe": "bring-your-own", "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset}},
+            provenance={
+                "recipe": "bring-your-own",
+                "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset},
+            },
             face_crops=face_crops,
         )
         return export_model(head, info, out, samples, opset, int8)
@@ -178,7 +181,12 @@ def export_torchvision(
         raise ExportError(f"--arch {arch}: {err}") from None
     spec = Preprocess(height=size[0], width=size[1], color="RGB", mean=tuple(mean), std=tuple(std))
     return export_torch_model(
-        model, feature_module, linear, labels, spec, out,
+        model,
+        feature_module,
+        linear,
+        labels,
+        spec,
+        out,
         architecture={"torchvision": arch, "features": features, "fc": fc},
         source=Path(weights),
         opset=opset,

@@ -1,4 +1,5 @@
 """The export package's user-facing error."""
+
 from runtime.errors import GapcamError
 
 

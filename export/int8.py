@@ -8,6 +8,7 @@ its bound (`FidelityGate`). The settings were chosen by measurement: see docs/in
 The INT8 file is a gapcam model like any other: same input, outputs (float32) and metadata, plus
 `gapcam.quantization` with the settings and the measured figures.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,9 +16,9 @@ import io
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
@@ -25,15 +26,15 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 
 from export.errors import ExportError
 from export.versions import default_opset, stamp_lowest_versions
-from runtime.maps.boxes import box_iou
-from runtime.inference.compat import required_onnxruntime
+from runtime.deprecation import moved_names
 from runtime.errors import CamError, first_line
 from runtime.formats.files import atomic_path, sha256_file
-from runtime.inputs.image import ImageInput, Preprocess, collect_images, load_image, preprocess
 from runtime.formats.onnx_model import PREFIX, ModelInfo
+from runtime.inference.compat import required_onnxruntime
 from runtime.inference.providers import CPU, onnxruntime_version
 from runtime.inference.session import CamSession
-from runtime.deprecation import moved_names
+from runtime.inputs.image import ImageInput, Preprocess, collect_images, load_image, preprocess
+from runtime.maps.boxes import box_iou
 
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
 CALIBRATION_IMAGES = 100  # default number of images the activation ranges come from
@@ -75,7 +76,9 @@ class FidelityGate:
         return [f"{name} {value:.3f} < {bound:g} ({option})" for name, value, bound, option in checks if not value >= bound]
 
 
-NO_GATE = FidelityGate(min_top1_agreement=0.0, min_median_box_iou=0.0, min_median_cam_correlation=-1.0)  # report, never refuse: studies, benchmarks
+NO_GATE = FidelityGate(
+    min_top1_agreement=0.0, min_median_box_iou=0.0, min_median_cam_correlation=-1.0
+)  # report, never refuse: studies, benchmarks
 
 
 @dataclass
@@ -92,7 +95,9 @@ class CalibrationData:
         if not self.calibration:
             raise ExportError(f"{self.source}: no calibration images")
         if len(self.held_out) < MIN_HELD_OUT:
-            raise ExportError(f"{self.source}: {len(self.held_out)} held-out images for the fidelity gate; it needs at least {MIN_HELD_OUT}")
+            raise ExportError(
+                f"{self.source}: {len(self.held_out)} held-out images for the fidelity gate; it needs at least {MIN_HELD_OUT}"
+            )
 
 
 @dataclass
@@ -135,7 +140,8 @@ def sampled_calibration(
         held_out=[held_out_pool[i] for i in held],
         source=source,
         held_out_labels=None if held_out_labels is None else np.asarray(held_out_labels)[held],
-        held_out_boxes=None if held_out_boxes is None or any(held_out_boxes[i] is None for i in held)
+        held_out_boxes=None
+        if held_out_boxes is None or any(held_out_boxes[i] is None for i in held)
         else [np.asarray(held_out_boxes[i], dtype=np.float64).reshape(-1, 4) for i in held],
     )
 
@@ -218,7 +224,9 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-def quantize_file(fp32_path: Path, out: Path, calibration: Sequence[ImageInput], spec: Preprocess, settings: QuantizationSettings) -> list[str]:
+def quantize_file(
+    fp32_path: Path, out: Path, calibration: Sequence[ImageInput], spec: Preprocess, settings: QuantizationSettings
+) -> list[str]:
     """Write the QDQ model of `fp32_path` to `out` (no metadata yet); returns the conv nodes kept in float.
 
     Shape inference and graph optimization first (onnxruntime's recommended pre-processing), then
@@ -230,7 +238,9 @@ def quantize_file(fp32_path: Path, out: Path, calibration: Sequence[ImageInput],
         quant_pre_process(str(fp32_path), str(prepared))
         kept_float = _last_convs(prepared, settings.float_tail)
         quantize_static(
-            str(prepared), str(out), _OneImageAtATime(calibration, spec),
+            str(prepared),
+            str(out),
+            _OneImageAtATime(calibration, spec),
             quant_format=QuantFormat.QDQ,
             per_channel=settings.per_channel,
             reduce_range=settings.reduce_range,
@@ -345,7 +355,9 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
         fidelity["source"] = data.source
         failed = options.gate.failures(fidelity)
         if failed:
-            raise ExportError(f"{out}: the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: {'; '.join(failed)}; nothing written")
+            raise ExportError(
+                f"{out}: the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: {'; '.join(failed)}; nothing written"
+            )
         quantization.update(fidelity=fidelity, gate=asdict(options.gate))
         with atomic_path(out) as tmp:
             _write_metadata(proto, reference.info, quantization, tmp)

@@ -1,4 +1,5 @@
 """Checkpoint or torch model -> one self-describing ONNX file (contract 2), checked before it is kept."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,12 +18,12 @@ from export.errors import ExportError
 from export.int8 import Int8Options, Int8Report, quantize_model
 from export.parity import measure_parity, parity_inputs
 from export.versions import default_opset, stamp_lowest_versions
-from runtime.maps.boxes import PAPER_BOX_THRESHOLD
-from runtime.inference.compat import DEFAULT_OPSET, OPSETS, required_onnxruntime
 from runtime.errors import first_line, raises_only
 from runtime.formats.files import atomic_path, sha256_file
-from runtime.inputs.image import Preprocess
 from runtime.formats.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES, ModelInfo
+from runtime.inference.compat import DEFAULT_OPSET, OPSETS, required_onnxruntime
+from runtime.inputs.image import Preprocess
+from runtime.maps.boxes import PAPER_BOX_THRESHOLD
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.models import class_activation_maps
 from train.recipes import recipe_of_checkpoint
@@ -79,7 +80,9 @@ def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, 
     Raises ExportError for an opset gapcam does not export (runtime.inference.compat.OPSETS).
     """
     if opset not in OPSETS:
-        raise ExportError(f"--opset {opset}: gapcam exports opsets {OPSETS[0]} to {OPSETS[-1]} (each tested on onnxruntime; see docs/compatibility.md)")
+        raise ExportError(
+            f"--opset {opset}: gapcam exports opsets {OPSETS[0]} to {OPSETS[-1]} (each tested on onnxruntime; see docs/compatibility.md)"
+        )
     with_maps = class_maps and model.fc.out_features <= model.fc.in_features
     names = [*OUTPUT_NAMES, CLASS_MAPS_NAME] if with_maps else list(OUTPUT_NAMES)
     traced = WithClassMaps(model) if with_maps else model
@@ -150,7 +153,10 @@ def export_model(
 
 @raises_only(ExportError)
 def export_checkpoint(
-    checkpoint_path: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET, int8: Int8Options | None = None,
+    checkpoint_path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    opset: int = OPSET,
+    int8: Int8Options | None = None,
     face_crops: bool | None = None,
 ) -> ExportReport:
     """`python -m export CHECKPOINT`: the checkpoint's model and metadata as `CHECKPOINT.onnx` (or `out`),

@@ -1,4 +1,5 @@
 """Torch-vs-onnxruntime parity: the numbers an export must meet before it is called done."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.maps.cam import class_activation_maps
 from runtime.evaluation.compare import TOLERANCE, relative_difference
-from runtime.inputs.image import Preprocess, normalize
 from runtime.formats.onnx_model import CLASS_MAPS_NAME, INPUT_NAME
 from runtime.inference.providers import CPU, open_inference_session
+from runtime.inputs.image import Preprocess, normalize
+from runtime.maps.cam import class_activation_maps
 
 BATCH_SIZES = (1, 5)
 

@@ -3,6 +3,7 @@
 The one place where export reads train's datasets: `export.int8` quantizes whatever images its
 caller gives it, and this module finds them for a checkpoint trained by `python -m train`.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,10 +31,18 @@ def recipe_calibration(
     recipe = recipe_of_checkpoint(checkpoint.provenance, checkpoint.labels)
     options = DataOptions.of_run(checkpoint.training.config if checkpoint.training is not None else {}, data)
     if recipe.needs_data and (options.path is None or not options.path.exists()):
-        raise ExportError(f"{checkpoint_path}: --int8 calibrates on recipe {recipe.name}'s data: "
-                          f"pass --data PATH ({recipe.data_help}) or --calibration FOLDER")
+        raise ExportError(
+            f"{checkpoint_path}: --int8 calibrates on recipe {recipe.name}'s data: "
+            f"pass --data PATH ({recipe.data_help}) or --calibration FOLDER"
+        )
     train, val = recipe.read_split(options, "train"), recipe.read_split(options, "val")
     return sampled_calibration(
-        train.images, val.images, f"recipe {recipe.name}: training split (calibration), validation split (held out)",
-        calibration_images, held_out_images, seed, held_out_labels=val.labels, held_out_boxes=val.boxes,
+        train.images,
+        val.images,
+        f"recipe {recipe.name}: training split (calibration), validation split (held out)",
+        calibration_images,
+        held_out_images,
+        seed,
+        held_out_labels=val.labels,
+        held_out_boxes=val.boxes,
     )

@@ -5,6 +5,7 @@ opset-18 graph), and onnxruntime's quantization tools import every domain onnxru
 (`ai.onnx.ml` 5 among them). onnxruntime 1.15-1.17 read IR 9 at most and ai.onnx.ml 3 or 4, so
 such files fail to load there although their graphs need nothing newer (runtime.inference.compat).
 """
+
 from __future__ import annotations
 
 import onnx

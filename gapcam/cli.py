@@ -3,6 +3,7 @@
 A subcommand whose extra is not installed (torch for `train`, PyTriton for `serve`) says which extra
 to install in one line and exits 1; `gapcam --help` and `gapcam run` never import torch.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -17,8 +18,14 @@ import gapcam
 
 # The modules each extra brings: an ImportError naming one of them means that extra is missing.
 EXTRA_OF_MODULE = {
-    "torch": "train", "torchvision": "train", "onnx": "train", "onnxscript": "train", "matplotlib": "train", "tqdm": "train",
-    "pytriton": "serve", "tritonclient": "serve",
+    "torch": "train",
+    "torchvision": "train",
+    "onnx": "train",
+    "onnxscript": "train",
+    "matplotlib": "train",
+    "tqdm": "train",
+    "pytriton": "serve",
+    "tritonclient": "serve",
 }
 
 
@@ -92,9 +99,13 @@ def version_text() -> str:
         from runtime.inference.providers import choose_providers, onnxruntime_builds, ort
 
         too_old = version_tuple(ort.__version__) < version_tuple(OLDEST_ONNXRUNTIME)
-        support = f"older than {OLDEST_ONNXRUNTIME}, the oldest gapcam supports" if too_old else f"gapcam supports {OLDEST_ONNXRUNTIME} and newer"
-        lines.append(f"onnxruntime: {', '.join(onnxruntime_builds()) or ort.__version__} ({support}); providers available: "
-                     f"{', '.join(ort.get_available_providers())}; gapcam uses: {', '.join(choose_providers(None))}")
+        support = (
+            f"older than {OLDEST_ONNXRUNTIME}, the oldest gapcam supports" if too_old else f"gapcam supports {OLDEST_ONNXRUNTIME} and newer"
+        )
+        lines.append(
+            f"onnxruntime: {', '.join(onnxruntime_builds()) or ort.__version__} ({support}); providers available: "
+            f"{', '.join(ort.get_available_providers())}; gapcam uses: {', '.join(choose_providers(None))}"
+        )
     except Exception as err:
         try:
             raise_one_line(err)
@@ -104,7 +115,11 @@ def version_text() -> str:
     installed = {(dist.metadata["Name"] or "").lower(): dist.version for dist in metadata.distributions()}
     for name, extra, commands in (("torch", "train", "train and export"), ("nvidia-pytriton", "serve", "serve")):
         version = installed.get(name)
-        lines.append(f"{name}: {version} ({commands} available)" if version else f"{name}: not installed ({commands} need pip install 'gapcam[{extra}]')")
+        lines.append(
+            f"{name}: {version} ({commands} available)"
+            if version
+            else f"{name}: not installed ({commands} need pip install 'gapcam[{extra}]')"
+        )
     return "\n".join(lines)
 
 
@@ -115,7 +130,14 @@ def print_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
 
 
 @click.group(cls=Subcommands, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=print_version, help="Versions of gapcam, onnxruntime (and its providers) and torch.")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version,
+    help="Versions of gapcam, onnxruntime (and its providers) and torch.",
+)
 def main() -> None:
     """gapcam: train CAM classifiers, export them to ONNX, run, explain, package and serve them.
 

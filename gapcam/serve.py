@@ -22,6 +22,7 @@ refused, and Triton finishes the ones in flight (`--drain-timeout` bounds the wa
 tritonserver stops, PyTriton's proxy ends and every shared-memory segment and the workspace go.
 A second signal stops at once.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -32,10 +33,10 @@ import signal
 import sysconfig
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Callable
 
 import click
 import numpy as np
@@ -109,14 +110,19 @@ class CamInference:
 
     def _row(self, result) -> dict[str, np.ndarray]:
         return {
-            "probs": result.probs.astype(np.float32), "classes": result.classes.astype(np.int64),
-            "boxes": result.boxes.astype(np.int64), "cams": result.cams_raw.astype(np.float32), "error": np.array([b""], dtype=np.object_),
+            "probs": result.probs.astype(np.float32),
+            "classes": result.classes.astype(np.int64),
+            "boxes": result.boxes.astype(np.int64),
+            "cams": result.cams_raw.astype(np.float32),
+            "error": np.array([b""], dtype=np.object_),
         }
 
     def _failed_row(self, error: str) -> dict[str, np.ndarray]:
         return {
-            "probs": np.zeros(len(self.session.labels), np.float32), "classes": np.full(self.topk, -1, np.int64),
-            "boxes": np.full((self.topk, 4), -1, np.int64), "cams": np.zeros((self.topk, *self.map_size), np.float32),
+            "probs": np.zeros(len(self.session.labels), np.float32),
+            "classes": np.full(self.topk, -1, np.int64),
+            "boxes": np.full((self.topk, 4), -1, np.int64),
+            "cams": np.zeros((self.topk, *self.map_size), np.float32),
             "error": np.array([error.encode()], dtype=np.object_),
         }
 
@@ -147,8 +153,10 @@ def check_socket_path(name: str) -> None:
 
     longest = PYTRITON_HOME / "workspace_xxxxxxxx" / f"{name}_0_0-server.sock"
     if len(str(longest)) > UNIX_SOCKET_PATH_MAX:
-        raise CamError(f"PYTRITON_HOME {PYTRITON_HOME} is too long for PyTriton's sockets ({len(str(longest))} > "
-                       f"{UNIX_SOCKET_PATH_MAX} characters with model {name!r}); set PYTRITON_HOME to a shorter folder")
+        raise CamError(
+            f"PYTRITON_HOME {PYTRITON_HOME} is too long for PyTriton's sockets ({len(str(longest))} > "
+            f"{UNIX_SOCKET_PATH_MAX} characters with model {name!r}); set PYTRITON_HOME to a shorter folder"
+        )
 
 
 class StopImmediately(Exception):
@@ -204,8 +212,14 @@ def drain(endpoints: Endpoints, token: str, name: str, timeout_s: float) -> bool
 
 
 def serve(
-    model: str, endpoints: Endpoints, topk: int = 1, max_batch_size: int = 32, max_queue_delay_us: int = 2000,
-    log: Callable[[str], None] = print, method: str = "cam", drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    model: str,
+    endpoints: Endpoints,
+    topk: int = 1,
+    max_batch_size: int = 32,
+    max_queue_delay_us: int = 2000,
+    log: Callable[[str], None] = print,
+    method: str = "cam",
+    drain_timeout_s: float = DRAIN_TIMEOUT_S,
 ) -> None:
     """Load `model` into a CamSession and serve it, explaining with `method`, until SIGTERM or SIGINT
     (then drain for at most `drain_timeout_s` and stop; a second signal stops at once)."""
@@ -219,10 +233,14 @@ def serve(
     check_socket_path(name)
     os.environ["LD_LIBRARY_PATH"] = stub_library_path()  # the server and its stubs inherit it
     config = TritonConfig(
-        http_address=endpoints.host, http_port=endpoints.http_port,
-        grpc_address=endpoints.host, grpc_port=endpoints.grpc_port,
-        metrics_address=endpoints.host, metrics_port=endpoints.metrics_port,
-        exit_on_error=True, exit_timeout_secs=CONNECTION_WAIT_S,
+        http_address=endpoints.host,
+        http_port=endpoints.http_port,
+        grpc_address=endpoints.host,
+        grpc_port=endpoints.grpc_port,
+        metrics_address=endpoints.host,
+        metrics_port=endpoints.metrics_port,
+        exit_on_error=True,
+        exit_timeout_secs=CONNECTION_WAIT_S,
     )
     outputs = [
         Tensor(name="probs", dtype=np.float32, shape=(len(session.labels),)),
@@ -235,14 +253,20 @@ def serve(
     triton = Triton(config=config)
     try:
         triton.bind(
-            model_name=name, infer_func=CamInference(session, topk, method), inputs=[Tensor(name="images", dtype=np.bytes_, shape=(1,))],
-            outputs=outputs, config=batching, strict=True,
+            model_name=name,
+            infer_func=CamInference(session, topk, method),
+            inputs=[Tensor(name="images", dtype=np.bytes_, shape=(1,))],
+            outputs=outputs,
+            config=batching,
+            strict=True,
         )
         if not stop.requested.is_set():
             triton.run()  # starts tritonserver and loads the model
-            log(f"serving {session.path} as Triton model {name!r} ({', '.join(session.providers)}): "
+            log(
+                f"serving {session.path} as Triton model {name!r} ({', '.join(session.providers)}): "
                 f"HTTP {endpoints.host}:{endpoints.http_port}, gRPC {endpoints.host}:{endpoints.grpc_port}, "
-                f"metrics {endpoints.host}:{endpoints.metrics_port}; SIGTERM or Ctrl-C stops it")
+                f"metrics {endpoints.host}:{endpoints.metrics_port}; SIGTERM or Ctrl-C stops it"
+            )
         while not stop.requested.wait(timeout=1.0):
             if not triton.is_alive():
                 raise CamError("Triton Inference Server exited on its own; see its log above")
@@ -286,10 +310,23 @@ def _stop_at_once(triton: Triton) -> None:
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=Endpoints.metrics_port, show_default=True)
 @click.option("--topk", type=click.IntRange(min=1), default=1, show_default=True, help="Classes (with boxes and CAMs) returned per image.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Most images in one inference call.")
-@click.option("--method", type=click.Choice(list(METHODS)), default="cam", show_default=True, help="Which map `cams` returns (runtime.maps.methods).")
-@click.option("--drain-timeout", type=click.FloatRange(min=0), default=DRAIN_TIMEOUT_S, show_default=True,
-              help="On SIGTERM or SIGINT: seconds to wait for the requests in flight before stopping.")
-@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=2000, show_default=True, help="How long Triton may hold a request to batch it with others.")
+@click.option(
+    "--method", type=click.Choice(list(METHODS)), default="cam", show_default=True, help="Which map `cams` returns (runtime.maps.methods)."
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=DRAIN_TIMEOUT_S,
+    show_default=True,
+    help="On SIGTERM or SIGINT: seconds to wait for the requests in flight before stopping.",
+)
+@click.option(
+    "--max-queue-delay-us",
+    type=click.IntRange(min=0),
+    default=2000,
+    show_default=True,
+    help="How long Triton may hold a request to batch it with others.",
+)
 @cli_errors
 def main(model, host, http_port, grpc_port, metrics_port, topk, max_batch_size, method, drain_timeout, max_queue_delay_us) -> None:
     """Serve MODEL (an .onnx file, a package or a package name) on a Triton Inference Server.
@@ -300,7 +337,16 @@ def main(model, host, http_port, grpc_port, metrics_port, topk, max_batch_size, 
     /v2/models/NAME/ready (false from the moment a stop begins).
     """
     logging.basicConfig(level=logging.WARNING)
-    serve(model, Endpoints(host, http_port, grpc_port, metrics_port), topk, max_batch_size, max_queue_delay_us, log=click.echo, method=method, drain_timeout_s=drain_timeout)
+    serve(
+        model,
+        Endpoints(host, http_port, grpc_port, metrics_port),
+        topk,
+        max_batch_size,
+        max_queue_delay_us,
+        log=click.echo,
+        method=method,
+        drain_timeout_s=drain_timeout,
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ By concern: `inference` (CamSession, providers, onnxruntime compatibility), `inp
 dataset readers), `reports` (overlays, figures, HTML), `formats` (the ONNX metadata, packages, the
 store, atomic files). `errors`, `cli` and `pipeline` serve them all.
 """
+
 from importlib import metadata as _metadata
 
 from runtime.deprecation import install_moved_module_finder

@@ -1,5 +1,6 @@
 """`python -m runtime MODEL INPUT... --out DIR`: labels, boxes, CAM overlays and an HTML report;
 `python -m runtime eval MODEL DATA`: localization metrics; `python -m runtime explain MODEL IMAGE`."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,16 @@ from runtime.reports.overlay import COLORMAPS
 from runtime.reports.report import HtmlReport, ResultLog, explain_figure, report_card
 
 model_argument = click.argument("model")
-provider_option = click.option("--provider", "providers", multiple=True, help="onnxruntime provider(s); default CUDA when it works, else CPU.")
-method_option = click.option("--method", type=click.Choice(list(METHODS)), default="cam", show_default=True,
-                             help="Explanation method (runtime.maps.methods): " + "; ".join(m.summary for m in METHODS.values()) + ".")
+provider_option = click.option(
+    "--provider", "providers", multiple=True, help="onnxruntime provider(s); default CUDA when it works, else CPU."
+)
+method_option = click.option(
+    "--method",
+    type=click.Choice(list(METHODS)),
+    default="cam",
+    show_default=True,
+    help="Explanation method (runtime.maps.methods): " + "; ".join(m.summary for m in METHODS.values()) + ".",
+)
 colormap_option = click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="jet", show_default=True)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, for scripts.")
 alpha_option = click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity.")
@@ -58,7 +66,9 @@ def overlay_names(images: list[str]) -> list[str]:
 @main.command("predict")
 @model_argument
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="cam_out", show_default=True, help="Folder for overlays and reports.")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), default="cam_out", show_default=True, help="Folder for overlays and reports."
+)
 @click.option("--topk", default=1, show_default=True, type=click.IntRange(min=1), help="Explain the k most probable classes.")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="CAM box threshold, as a share of the CAM's max [default: the model's].")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per inference call.")
@@ -69,8 +79,17 @@ def overlay_names(images: list[str]) -> list[str]:
 @json_option
 @cli_errors
 def predict(
-    model: str, inputs: tuple[str, ...], out_dir: str, topk: int, threshold: float | None, batch_size: int, method: str, colormap: str,
-    alpha: float, providers: tuple[str, ...], as_json: bool,
+    model: str,
+    inputs: tuple[str, ...],
+    out_dir: str,
+    topk: int,
+    threshold: float | None,
+    batch_size: int,
+    method: str,
+    colormap: str,
+    alpha: float,
+    providers: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Classify images (files, or every image in folders) and draw where MODEL looked.
 
@@ -101,7 +120,10 @@ def predict(
         report.add(written[1])
 
     table: list[str] = []  # printed once the progress bar (on stderr) is done, so that the two never interleave
-    with click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar, BoundedWriter(keep, limit=2 * batch_size) as writer:
+    with (
+        click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar,
+        BoundedWriter(keep, limit=2 * batch_size) as writer,
+    ):
         for batch in prefetched_batches(paths, batch_size, load_image):
             kept: list[int] = []
             pictures: list[Image.Image] = []
@@ -116,33 +138,59 @@ def predict(
                 writer.submit(write, index, picture, result)
                 table.append(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
             bar.update(len(batch))
-    log.finish({"model": str(session.path), "providers": session.providers, "labels": session.labels, "method": method, "method_summary": METHODS[method].summary,
-                "skipped": [{"file": f, "error": e} for f, e in skipped]})
+    log.finish(
+        {
+            "model": str(session.path),
+            "providers": session.providers,
+            "labels": session.labels,
+            "method": method,
+            "method_summary": METHODS[method].summary,
+            "skipped": [{"file": f, "error": e} for f, e in skipped],
+        }
+    )
     report.finish(skipped)
     for _, reason in skipped:
         click.echo(f"skipped {reason}", err=True)
     if session.info.face_crops:
-        click.echo(f"note: {model} was trained on face crops: give it one cropped face per image (a whole scene is read as one face)", err=True)
+        click.echo(
+            f"note: {model} was trained on face crops: give it one cropped face per image (a whole scene is read as one face)", err=True
+        )
     if as_json:
         click.echo((out / "results.json").read_text(encoding="utf-8"))
         return
     click.echo("\n".join([f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)", *table]))
-    click.echo(f"wrote {plural(log.count, 'overlay')}, results.json, results.jsonl and report.html to {out}"
-               + (f"; skipped {len(skipped)}" if skipped else ""))
+    click.echo(
+        f"wrote {plural(log.count, 'overlay')}, results.json, results.jsonl and report.html to {out}"
+        + (f"; skipped {len(skipped)}" if skipped else "")
+    )
+
 
 @main.command("eval")
 @model_argument
 @click.argument("data")
 @click.option("--count", default=300, show_default=True, type=click.IntRange(min=1), help="Images of the built-in shapes test split.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the built-in shapes test split.")
-@click.option("--threshold-step", default=THRESHOLD_STEP, show_default=True, type=click.FloatRange(0.001, 0.5), help="Grid of CAM thresholds for MaxBoxAcc.")
+@click.option(
+    "--threshold-step",
+    default=THRESHOLD_STEP,
+    show_default=True,
+    type=click.FloatRange(0.001, 0.5),
+    help="Grid of CAM thresholds for MaxBoxAcc.",
+)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="localization", show_default=True)
 @method_option
 @provider_option
 @json_option
 @cli_errors
 def eval_command(
-    model: str, data: str, count: int, seed: int, threshold_step: float, out_dir: str, method: str, providers: tuple[str, ...],
+    model: str,
+    data: str,
+    count: int,
+    seed: int,
+    threshold_step: float,
+    out_dir: str,
+    method: str,
+    providers: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Localization metrics of MODEL on DATA: `shapes` (built in, boxes and masks), CUB_200_2011/ as
@@ -170,8 +218,10 @@ def eval_command(
     for delta, best in metrics["max_box_accuracy"].items():
         click.echo(f"MaxBoxAcc @ IoU {delta}             {best['value']:.4f} (threshold {best['threshold']:.2f})")
     click.echo(f"mean MaxBoxAcc (0.3, 0.5, 0.7)   {metrics['mean_max_box_accuracy']:.4f}")
-    click.echo(f"MaxBoxAccV2 (all components)     {metrics['mean_max_box_accuracy_v2']:.4f} "
-               f"(" + ", ".join(f"@{d} {best['value']:.4f}" for d, best in metrics["max_box_accuracy_v2"].items()) + ")")
+    click.echo(
+        f"MaxBoxAccV2 (all components)     {metrics['mean_max_box_accuracy_v2']:.4f} "
+        f"(" + ", ".join(f"@{d} {best['value']:.4f}" for d, best in metrics["max_box_accuracy_v2"].items()) + ")"
+    )
     click.echo(f"PxAP                             {metrics['pxap']:.4f}" if metrics["pxap"] is not None else "PxAP: no masks")
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
@@ -188,7 +238,14 @@ def eval_command(
 @provider_option
 @cli_errors
 def explain(
-    model: str, image: str, all_classes: bool, topk: int, out: str | None, method: str, colormap: str, alpha: float,
+    model: str,
+    image: str,
+    all_classes: bool,
+    topk: int,
+    out: str | None,
+    method: str,
+    colormap: str,
+    alpha: float,
     providers: tuple[str, ...],
 ) -> None:
     """A figure with the CAM of each class beside the image, with its probability."""

@@ -1,5 +1,6 @@
 """The command-line edge shared by every gapcam package: one-line errors, and groups whose first
 argument may be a subcommand's positional argument instead (`python -m train RECIPE`)."""
+
 from __future__ import annotations
 
 import functools

@@ -4,6 +4,7 @@ Every alias lives here or is made by the helpers here, and each one is listed un
 in CHANGELOG.md with the version that removes it. A warning names the new place, so a user's code
 says what to change the first time it runs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -42,8 +43,9 @@ MOVED_MODULES = {
 
 def warn_deprecated(old: str, new: str, stacklevel: int = 3) -> None:
     """One DeprecationWarning: `old` is now `new`, and goes in REMOVED_IN."""
-    warnings.warn(f"{old} is deprecated; use {new} ({old} will be removed in gapcam {REMOVED_IN})",
-                  DeprecationWarning, stacklevel=stacklevel)
+    warnings.warn(
+        f"{old} is deprecated; use {new} ({old} will be removed in gapcam {REMOVED_IN})", DeprecationWarning, stacklevel=stacklevel
+    )
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -1,4 +1,5 @@
 """User-facing errors shared by every gapcam package, and the checks every file format repeats."""
+
 from __future__ import annotations
 
 import functools
@@ -29,9 +30,7 @@ def first_line(err: BaseException, prefer: tuple[str, ...] = (), limit: int = 20
     return ((preferred or lines)[0] if lines else err.__class__.__name__)[:limit]
 
 
-def check_format(
-    data: Any, name: str, version: int, source: str, what: str, error: type[GapcamError] = CamError
-) -> None:
+def check_format(data: Any, name: str, version: int, source: str, what: str, error: type[GapcamError] = CamError) -> None:
     """Every gapcam file carries {"format": name, "format_version": version}; refuse anything else.
 
     Raises `error` (the caller's package's type) naming `source` and `what` the file should be.
@@ -40,8 +39,7 @@ def check_format(
         raise error(f"{source}: not a {what} (no {name!r} format field)")
     if data.get("format_version") != version:
         raise error(
-            f"{source}: {what} format version {data.get('format_version')!r} is not supported "
-            f"(this gapcam reads version {version})"
+            f"{source}: {what} format version {data.get('format_version')!r} is not supported (this gapcam reads version {version})"
         )
 
 

@@ -4,6 +4,7 @@ Decoding (Pillow), inference (onnxruntime) and encoding overlays (Pillow, zlib) 
 GIL, so threads overlap them. Both pools are bounded: at most `ahead` batches are decoded in
 advance and at most `limit` writes are pending, so memory stays flat however large the folder.
 """
+
 from __future__ import annotations
 
 import collections

@@ -4,6 +4,7 @@ Writes what the CLIs do not: demo/grid.png (held-out shapes with the true box in
 CAM box in white), demo/images/*.png (held-out inputs for the folder run and `zoo pack --images`)
 and demo/metrics.json (the eval's headline figures, flat, for `zoo pack --metrics`).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -13,6 +13,7 @@ the identity). The script reads the weights with h5py (no TensorFlow), rebuilds 
 torch (Keras' `padding="same"` and its max pooling reproduced exactly, see `same_pool`), exports
 it with parity checked, and packs it with test vectors on real faces from scikit-image.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -129,8 +130,11 @@ def read_keras_weights(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
         for layer in keras_layers(hdf5):
             if layer in group:
                 arrays = {}
-                group[layer].visititems(lambda name, obj: arrays.__setitem__(name.split("/")[-1].split(":")[0], np.asarray(obj))
-                                        if isinstance(obj, h5py.Dataset) else None)
+                group[layer].visititems(
+                    lambda name, obj: (
+                        arrays.__setitem__(name.split("/")[-1].split(":")[0], np.asarray(obj)) if isinstance(obj, h5py.Dataset) else None
+                    )
+                )
                 if arrays:
                     weights[layer] = arrays
     return weights
@@ -160,12 +164,17 @@ def load_keras(model: MiniXception, weights: dict[str, dict[str, np.ndarray]]) -
     # their norms, then the strided shortcut's conv and norm (Keras' numbering differs: it made the
     # shortcut first).
     with torch.no_grad():
-        conv(model.conv1, next(convs)); norm(model.bn1, next(norms))  # noqa: E702
-        conv(model.conv2, next(convs)); norm(model.bn2, next(norms))  # noqa: E702
+        conv(model.conv1, next(convs))
+        norm(model.bn1, next(norms))
+        conv(model.conv2, next(convs))
+        norm(model.bn2, next(norms))
         for block in model.blocks:
-            separable(block.conv1, next(separables)); norm(block.bn1, next(norms))  # noqa: E702
-            separable(block.conv2, next(separables)); norm(block.bn2, next(norms))  # noqa: E702
-            conv(block.shortcut, next(convs)); norm(block.shortcut_bn, next(norms))  # noqa: E702
+            separable(block.conv1, next(separables))
+            norm(block.bn1, next(norms))
+            separable(block.conv2, next(separables))
+            norm(block.bn2, next(norms))
+            conv(block.shortcut, next(convs))
+            norm(block.shortcut_bn, next(norms))
         conv(model.classifier, next(convs))
     return model.eval()
 
@@ -242,8 +251,18 @@ def build(wheel: str | Path, out: Path, overwrite: bool = False):
         samples = torch.from_numpy(np.stack([model_size(face) for face in faces]))
         onnx_path = work / "fer2013-minixception.onnx"
         architecture = {"model": "mini-Xception (Arriaga et al. 2017)", "source": WEIGHTS_IN_WHEEL, "wheel": Path(wheel).name}
-        export_torch_model(model, model.classifier, model.fc, LABELS, PREPROCESS, onnx_path, samples=samples,
-                           architecture=architecture, source=hdf5, face_crops=True)
+        export_torch_model(
+            model,
+            model.classifier,
+            model.fc,
+            LABELS,
+            PREPROCESS,
+            onnx_path,
+            samples=samples,
+            architecture=architecture,
+            source=hdf5,
+            face_crops=True,
+        )
         images = []
         for i, face in enumerate(faces):
             path = work / f"face{i}.png"

@@ -1,5 +1,6 @@
 """Shared fixtures: the committed tiny shapes model (tests/data/tiny.onnx, no torch needed), and one trained for an
 epoch and exported, for the whole session, for the tests that compare torch with ONNX. The test tiers' hooks are in tiers.py."""
+
 from __future__ import annotations
 
 import shutil
@@ -107,7 +108,9 @@ def valid_props(tiny_onnx):
 def distributions(tmp_path_factory):
     """The sdist and the wheel, built from a copy of the tracked files (the checkout stays clean)."""
     source = tmp_path_factory.mktemp("source")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     for name in files:
         if (_ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,12 @@
 """Small datasets written in the exact formats users download, for tests and benchmarks."""
+
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def write_cub(root: Path, per_class: int = 4, seed: int = 3) -> Path:
 
     data = render_split(per_class * len(CLASSES) * 3, seed, "test")
     rows = {name: [] for name in ("images", "image_class_labels", "train_test_split", "bounding_boxes")}
-    counts = {c: 0 for c in range(len(CLASSES))}
+    counts = dict.fromkeys(range(len(CLASSES)), 0)
     image_id = 0
     for pixels, label, box, mask in zip(data.images, data.labels, data.boxes, data.masks):
         if counts[int(label)] == per_class:
@@ -164,8 +165,9 @@ def write_cub(root: Path, per_class: int = 4, seed: int = 3) -> Path:
     return root
 
 
-def write_image_folder(root: Path, per_class: int = 6, val: bool = False, test: int = 3, boxes: bool = True, seed: int = 5,
-                       size: int = 64) -> Path:
+def write_image_folder(
+    root: Path, per_class: int = 6, val: bool = False, test: int = 3, boxes: bool = True, seed: int = 5, size: int = 64
+) -> Path:
     """An image-classification tree in torchvision's ImageFolder layout, whose classes are the shapes
     dataset's: DIR/train/<class>/*.jpg (per_class each), DIR/val/ when `val`, DIR/test/ (`test` each),
     and DIR/boxes.csv (path relative to DIR, x0,y0,x1,y1,label) for the val and test images (and,
@@ -177,7 +179,7 @@ def write_image_folder(root: Path, per_class: int = 6, val: bool = False, test: 
     rows = ["path,x0,y0,x1,y1,label"]
     for split_index, (split, count) in enumerate(splits.items()):
         data = render_split(count * len(CLASSES) * 3, seed + split_index, split, size)
-        written = {c: 0 for c in range(len(CLASSES))}
+        written = dict.fromkeys(range(len(CLASSES)), 0)
         for number, (pixels, label, box) in enumerate(zip(data.images, data.labels, data.boxes)):
             label = int(label)
             if written[label] == count:
@@ -205,9 +207,15 @@ def fresh_virtualenv(folder: Path, python: str, *requirements: str) -> Path:
     made = subprocess.run([python, "-m", "venv", str(folder)], capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr[-2000:]
     venv_python = folder / "bin" / "python"
-    install = subprocess.run([str(venv_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
-                             capture_output=True, text=True, timeout=900)
-    if install.returncode != 0 and any(marker in install.stderr for marker in ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable")):
+    install = subprocess.run(
+        [str(venv_python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *requirements],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if install.returncode != 0 and any(
+        marker in install.stderr for marker in ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable")
+    ):
         pytest.skip(f"the package index cannot be reached: {install.stderr.strip().splitlines()[-1]}")
     assert install.returncode == 0, install.stderr[-2000:]
     return venv_python

@@ -1,4 +1,5 @@
 """Memory of a process and all its descendants (server children, DataLoader workers), from /proc."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The dependency rules of the design: who may import what (runtime at the bottom, never torch there)."""
+
 import ast
 import sys
 from pathlib import Path
@@ -61,16 +62,22 @@ LEAF_MODULES = {  # the math and formats at the bottom import no session, store 
     "runtime/inference/compat.py": {"runtime.errors"},  # which onnxruntime runs which model: read before any session opens
     "runtime/formats/package.py": {"runtime.errors", "runtime.formats.files"},
     # the checkpoint is a schema the training loop fills in: it knows the model, never the loop, data or recipes
-    "train/checkpoint.py": {"torch", "runtime.deprecation", "runtime.errors", "runtime.formats.files", "runtime.inputs.image",
-                            "train.errors", "train.models"},
+    "train/checkpoint.py": {
+        "torch",
+        "runtime.deprecation",
+        "runtime.errors",
+        "runtime.formats.files",
+        "runtime.inputs.image",
+        "train.errors",
+        "train.models",
+    },
 }
 
 
 @pytest.mark.parametrize("module", sorted(RUNTIME_RULES))
 def test_each_contract_has_one_home(module):
     importers = {
-        str(path.relative_to(ROOT)) for package in ALLOWED for path in (ROOT / package).rglob("*.py")
-        if module in imported_modules(path)
+        str(path.relative_to(ROOT)) for package in ALLOWED for path in (ROOT / package).rglob("*.py") if module in imported_modules(path)
     }
     assert importers == RUNTIME_RULES[module]
 
@@ -118,7 +125,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
     def visit(node: str) -> list[str] | None:
         if node in path:
-            return path[path.index(node):] + [node]
+            return path[path.index(node) :] + [node]
         if node in done:
             return None
         path.append(node)

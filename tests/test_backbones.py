@@ -1,4 +1,5 @@
 """Every backbone: border coverage, export with parity (GAP and GMP), and the ways to initialize it."""
+
 import math
 import urllib.error
 
@@ -9,8 +10,8 @@ import torchvision
 
 from export import export_model
 from runtime import CamSession
-from runtime.inputs.image import Preprocess
 from runtime.formats.onnx_model import ModelInfo
+from runtime.inputs.image import Preprocess
 from train import TrainError
 from train.models import BACKBONES, Architecture, BackboneInit, GapCam
 
@@ -36,13 +37,18 @@ def test_vgg16_gap_gives_14x14_maps_at_224():
 def export_with_parity(model, tmp_path, channels=3, size=64):
     spec = Preprocess(height=size, width=size, color="RGB" if channels == 3 else "L", mean=(0.5,) * channels, std=(0.25,) * channels)
     info = ModelInfo(
-        labels=["a", "b", "c"], preprocess=spec, pool=model.arch.pool,
-        fc_weight=model.fc.weight.detach().numpy(), fc_bias=model.fc.bias.detach().numpy(),
+        labels=["a", "b", "c"],
+        preprocess=spec,
+        pool=model.arch.pool,
+        fc_weight=model.fc.weight.detach().numpy(),
+        fc_bias=model.fc.bias.detach().numpy(),
     )
     return export_model(model, info, tmp_path / "m.onnx")
 
 
-@pytest.mark.parametrize("backbone,pool", [(b, "gap") for b in sorted(BACKBONES)] + [(b, "gmp") for b in ("small_cnn", "resnet18", "mobilenet_v3_large")])
+@pytest.mark.parametrize(
+    "backbone,pool", [(b, "gap") for b in sorted(BACKBONES)] + [(b, "gmp") for b in ("small_cnn", "resnet18", "mobilenet_v3_large")]
+)
 def test_backbone_exports_with_parity(backbone, pool, tmp_path):
     torch.manual_seed(0)
     model = GapCam(Architecture(backbone=backbone, in_channels=3, num_classes=3, cam_channels=16, pool=pool)).eval()
@@ -56,18 +62,29 @@ def test_backbone_exports_with_parity(backbone, pool, tmp_path):
     assert result.cams.shape == (3, 64, 64)
 
 
-@pytest.mark.parametrize("backbone,first", [("resnet18", "conv1.weight"), ("vgg16", "features.0.weight"), ("mobilenet_v3_large", "features.0.0.weight")])
+@pytest.mark.parametrize(
+    "backbone,first", [("resnet18", "conv1.weight"), ("vgg16", "features.0.weight"), ("mobilenet_v3_large", "features.0.0.weight")]
+)
 def test_grayscale_adaptation_sums_rgb_weights(backbone, first, tmp_path):
     state = torchvision.models.get_model(backbone, weights=None).state_dict()
     torch.save(state, tmp_path / "w.pth")
-    model = GapCam(Architecture(backbone=backbone, in_channels=1, num_classes=2, cam_channels=8), BackboneInit(weights=str(tmp_path / "w.pth")))
+    model = GapCam(
+        Architecture(backbone=backbone, in_channels=1, num_classes=2, cam_channels=8), BackboneInit(weights=str(tmp_path / "w.pth"))
+    )
     conv = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.in_channels == 1
     torch.testing.assert_close(conv.weight, state[first].sum(dim=1, keepdim=True))
-    rgb = GapCam(Architecture(backbone=backbone, in_channels=3, num_classes=2, cam_channels=8), BackboneInit(weights=str(tmp_path / "w.pth")))
+    rgb = GapCam(
+        Architecture(backbone=backbone, in_channels=3, num_classes=2, cam_channels=8), BackboneInit(weights=str(tmp_path / "w.pth"))
+    )
     gray = torch.rand(1, 1, 64, 64)
     with torch.no_grad():  # a gray image gives the same first-layer response either way
-        torch.testing.assert_close(conv(gray), next(m for m in rgb.backbone.modules() if isinstance(m, torch.nn.Conv2d))(gray.repeat(1, 3, 1, 1)), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            conv(gray),
+            next(m for m in rgb.backbone.modules() if isinstance(m, torch.nn.Conv2d))(gray.repeat(1, 3, 1, 1)),
+            rtol=1e-4,
+            atol=1e-4,
+        )
 
 
 def test_pretrained_goes_through_torchvisions_download_code(tmp_path, monkeypatch):
@@ -112,7 +129,9 @@ def test_a_backbone_name_registers_once():
     assert BACKBONES["resnet18"].__qualname__ == "torchvision_backbone[resnet18]"
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "vgg16", "mobilenet_v3_large", "densenet121", "efficientnet_b0", "regnet_y_400mf"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "resnet50", "vgg16", "mobilenet_v3_large", "densenet121", "efficientnet_b0", "regnet_y_400mf"]
+)
 def test_torchvision_layouts_describe_the_real_models(name):
     """Each recorded layout names a real feature module, a real nn.Linear and the feature width."""
     from train.models import torchvision_layout

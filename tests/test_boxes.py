@@ -1,4 +1,5 @@
 """runtime.maps.boxes: connected components, the paper's box, IoU, MaxBoxAcc and MaxBoxAccV2 sweeps."""
+
 import numpy as np
 import pytest
 from scipy import ndimage

@@ -1,4 +1,5 @@
 """runtime.maps.cam: CAM math, torch-equal upsampling, normalization."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The command lines end to end, and bad inputs: one clear line, non-zero exit, no partial output."""
+
 import json
 import subprocess
 import sys
@@ -107,8 +108,12 @@ def test_fifos_are_refused_unread_and_listed_when_found_in_folders(tiny_onnx, tm
     Image.fromarray(shape_images.images[0]).save(images / "a.png")
     os.mkfifo(images / "b.png")
     (images / "c.png").symlink_to(images / "c.png")  # a link loop
-    done = subprocess.run([sys.executable, "-m", "runtime", str(tiny_onnx), str(images), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", str(tiny_onnx), str(images), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     skipped = json.loads((tmp_path / "out" / "results.json").read_text())["skipped"]
     assert sorted(Path(s["file"]).name for s in skipped) == ["b.png", "c.png"]
@@ -134,19 +139,29 @@ def test_outputs_that_cannot_be_written_are_one_line_errors_before_the_work(tiny
 def test_run_eval_and_zoo_list_speak_json_and_errors_name_the_option(tiny_onnx, tmp_path, shape_images):
     image = tmp_path / "a.png"
     Image.fromarray(shape_images.images[0]).save(image)
-    done = subprocess.run([sys.executable, "-m", "runtime", str(tiny_onnx), str(image), "--out", str(tmp_path / "o"), "--json"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", str(tiny_onnx), str(image), "--out", str(tmp_path / "o"), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["results"][0]["file"] == str(image)
-    plain = subprocess.run([sys.executable, "-m", "runtime", str(tiny_onnx), str(image), "--out", str(tmp_path / "p")],
-                           capture_output=True, text=True)
+    plain = subprocess.run(
+        [sys.executable, "-m", "runtime", str(tiny_onnx), str(image), "--out", str(tmp_path / "p")], capture_output=True, text=True
+    )
     assert "wrote 1 overlay," in plain.stdout and plain.stdout.index("file ") < plain.stdout.index("a.png")
-    too_many = subprocess.run([sys.executable, "-m", "runtime", str(tiny_onnx), str(image), "--out", str(tmp_path / "q"), "--topk", "10"],
-                              capture_output=True, text=True)
+    too_many = subprocess.run(
+        [sys.executable, "-m", "runtime", str(tiny_onnx), str(image), "--out", str(tmp_path / "q"), "--topk", "10"],
+        capture_output=True,
+        text=True,
+    )
     assert too_many.returncode == 1 and too_many.stdout == "" and "--topk 10: the model has 5 classes" in too_many.stderr
     assert not (tmp_path / "q").exists()
-    metrics = subprocess.run([sys.executable, "-m", "runtime", "eval", str(tiny_onnx), "shapes", "--count", "8", "--out", str(tmp_path / "l"), "--json"],
-                             capture_output=True, text=True)
+    metrics = subprocess.run(
+        [sys.executable, "-m", "runtime", "eval", str(tiny_onnx), "shapes", "--count", "8", "--out", str(tmp_path / "l"), "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert metrics.returncode == 0 and json.loads(metrics.stdout)["images"] == 8, metrics.stderr
     listed = subprocess.run([sys.executable, "-m", "zoo", "list", "--json"], capture_output=True, text=True)
     assert [(e["name"], e["version"]) for e in json.loads(listed.stdout)] == [("fer2013-minixception", "1.0.0"), ("shapes", "1.1.0")]

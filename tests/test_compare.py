@@ -1,4 +1,5 @@
 """runtime.evaluation.compare: one measure of how far two runs of a model are, and it never passes on NaN."""
+
 import numpy as np
 import pytest
 

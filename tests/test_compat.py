@@ -1,5 +1,6 @@
 """Which onnxruntime runs which model: lowest IR and opset imports at export, the recorded
 requirement, the header check before loading, and onnxruntime's own reasons shown whole."""
+
 import numpy as np
 import onnx
 import pytest
@@ -18,8 +19,12 @@ def small_export(tmp_path, opset, name="small.onnx"):
 
     torch.manual_seed(0)
     model = GapCam(Architecture(num_classes=3, cam_channels=8, backbone_args={"widths": (8,)})).eval()
-    info = ModelInfo(labels=list("abc"), preprocess=Preprocess(32, 32), fc_weight=model.fc.weight.detach().numpy(),
-                     fc_bias=model.fc.bias.detach().numpy())
+    info = ModelInfo(
+        labels=list("abc"),
+        preprocess=Preprocess(32, 32),
+        fc_weight=model.fc.weight.detach().numpy(),
+        fc_bias=model.fc.bias.detach().numpy(),
+    )
     return export_model(model, info, tmp_path / name, opset=opset)
 
 
@@ -62,9 +67,13 @@ def test_lowest_ir_version_follows_onnx_releases():
 
 def tool_model(**kwargs):
     """A Relu graph imported with every domain onnxruntime's quantization tools add, stamped IR 10."""
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], **kwargs)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        **kwargs,
+    )
     imports = [helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 5), helper.make_opsetid("com.microsoft", 1)]
     return helper.make_model(graph, opset_imports=imports, ir_version=10)
 
@@ -136,7 +145,9 @@ def test_a_model_for_a_newer_onnxruntime_is_refused_in_one_line_naming_both_and_
 
 def test_an_onnxruntime_older_than_gapcam_supports_is_told_so(tiny_onnx, monkeypatch):
     monkeypatch.setattr(providers.ort, "__version__", "1.14.1")
-    with pytest.raises(CamError, match=r"needs onnxruntime >= 1\.15 .* onnxruntime 1\.14\.1 is older than the oldest gapcam supports \(1\.15\)"):
+    with pytest.raises(
+        CamError, match=r"needs onnxruntime >= 1\.15 .* onnxruntime 1\.14\.1 is older than the oldest gapcam supports \(1\.15\)"
+    ):
         CamSession(tiny_onnx)
 
 
@@ -175,18 +186,24 @@ def test_onnxruntimes_own_load_error_reaches_the_user_whole(tiny_onnx, tmp_path)
 
 
 def test_source_locations_are_cut_from_onnxruntime_messages():
-    text = ("[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:149 "
-            "onnxruntime::Model::Model(onnx::ModelProto&&, const PathString&, const IOnnxRuntimeOpSchemaRegistryList*, "
-            "const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) Unsupported model IR version: 10, max supported IR version: 9\n")
+    text = (
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:149 "
+        "onnxruntime::Model::Model(onnx::ModelProto&&, const PathString&, const IOnnxRuntimeOpSchemaRegistryList*, "
+        "const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) Unsupported model IR version: 10, max supported IR version: 9\n"
+    )
     assert providers.onnxruntime_reason(RuntimeError(text)) == (
-        "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed: Unsupported model IR version: 10, max supported IR version: 9")
-    opset = ("[ONNXRuntimeError] : 1 : FAIL : Load model from /tmp/a b/m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model_load_utils.h:46 "
-             "void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::unordered_map<std::basic_string<char>, int>&, "
-             "const onnxruntime::logging::Logger&, bool, const string&, int) ONNX Runtime only *guarantees* support for models stamped "
-             "with official released onnx opset versions. Current official support for domain ai.onnx is till opset 19.")
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed: Unsupported model IR version: 10, max supported IR version: 9"
+    )
+    opset = (
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from /tmp/a b/m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model_load_utils.h:46 "
+        "void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::unordered_map<std::basic_string<char>, int>&, "
+        "const onnxruntime::logging::Logger&, bool, const string&, int) ONNX Runtime only *guarantees* support for models stamped "
+        "with official released onnx opset versions. Current official support for domain ai.onnx is till opset 19."
+    )
     assert providers.onnxruntime_reason(RuntimeError(opset)) == (
         "[ONNXRuntimeError] : 1 : FAIL : Load model from /tmp/a b/m.onnx failed: ONNX Runtime only *guarantees* support for models "
-        "stamped with official released onnx opset versions. Current official support for domain ai.onnx is till opset 19.")
+        "stamped with official released onnx opset versions. Current official support for domain ai.onnx is till opset 19."
+    )
 
 
 def test_an_old_build_beside_numpy_2_is_told_to_pin_numpy(monkeypatch):
@@ -236,7 +253,9 @@ def test_int8_models_lose_the_tools_domains_and_record_their_requirement(tiny_on
     np.testing.assert_equal(CamSession(report.path).info.labels, CamSession(tiny_onnx).info.labels)
 
 
-@pytest.mark.parametrize("installed,said", [("1.14.1", "older than 1.15, the oldest gapcam supports"), ("1.16.3", "gapcam supports 1.15 and newer")])
+@pytest.mark.parametrize(
+    "installed,said", [("1.14.1", "older than 1.15, the oldest gapcam supports"), ("1.16.3", "gapcam supports 1.15 and newer")]
+)
 def test_gapcam_version_says_whether_the_onnxruntime_is_supported(monkeypatch, installed, said):
     from gapcam.cli import version_text
 

@@ -1,6 +1,7 @@
 """The compatibility tier (`make test-compat`, marker `compat`): gapcam installed from its wheel into
 fresh virtualenvs, with the oldest supported onnxruntime and with every Python the classifiers name,
 giving the same answers as the build under test. pip fetches what it needs from the package index."""
+
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ OLDEST = "1.15.1"  # the oldest release of runtime.inference.compat.OLDEST_ONNXR
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")  # as pyproject.toml's classifiers name them
 # One program, run by the build under test and by each fresh virtualenv: every model's answers on
 # the images, as arrays. Written to a file so that no source tree is on the other Python's path.
-ANSWERS = '''
+ANSWERS = """
 import json, sys
 import numpy as np
 import onnxruntime
@@ -33,7 +34,7 @@ for name, model in models.items():
     arrays[name + ".cams"] = np.stack([r.cams_raw for r in results])
     arrays[name + ".boxes"] = np.stack([r.boxes for r in results])
 np.savez(out, **arrays)
-'''
+"""
 
 
 def clean_env() -> dict:
@@ -44,8 +45,14 @@ def answers(python: str | Path, models: dict, images: list, folder: Path, name: 
     script = folder / "answers.py"
     script.write_text(ANSWERS)
     out = folder / f"{name}.npz"
-    done = subprocess.run([str(python), str(script), json.dumps({k: str(v) for k, v in models.items()}), json.dumps([str(i) for i in images]), str(out)],
-                          cwd=folder, capture_output=True, text=True, timeout=600, env=clean_env())
+    done = subprocess.run(
+        [str(python), str(script), json.dumps({k: str(v) for k, v in models.items()}), json.dumps([str(i) for i in images]), str(out)],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=clean_env(),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(out) as data:
         return {key: data[key] for key in data.files}
@@ -77,8 +84,10 @@ def models(tmp_path_factory, exported_onnx, shape_images):
 
     folder = tmp_path_factory.mktemp("compat-models")
     held_out = list(render_split(24, seed=3, split="test").images)
-    int8 = quantize_model(exported_onnx, Int8Options(CalibrationData(list(shape_images.images), held_out, source="test"), gate=NO_GATE,
-                                                 out=folder / "tiny.int8.onnx"))
+    int8 = quantize_model(
+        exported_onnx,
+        Int8Options(CalibrationData(list(shape_images.images), held_out, source="test"), gate=NO_GATE, out=folder / "tiny.int8.onnx"),
+    )
     return {"bundled": "shapes", "fp32": exported_onnx, "int8": int8.path}
 
 
@@ -100,7 +109,9 @@ def interpreter(version: str) -> str | None:
     candidates = [str(p) for p in sorted(pyenv.glob(f"{version}.*/bin/python{version}"), reverse=True)] if pyenv.is_dir() else []
     candidates += [found for found in [shutil.which(f"python{version}")] if found]
     for candidate in candidates:
-        probe = subprocess.run([candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True, timeout=60)
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True, timeout=60
+        )
         if probe.returncode == 0 and probe.stdout.strip() == version:
             return candidate
     return None
@@ -114,9 +125,18 @@ def test_each_named_python_installs_gapcam_cpu_and_runs_the_bundled_model(distri
     _, wheel = distributions
     venv_python = fresh_virtualenv(tmp_path / "venv", python, f"{wheel}[cpu]")
     gapcam = venv_python.parent / "gapcam"
-    ran = subprocess.run([str(gapcam), "run", "shapes", str(images[0]), "--out", "out"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, env=clean_env())
+    ran = subprocess.run(
+        [str(gapcam), "run", "shapes", str(images[0]), "--out", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=clean_env(),
+    )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert json.loads((tmp_path / "out" / "results.json").read_text())
-    assert_same_answers(answers(venv_python, {"bundled": "shapes"}, images, tmp_path, "there"),
-                        answers(sys.executable, {"bundled": "shapes"}, images, tmp_path, "here"), ["bundled"])
+    assert_same_answers(
+        answers(venv_python, {"bundled": "shapes"}, images, tmp_path, "there"),
+        answers(sys.executable, {"bundled": "shapes"}, images, tmp_path, "here"),
+        ["bundled"],
+    )

@@ -1,5 +1,6 @@
 """train.data: the streaming pipeline gives the runtime's pixels, and the same batches whatever the
 number of workers and whether images come from the files or from the pixel cache."""
+
 import numpy as np
 import pytest
 import torch
@@ -48,10 +49,14 @@ def test_a_sample_without_augmentation_is_runtime_preprocess(files):
     np.testing.assert_array_equal(batch.x.numpy(), preprocess([files.images[i] for i in (3, 1, 4)], SPEC))
 
 
-@pytest.mark.parametrize("shape,color", [((48, 40, 3), "RGB"), ((48, 40), "L"), ((48, 40, 1), "L"), ((48, 40, 4), "RGB"), ((60, 40, 3), "RGB")])
+@pytest.mark.parametrize(
+    "shape,color", [((48, 40, 3), "RGB"), ((48, 40), "L"), ((48, 40, 1), "L"), ((48, 40, 4), "RGB"), ((60, 40, 3), "RGB")]
+)
 def test_arrays_in_memory_give_the_runtime_pixels(shape, color):
     """Arrays already at model size skip the decode round trip; the pixels stay the runtime's."""
-    spec = Preprocess(height=48, width=40, color=color, mean=SPEC.mean[: 1 if color == "L" else 3], std=SPEC.std[: 1 if color == "L" else 3])
+    spec = Preprocess(
+        height=48, width=40, color=color, mean=SPEC.mean[: 1 if color == "L" else 3], std=SPEC.std[: 1 if color == "L" else 3]
+    )
     arrays = np.random.default_rng(2).integers(0, 256, (3, *shape), dtype=np.uint8)
     batch = ImageSet(arrays, np.zeros(3, np.int64), spec).__getitems__([0, 1, 2])
     np.testing.assert_array_equal(batch.x.numpy(), preprocess(list(arrays), spec))

@@ -1,5 +1,6 @@
 """Training under torchrun with DistributedDataParallel: 2 processes on the CPU (gloo), each
 streaming its share of every epoch through DistributedSampler."""
+
 import subprocess
 import sys
 

@@ -1,5 +1,6 @@
 """The deployment examples of docs/serving.md: the Kubernetes manifest against Kubernetes' own schema,
 the systemd unit with systemd-analyze, and both against what `gapcam serve` really offers."""
+
 import re
 import shutil
 import subprocess

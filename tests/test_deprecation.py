@@ -1,4 +1,5 @@
 """Names that moved or were renamed in 0.2 still work for one minor version, each with a DeprecationWarning naming the new one."""
+
 import importlib
 import subprocess
 import sys

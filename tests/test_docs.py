@@ -1,4 +1,5 @@
 """The documentation's map of the code stays true: every file and module it names exists."""
+
 import importlib
 import re
 from pathlib import Path

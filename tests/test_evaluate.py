@@ -1,4 +1,5 @@
 """Evaluation metrics against hand-computed values, and `python -m train eval`."""
+
 import json
 import subprocess
 import sys
@@ -49,13 +50,20 @@ def test_roc_auc_counts_ties_as_half():
 
 def test_eval_cli_writes_metrics_and_plots(tmp_path):
     data = write_chest_xray(tmp_path / "data", corrupt=False)
-    fit(TrainConfig(recipe="chest-xray", out=str(tmp_path / "cx.pt"), data=str(data), epochs=1, cam_channels=16, batch_size=16), log=lambda s: None)
-    done = subprocess.run([sys.executable, "-m", "train", "eval", "cx.pt", "--split", "test"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    fit(
+        TrainConfig(recipe="chest-xray", out=str(tmp_path / "cx.pt"), data=str(data), epochs=1, cam_channels=16, batch_size=16),
+        log=lambda s: None,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "train", "eval", "cx.pt", "--split", "test"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert "ROC AUC" in done.stdout and "sensitivity" in done.stdout
     metrics = json.loads((tmp_path / "cx.test.metrics.json").read_text())
     assert metrics["images"] == 12 and metrics["split"] == "test"
     assert sum(map(sum, metrics["confusion_matrix"])) == 12
     assert (tmp_path / "cx.test.confusion.png").stat().st_size > 1000 and (tmp_path / "cx.curves.png").is_file()
-    bad = subprocess.run([sys.executable, "-m", "train", "eval", "cx.pt", "--data", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "train", "eval", "cx.pt", "--data", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "missing folder" in bad.stderr

@@ -1,4 +1,5 @@
 """export: one self-describing ONNX file, dynamic batch, checker, metadata and the parity gate."""
+
 import json
 import shutil
 
@@ -9,9 +10,9 @@ import torch
 
 import export.onnx_export as onnx_export
 from export import ExportError, export_checkpoint
-from runtime.inputs.image import Preprocess
 from runtime.formats.onnx_model import ModelInfo
 from runtime.inference.session import CamSession
+from runtime.inputs.image import Preprocess
 
 
 def test_export_writes_exactly_one_file(tiny_checkpoint, tmp_path):
@@ -55,8 +56,10 @@ def fc_weight_copies(path, weight):
     from onnx import numpy_helper
 
     arrays = [numpy_helper.to_array(init) for init in onnx.load(path).graph.initializer]
-    return sum(a.shape in (weight.shape, weight.T.shape) and np.allclose(a.reshape(weight.shape) if a.shape == weight.shape else a.T, weight)
-               for a in arrays)
+    return sum(
+        a.shape in (weight.shape, weight.T.shape) and np.allclose(a.reshape(weight.shape) if a.shape == weight.shape else a.T, weight)
+        for a in arrays
+    )
 
 
 def test_the_graph_holds_the_fc_weight_once(tmp_path):
@@ -79,8 +82,12 @@ def test_a_head_wider_than_its_features_gets_no_class_maps_output(tmp_path):
 
     torch.manual_seed(0)
     model = GapCam(Architecture(num_classes=6, cam_channels=4, backbone_args={"widths": (8,)})).eval()
-    info = ModelInfo(labels=list("abcdef"), preprocess=Preprocess(32, 32), fc_weight=model.fc.weight.detach().numpy(),
-                     fc_bias=model.fc.bias.detach().numpy())
+    info = ModelInfo(
+        labels=list("abcdef"),
+        preprocess=Preprocess(32, 32),
+        fc_weight=model.fc.weight.detach().numpy(),
+        fc_bias=model.fc.bias.detach().numpy(),
+    )
     report = export_model(model, info, tmp_path / "wide.onnx")
     assert [o.split()[0] for o in report.outputs] == ["logits", "features"] and "class_maps" not in report.parity
     session = CamSession(report.path)
@@ -177,8 +184,9 @@ def test_export_model_leaves_the_callers_info_alone(tiny_checkpoint, tmp_path):
     from train.checkpoint import load_trained
 
     model, checkpoint, preprocess = load_trained(tiny_checkpoint)
-    info = ModelInfo(labels=checkpoint.labels, preprocess=preprocess, fc_weight=model.fc.weight.detach().numpy(),
-                     fc_bias=model.fc.bias.detach().numpy())
+    info = ModelInfo(
+        labels=checkpoint.labels, preprocess=preprocess, fc_weight=model.fc.weight.detach().numpy(), fc_bias=model.fc.bias.detach().numpy()
+    )
     report = export_model(model, info, tmp_path / "m.onnx")
     assert info.parity == {} and report.parity["passed"]
     assert CamSession(report.path).info.parity == report.parity
@@ -193,8 +201,12 @@ def test_parity_fails_on_a_model_that_outputs_nan(tmp_path):
     model = GapCam(Architecture(num_classes=3, cam_channels=8, backbone_args={"widths": (8,)})).eval()
     with torch.no_grad():
         model.cam_conv[0].bias[2] = float("nan")
-    info = ModelInfo(labels=list("abc"), preprocess=Preprocess(16, 16), fc_weight=model.fc.weight.detach().numpy(),
-                     fc_bias=model.fc.bias.detach().numpy())
+    info = ModelInfo(
+        labels=list("abc"),
+        preprocess=Preprocess(16, 16),
+        fc_weight=model.fc.weight.detach().numpy(),
+        fc_bias=model.fc.bias.detach().numpy(),
+    )
     with pytest.raises(ExportError, match=r"parity failed \(relative logits inf"):
         export_model(model, info, tmp_path / "nan.onnx")
     assert not (tmp_path / "nan.onnx").exists()

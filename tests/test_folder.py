@@ -1,5 +1,6 @@
 """The `folder` and `cub` recipes on small trees in the real layouts: train, export and evaluate
 end to end, and every bad layout is a one-line error."""
+
 import json
 import subprocess
 import sys
@@ -43,8 +44,27 @@ def test_folder_defaults_are_a_practitioners(tree):
 
 
 def test_folder_trains_exports_and_evaluates_from_the_command_line(tree, tmp_path):
-    done = run("train", "folder", "--data", tree, "--epochs", "2", "--backbone", "small_cnn", "--size", "64", "--cam-channels", "16",
-               "--batch-size", "8", "--workers", "1", "--out", "mine.pt", cwd=tmp_path)
+    done = run(
+        "train",
+        "folder",
+        "--data",
+        tree,
+        "--epochs",
+        "2",
+        "--backbone",
+        "small_cnn",
+        "--size",
+        "64",
+        "--cam-channels",
+        "16",
+        "--batch-size",
+        "8",
+        "--workers",
+        "1",
+        "--out",
+        "mine.pt",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "validation: a stratified 10%" in done.stdout and "decoded once into a cache file" in done.stdout
     assert "CAM box threshold" in done.stdout  # boxes.csv rows for the carved validation images calibrate it
@@ -90,11 +110,14 @@ def test_an_official_val_folder_and_a_label_file_are_used(tmp_path):
         np.testing.assert_allclose(scaled, written * 224 / Image.open(path).size[0])
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda root: root.mkdir(), "expected .*train/<class>/ folders"),
-    (lambda root: (root / "train" / "only").mkdir(parents=True), "needs at least two class folders"),
-    (lambda root: [(root / "train" / c).mkdir(parents=True) for c in ("a", "b")], "no images in class folders"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda root: root.mkdir(), "expected .*train/<class>/ folders"),
+        (lambda root: (root / "train" / "only").mkdir(parents=True), "needs at least two class folders"),
+        (lambda root: [(root / "train" / c).mkdir(parents=True) for c in ("a", "b")], "no images in class folders"),
+    ],
+)
 def test_bad_folder_layouts_are_one_line_errors(tmp_path, make, message):
     root = tmp_path / "data"
     make(root)
@@ -145,8 +168,27 @@ def test_cub_trains_exports_and_evaluates_on_its_own_layout(cub, tmp_path):
     val = recipe.read_split(DataOptions(cub), "val")
     assert len(train.images) + len(val.images) == 4 * len(CLASSES) and len(val.images) == len(CLASSES)
     assert not {str(p) for p in train.images} & {str(p) for p in val.images}
-    done = run("train", "cub", "--data", cub, "--epochs", "1", "--backbone", "small_cnn", "--size", "64", "--cam-channels", "16",
-               "--batch-size", "8", "--workers", "0", "--out", "cub.pt", cwd=tmp_path)
+    done = run(
+        "train",
+        "cub",
+        "--data",
+        cub,
+        "--epochs",
+        "1",
+        "--backbone",
+        "small_cnn",
+        "--size",
+        "64",
+        "--cam-channels",
+        "16",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--out",
+        "cub.pt",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "200" not in done.stdout.split("classes")[0][-6:]  # this tree has the 5 classes its classes.txt lists
     checkpoint = load_checkpoint(tmp_path / "cub.pt")
@@ -179,7 +221,10 @@ def test_bad_command_line_values_are_named(tree, tmp_path):
     assert bad_size.returncode == 2 and "--size" in bad_size.stderr and "WIDTHxHEIGHT" in bad_size.stderr
     bad_mean = run("train", "folder", "--data", tree, "--mean", "a,b,c", cwd=tmp_path)
     assert bad_mean.returncode == 2 and "--mean" in bad_mean.stderr
-    fit(TrainConfig(recipe="folder", data=str(tree), out=str(tmp_path / "r.pt"), epochs=2, stop_after=1, workers=0, **SMALL), log=lambda s: None)
+    fit(
+        TrainConfig(recipe="folder", data=str(tree), out=str(tmp_path / "r.pt"), epochs=2, stop_after=1, workers=0, **SMALL),
+        log=lambda s: None,
+    )
     changed = run("train", "folder", "--resume", tmp_path / "r.last.pt", "--size", "32", cwd=tmp_path)
     assert changed.returncode == 1 and "--resume continues a run as it was set up: --size cannot change" in changed.stderr
 

@@ -1,4 +1,5 @@
 """runtime.inputs.image: decoding, preprocessing, and that training sees the deployment pixels."""
+
 import collections
 import io
 

@@ -1,4 +1,5 @@
 """Decompression bombs and odd images: refused before decoding, as one-line errors; folder runs go on."""
+
 import json
 import subprocess
 import sys
@@ -63,7 +64,9 @@ def test_the_limit_is_configurable(tmp_path, monkeypatch):
 @pytest.mark.parametrize("mode", ["La", "RGBa", "LA", "PA", "I;16", "F", "CMYK", "1", "P"])
 def test_every_pillow_mode_reaches_the_model(mode):
     for color in ("L", "RGB"):
-        batch = preprocess(Image.new(mode, (10, 7)), Preprocess(8, 8, color, (0.5,) * (1 if color == "L" else 3), (0.5,) * (1 if color == "L" else 3)))
+        batch = preprocess(
+            Image.new(mode, (10, 7)), Preprocess(8, 8, color, (0.5,) * (1 if color == "L" else 3), (0.5,) * (1 if color == "L" else 3))
+        )
         assert batch.shape == (1, 1 if color == "L" else 3, 8, 8) and np.isfinite(batch).all()
 
 
@@ -83,13 +86,17 @@ def test_a_bomb_in_a_folder_run_is_skipped_and_the_run_finishes(tiny_onnx, bombs
     for i, pixels in enumerate(shape_images.images[:3]):
         Image.fromarray(pixels).save(folder / f"{i}.png")
     (folder / "bomb.png").write_bytes(bombs["400mp"].read_bytes())
-    done = subprocess.run([sys.executable, "-m", "runtime", str(tiny_onnx), str(folder), "--out", str(tmp_path / "out")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", str(tiny_onnx), str(folder), "--out", str(tmp_path / "out")], capture_output=True, text=True
+    )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     summary = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(summary["results"]) == 3 and "decompression bomb" in summary["skipped"][0]["error"]
     assert (tmp_path / "out" / "report.html").is_file()
-    named = subprocess.run([sys.executable, "-m", "runtime", str(tiny_onnx), str(folder / "bomb.png"), "--out", str(tmp_path / "out2")],
-                           capture_output=True, text=True)
+    named = subprocess.run(
+        [sys.executable, "-m", "runtime", str(tiny_onnx), str(folder / "bomb.png"), "--out", str(tmp_path / "out2")],
+        capture_output=True,
+        text=True,
+    )
     assert named.returncode == 1 and "Traceback" not in named.stderr and "decompression bomb" in named.stderr
     assert not (tmp_path / "out2").exists()

@@ -1,4 +1,5 @@
 """INT8 export: quantized models are gapcam models like any other, measured against fp32 and gated."""
+
 import json
 import subprocess
 import sys
@@ -13,17 +14,24 @@ from PIL import Image
 
 from export import ExportError, export_checkpoint
 from export.int8 import (
-    CalibrationData, FidelityGate, Int8Options, QuantizationSettings, calibration_stride, folder_calibration, measure_fidelity,
-    quantize_file, sampled_calibration,
+    CalibrationData,
+    FidelityGate,
+    Int8Options,
+    QuantizationSettings,
+    calibration_stride,
+    folder_calibration,
+    measure_fidelity,
+    quantize_file,
+    sampled_calibration,
 )
 from export.recipe_data import recipe_calibration
+from fixtures import write_fer_csv
 from runtime import CamSession
 from runtime.errors import CamError
 from runtime.formats.files import sha256_file
-from runtime.inputs.image import preprocess
 from runtime.formats.onnx_model import ModelInfo
 from runtime.inference.providers import CPU
-from fixtures import write_fer_csv
+from runtime.inputs.image import preprocess
 from zoo import pack, triton_repository
 
 CPU_ONLY = [CPU]
@@ -109,11 +117,29 @@ def test_gate_refuses_with_the_failing_figure_and_writes_nothing(tiny_checkpoint
 
 
 def test_cli_prints_the_fidelity_table(tiny_checkpoint, tmp_path):
-    done = export_cli(tiny_checkpoint, "-o", tmp_path / "m.onnx", "--int8", "--calibration-images", 20, "--float-tail", 1,
-                      "--reduce-range", "--min-top1-agreement", 0.9, cwd=tmp_path)
+    done = export_cli(
+        tiny_checkpoint,
+        "-o",
+        tmp_path / "m.onnx",
+        "--int8",
+        "--calibration-images",
+        20,
+        "--float-tail",
+        1,
+        "--reduce-range",
+        "--min-top1-agreement",
+        0.9,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
-    for text in ("calibrated on 20 images, measured on 32 held-out images", "top-1 agreement", "box IoU, median",
-                 "GT-known localization, fp32 / int8", "1 conv layer(s) kept float", f"wrote {tmp_path / 'm.int8.onnx'}"):
+    for text in (
+        "calibrated on 20 images, measured on 32 held-out images",
+        "top-1 agreement",
+        "box IoU, median",
+        "GT-known localization, fp32 / int8",
+        "1 conv layer(s) kept float",
+        f"wrote {tmp_path / 'm.int8.onnx'}",
+    ):
         assert text in done.stdout
     quantization = CamSession(tmp_path / "m.int8.onnx").info.quantization
     assert quantization["weights"] == "int8 per channel, 7-bit range"
@@ -136,14 +162,27 @@ def test_images_the_caller_gives_quantize_as_the_cli_path_does(tiny_checkpoint, 
     source = "recipe shapes: training split (calibration), validation split (held out)"
     data = sampled_calibration(train.images, val.images, source, 20, 40, held_out_labels=val.labels, held_out_boxes=val.boxes)
     given = export_checkpoint(tiny_checkpoint, tmp_path / "given.onnx", int8=Int8Options(data, gate=TINY_GATE)).int8
-    done = export_cli(tiny_checkpoint, "-o", tmp_path / "cli.onnx", "--int8", "--calibration-images", 20, "--held-out-images", 40,
-                      "--min-top1-agreement", 0.8, cwd=tmp_path)
+    done = export_cli(
+        tiny_checkpoint,
+        "-o",
+        tmp_path / "cli.onnx",
+        "--int8",
+        "--calibration-images",
+        20,
+        "--held-out-images",
+        40,
+        "--min-top1-agreement",
+        0.8,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     ours = CamSession(given.path, providers=CPU_ONLY).info.quantization
     theirs = CamSession(tmp_path / "cli.int8.onnx", providers=CPU_ONLY).info.quantization
     assert ours == theirs and ours["calibration"]["images"] == 20 and "classification_accuracy" in ours["fidelity"]
-    weights = [{t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
-               for path in (given.path, tmp_path / "cli.int8.onnx")]
+    weights = [
+        {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+        for path in (given.path, tmp_path / "cli.int8.onnx")
+    ]
     assert weights[0].keys() == weights[1].keys() and all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
@@ -170,8 +209,22 @@ def test_bring_your_own_resnet_with_a_calibration_folder(tmp_path):
     torch.save(net.state_dict(), tmp_path / "r.pth")
     (tmp_path / "labels.txt").write_text("square\nnoise\n")
     write_images(tmp_path / "photos", 36)
-    done = export_cli(tmp_path / "r.pth", "--arch", "resnet18", "--labels", "labels.txt", "--input-size", 48, 64,
-                      "--int8", "--calibration", "photos", "--calibration-images", 12, cwd=tmp_path)
+    done = export_cli(
+        tmp_path / "r.pth",
+        "--arch",
+        "resnet18",
+        "--labels",
+        "labels.txt",
+        "--input-size",
+        48,
+        64,
+        "--int8",
+        "--calibration",
+        "photos",
+        "--calibration-images",
+        12,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "calibrated on 12 images, measured on 24 held-out images (folder photos)" in done.stdout
     int8 = CamSession(tmp_path / "r.int8.onnx", providers=CPU_ONLY)

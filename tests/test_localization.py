@@ -1,4 +1,5 @@
 """Localization metrics: hand-computed cases with a stub session, the shapes and folder data sets, the CLI."""
+
 import json
 import subprocess
 import sys
@@ -76,7 +77,11 @@ def test_shapes_localization_is_consistent(session):
     from runtime.evaluation.datasets import shapes_ground_truth
 
     metrics = evaluate_localization(session, shapes_ground_truth(24, 3, 64), threshold_step=0.05)
-    assert metrics["top1_localization_accuracy"] <= metrics["gt_known_localization_accuracy"] <= metrics["max_box_accuracy"]["0.5"]["value"] + 1e-9
+    assert (
+        metrics["top1_localization_accuracy"]
+        <= metrics["gt_known_localization_accuracy"]
+        <= metrics["max_box_accuracy"]["0.5"]["value"] + 1e-9
+    )
     curve = metrics["box_accuracy_curve"]
     assert len(curve["thresholds"]) == 20
     assert all(a >= b >= c for a, b, c in zip(curve["0.3"], curve["0.5"], curve["0.7"]))
@@ -108,12 +113,15 @@ def test_folder_ground_truth(box_folder):
     assert len(truth.boxes[0]) == 2 and truth.masks[0] is not None and truth.masks[3] is None
 
 
-@pytest.mark.parametrize("content,message", [
-    ("path,x0,y0\n", "needs the columns"),
-    ("path,x0,y0,x1,y1,label\na.png,0,0,4,4,zebra\n", "label 'zebra'"),
-    ("path,x0,y0,x1,y1,label\na.png,5,0,4,4,circle\n", "x1 > x0"),
-    ("path,x0,y0,x1,y1,label\na.png,0,0,4,4,circle\na.png,0,0,4,4,star\n", "two classes"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("path,x0,y0\n", "needs the columns"),
+        ("path,x0,y0,x1,y1,label\na.png,0,0,4,4,zebra\n", "label 'zebra'"),
+        ("path,x0,y0,x1,y1,label\na.png,5,0,4,4,circle\n", "x1 > x0"),
+        ("path,x0,y0,x1,y1,label\na.png,0,0,4,4,circle\na.png,0,0,4,4,star\n", "two classes"),
+    ],
+)
 def test_bad_box_tables_name_the_line(tmp_path, content, message):
     (tmp_path / "boxes.csv").write_text(content)
     with pytest.raises(CamError, match=message):
@@ -122,7 +130,13 @@ def test_bad_box_tables_name_the_line(tmp_path, content, message):
 
 def test_eval_cli_on_shapes_and_on_a_folder(tiny_onnx, box_folder, tmp_path):
     def runtime_eval(*args):
-        return subprocess.run([sys.executable, "-m", "runtime", "eval", str(tiny_onnx), *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "runtime", "eval", str(tiny_onnx), *map(str, args)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     done = runtime_eval("shapes", "--count", 12, "--out", "loc")
     assert done.returncode == 0, done.stderr
@@ -171,8 +185,12 @@ def test_eval_cli_scores_a_cub_tree(tiny_onnx, session, tmp_path):
     from runtime.evaluation.datasets import cub_ground_truth
 
     root = write_cub(tmp_path / "CUB_200_2011")
-    done = subprocess.run([sys.executable, "-m", "runtime", "eval", str(tiny_onnx), str(root), "--out", str(tmp_path / "loc"), "--json"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "eval", str(tiny_onnx), str(root), "--out", str(tmp_path / "loc"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
     expected = evaluate_localization(session, cub_ground_truth(root, session.labels))

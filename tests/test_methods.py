@@ -1,4 +1,5 @@
 """gradcam and eigencam from logits and features, against pytorch-grad-cam on the torch model."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """`import runtime` and `import zoo` work, and CamSession runs, where torch cannot be imported."""
+
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ def test_runtime_without_torch(tiny_onnx, shape_images, tmp_path):
         import runtime, zoo
         import runtime.__main__, runtime.evaluation.localization, runtime.reports.report, zoo.__main__
         from runtime import CamSession
-        result = CamSession({str(tiny_onnx)!r}).run(np.load({str(tmp_path / 'image.npy')!r}))[0]
+        result = CamSession({str(tiny_onnx)!r}).run(np.load({str(tmp_path / "image.npy")!r}))[0]
         assert result.cams.shape == (1, 64, 64)
         assert not any(m.startswith(("torch", "onnx.")) or m == "onnx" for m in sys.modules if sys.modules[m] is not None)
         print("ok", result.label)
@@ -34,11 +35,7 @@ def test_gapcam_command_without_torch_or_pytriton(shape_images, tmp_path):
 
     Image.fromarray(shape_images.images[0]).save(tmp_path / "image.png")
     blocker = tmp_path / "sitecustomize.py"  # runs at interpreter start: torch, onnx and pytriton look uninstalled
-    blocker.write_text(
-        "import sys\n"
-        "for name in ('torch', 'torchvision', 'onnx', 'pytriton'):\n"
-        "    sys.modules[name] = None\n"
-    )
+    blocker.write_text("import sys\nfor name in ('torch', 'torchvision', 'onnx', 'pytriton'):\n    sys.modules[name] = None\n")
     env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{__import__('os').getcwd()}"}
 
     def gapcam(*args):

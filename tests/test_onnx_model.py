@@ -1,4 +1,5 @@
 """runtime.formats.onnx_model: the contract's metadata, and that a session believes none of it alone."""
+
 import json
 
 import numpy as np
@@ -6,8 +7,8 @@ import onnx
 import pytest
 
 from runtime import CamError, CamSession, ModelInfo
-from runtime.inputs.image import Preprocess
 from runtime.formats.onnx_model import encode_array
+from runtime.inputs.image import Preprocess
 
 
 def with_metadata(tiny_onnx, tmp_path, name, **changes):
@@ -32,23 +33,29 @@ def test_metadata_round_trips(session):
     assert again.labels == session.info.labels and np.array_equal(again.fc_weight, session.info.fc_weight)
 
 
-@pytest.mark.parametrize("case,message", [
-    ("huge_input", r"preprocess \(channels, height, width\) says \[3, 100000, 100000\], but the graph's 'input' is"),
-    ("extra_label", r"labels \(their number\) says \[6\], but the graph's 'logits'"),
-    ("narrow_fc", r"fc_weight \(its width K\) says \[\d+\], but the graph's 'features'"),
-    ("threshold_5", r"box_threshold must be a number within \[0, 1\], got 5"),
-    ("threshold_nan", r"box_threshold must be a number within \[0, 1\], got nan"),
-    ("nan_weight", r"fc_weight and fc_bias must be finite"),
-    ("nan_std", r"std finite and positive"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("huge_input", r"preprocess \(channels, height, width\) says \[3, 100000, 100000\], but the graph's 'input' is"),
+        ("extra_label", r"labels \(their number\) says \[6\], but the graph's 'logits'"),
+        ("narrow_fc", r"fc_weight \(its width K\) says \[\d+\], but the graph's 'features'"),
+        ("threshold_5", r"box_threshold must be a number within \[0, 1\], got 5"),
+        ("threshold_nan", r"box_threshold must be a number within \[0, 1\], got nan"),
+        ("nan_weight", r"fc_weight and fc_bias must be finite"),
+        ("nan_std", r"std finite and positive"),
+    ],
+)
 def test_metadata_that_the_graph_contradicts_is_refused_at_open(tiny_onnx, tmp_path, case, message):
     preprocess = metadata(tiny_onnx, "preprocess")
     weight = metadata(tiny_onnx, "fc_weight")
     raw = np.frombuffer(__import__("base64").b64decode(weight["base64"]), "<f4").reshape(weight["shape"])
     changes = {
         "huge_input": {"preprocess": {**preprocess, "height": 100000, "width": 100000}},
-        "extra_label": {"labels": [*metadata(tiny_onnx, "labels"), "extra"],
-                        "fc_weight": encode_array(np.vstack([raw, raw[:1]])), "fc_bias": encode_array(np.zeros(6))},
+        "extra_label": {
+            "labels": [*metadata(tiny_onnx, "labels"), "extra"],
+            "fc_weight": encode_array(np.vstack([raw, raw[:1]])),
+            "fc_bias": encode_array(np.zeros(6)),
+        },
         "narrow_fc": {"fc_weight": encode_array(raw[:, : raw.shape[1] // 2])},
         "threshold_5": {"box_threshold": 5},
         "threshold_nan": {"box_threshold": "NaN"},

@@ -1,4 +1,5 @@
 """runtime.reports.overlay: heatmaps blended over images, colormaps, boxes and labels."""
+
 import numpy as np
 
 from runtime.reports.overlay import colorize, overlay

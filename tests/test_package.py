@@ -1,4 +1,5 @@
 """runtime.formats.package: the one package reader refuses hostile, tampered and inconsistent packages."""
+
 import hashlib
 
 import onnx
@@ -10,12 +11,15 @@ from runtime.formats.package import Package
 from zoo import verify
 
 
-@pytest.mark.parametrize("name,mode,message", [
-    ("../evil.txt", 0o100644, "escapes"),
-    ("/etc/evil.txt", 0o100644, "escapes"),
-    ("samples/../../evil.txt", 0o100644, "escapes"),
-    ("samples/link", 0o120777, "link"),
-])
+@pytest.mark.parametrize(
+    "name,mode,message",
+    [
+        ("../evil.txt", 0o100644, "escapes"),
+        ("/etc/evil.txt", 0o100644, "escapes"),
+        ("samples/../../evil.txt", 0o100644, "escapes"),
+        ("samples/link", 0o120777, "link"),
+    ],
+)
 def test_hostile_archive_entries_are_refused(packed, tmp_path, name, mode, message):
     archive = rezip(packed.folder, tmp_path / "hostile.zip", [(name, b"/etc/passwd", mode)])
     with pytest.raises(CamError, match=message):
@@ -162,7 +166,9 @@ def test_damaged_test_vectors_are_a_failed_check_not_a_crash(packed, tmp_path):
     folder = copy_package(packed, tmp_path)
     data = b"not an npz archive"
     (folder / "test_vectors.npz").write_bytes(data)
-    rewrite_manifest(folder, lambda m: m["files"].__setitem__("test_vectors.npz", {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}))
+    rewrite_manifest(
+        folder, lambda m: m["files"].__setitem__("test_vectors.npz", {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    )
     report = verify(folder)
     assert [c.passed for c in report.checks] == [True, True, False]
     assert "test_vectors.npz is not a readable .npz" in report.checks[2].detail

@@ -1,7 +1,7 @@
 """The distribution: one onnxruntime build, never two; a wheel that installs and runs without torch;
 an sdist whose tests run; the license and metadata in both."""
+
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -10,7 +10,6 @@ from email.parser import Parser
 from importlib import metadata
 from pathlib import Path
 
-import pytest
 from fixtures import fresh_virtualenv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +37,9 @@ def fake_distribution(folder: Path, name: str, version: str = "1.20.0") -> Path:
 
 def run_python(code: str, path: Path, *args) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{path}{os.pathsep}{ROOT}"}
-    return subprocess.run([sys.executable, *args] if args else [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, *args] if args else [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_two_onnxruntime_builds_are_named_with_the_fix(tmp_path):
@@ -85,13 +86,38 @@ def test_sdist_holds_what_its_tests_need_and_they_run(distributions, tmp_path):
     with tarfile.open(sdist) as archive:
         archive.extractall(tmp_path, filter="data")
     root = next(tmp_path.iterdir())
-    for name in ("LICENSE", "tests/conftest.py", "tests/fixtures.py", "tests/test_boxes.py", "scripts/fer_minixception.py", "Makefile", "pyproject.toml",
-                 "tests/tiers.py", "tests/data/tiny.onnx", "tests/no_torch/sitecustomize.py", "scripts/build_test_fixture.py"):
+    for name in (
+        "LICENSE",
+        "tests/conftest.py",
+        "tests/fixtures.py",
+        "tests/test_boxes.py",
+        "scripts/fer_minixception.py",
+        "Makefile",
+        "pyproject.toml",
+        "tests/tiers.py",
+        "tests/data/tiny.onnx",
+        "tests/no_torch/sitecustomize.py",
+        "scripts/build_test_fixture.py",
+    ):
         assert (root / name).is_file(), name
     env = {**os.environ, "PYTHONPATH": str(root)}
-    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"], cwd=root, capture_output=True, text=True, timeout=300, env=env)
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert collected.returncode == 0, collected.stdout[-2000:]
-    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_boxes.py"], cwd=root, capture_output=True, text=True, timeout=300, env=env)
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_boxes.py"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert ran.returncode == 0 and " passed" in ran.stdout, ran.stdout[-2000:]
 
 
@@ -101,16 +127,23 @@ def test_wheel_in_a_fresh_virtualenv_runs_without_torch(distributions, tmp_path,
 
     _, wheel = distributions
     python = fresh_virtualenv(tmp_path / "fresh", sys.executable, f"{wheel}[cpu]")
-    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, check=True).stdout.lower()
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, check=True
+    ).stdout.lower()
     assert "onnxruntime==" in listed and "onnxruntime-gpu" not in listed and "torch" not in listed
     Image.fromarray(shape_images.images[0]).save(tmp_path / "image.png")
     gapcam = tmp_path / "fresh" / "bin" / "gapcam"
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    ran = subprocess.run([str(gapcam), "run", "shapes", "image.png", "--out", "out"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    ran = subprocess.run(
+        [str(gapcam), "run", "shapes", "image.png", "--out", "out"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+    )
     assert ran.returncode == 0, ran.stderr
     assert (tmp_path / "out" / "results.json").is_file() and "image.png" in ran.stdout
     train = subprocess.run([str(gapcam), "train", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
-    assert train.returncode == 1 and train.stderr.strip() == "Error: gapcam train needs torch, which is not installed: pip install 'gapcam[train]'"
+    assert (
+        train.returncode == 1
+        and train.stderr.strip() == "Error: gapcam train needs torch, which is not installed: pip install 'gapcam[train]'"
+    )
     version = subprocess.run([str(gapcam), "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert version.returncode == 0 and "onnxruntime: onnxruntime " in version.stdout and "torch: not installed" in version.stdout
     help_text = subprocess.run([str(gapcam), "run", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env).stdout

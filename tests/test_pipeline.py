@@ -1,4 +1,5 @@
 """runtime.pipeline: decode-ahead and write-behind stay in order and bounded."""
+
 import threading
 import time
 

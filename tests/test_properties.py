@@ -1,5 +1,6 @@
 """Property tests (Hypothesis): whatever images and metadata values come in, the runtime either
 works or says one clear CamError; nothing else escapes."""
+
 import json
 
 import numpy as np
@@ -32,7 +33,7 @@ def test_any_array_is_a_batch_or_a_clear_error(array, color):
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**9, 10**9) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(10**9), 10**9) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )

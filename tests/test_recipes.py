@@ -1,16 +1,17 @@
 """The FER2013 and chest X-ray recipes on small files in the real formats, end to end."""
+
 import numpy as np
 import pytest
 import torch
 
-from fixtures import FER_LABELS, write_chest_xray, write_fer_csv, write_fer_folders
 from export import export_checkpoint
+from fixtures import FER_LABELS, write_chest_xray, write_fer_csv, write_fer_folders
 from runtime import CamSession
 from train import TrainError
 from train.checkpoint import load_checkpoint
-from train.readers import read_chest_xray, read_fer, stratified_split
-from train.loop import TrainConfig, fit, inverse_frequency_weights
 from train.data import loader
+from train.loop import TrainConfig, fit, inverse_frequency_weights
+from train.readers import read_chest_xray, read_fer, stratified_split
 from train.recipes import CHEST_XRAY, FER, DataOptions
 
 

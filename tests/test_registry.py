@@ -1,4 +1,5 @@
 """runtime.maps.methods: one registry of explanation methods, read by the session, the CLI and serving."""
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -61,8 +62,9 @@ def test_a_registered_method_runs_everywhere_a_method_is_chosen(scratch_registry
     again = explain_outputs(session.info, logits, [image.shape[:2]], features=features, method="negcam")[0]
     np.testing.assert_array_equal(again.cams_raw, ours.cams_raw)
     with pytest.raises(CamError, match="needs the model's features"):
-        explain_outputs(session.info, logits, [image.shape[:2]], class_maps=session.infer(session.to_batch([image]), ("cams",))[0],
-                        method="negcam")
+        explain_outputs(
+            session.info, logits, [image.shape[:2]], class_maps=session.infer(session.to_batch([image]), ("cams",))[0], method="negcam"
+        )
 
 
 def test_the_cli_and_serving_offer_the_registry():

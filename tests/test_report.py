@@ -1,4 +1,5 @@
 """Folder runs, the HTML report (rendered in headless Chromium) and the explain figure."""
+
 import json
 import shutil
 import subprocess
@@ -55,11 +56,22 @@ def chromium_binary():
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium_with_every_image(folder_run, tmp_path):
     root, _ = folder_run
-    command = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
-               "--dump-dom", (root / "out" / "report.html").as_uri()]
+    command = [
+        chromium_binary(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        (root / "out" / "report.html").as_uri(),
+    ]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
-    body = dom[dom.index("<body"): dom.index(">", dom.index("<body"))]
+    body = dom[dom.index("<body") : dom.index(">", dom.index("<body"))]
     assert 'data-images-total="12"' in body
     assert 'data-images-loaded="12"' in body, body
 

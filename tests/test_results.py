@@ -1,16 +1,19 @@
 """runtime.maps.results: the work after inference, bounded in the image's size, equal to the exact way."""
+
 import numpy as np
 import onnx
 import pytest
 from PIL import Image
 
 from runtime import CamError, CamSession, explain_outputs
+from runtime.evaluation.shapes import render_split
 from runtime.maps.boxes import box_iou, cam_box
 from runtime.maps.cam import class_activation_maps, normalize_maps, scale_like_upsampled, upsample_bilinear, upsampled_range
-from runtime.evaluation.shapes import render_split
 
 
-@pytest.mark.parametrize("src,dst", [((8, 8), (64, 64)), ((7, 5), (200, 256)), ((14, 14), (33, 17)), ((6, 9), (3, 4)), ((1, 1), (5, 5)), ((7, 8), (1200, 1500))])
+@pytest.mark.parametrize(
+    "src,dst", [((8, 8), (64, 64)), ((7, 5), (200, 256)), ((14, 14), (33, 17)), ((6, 9), (3, 4)), ((1, 1), (5, 5)), ((7, 8), (1200, 1500))]
+)
 def test_upsampled_range_is_the_range_of_the_upsampled_map(src, dst):
     maps = np.random.default_rng(0).standard_normal((3, *src)) ** 3
     full = upsample_bilinear(maps, dst)

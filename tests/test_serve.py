@@ -1,6 +1,7 @@
 """`gapcam serve`: a real Triton Inference Server on 127.0.0.1, queried from this process with
 tritonclient, compared with CamSession, loaded by many clients and hostile requests, and stopped by
 SIGTERM or SIGINT after traffic, with clients connected, quickly and with nothing left behind."""
+
 import contextlib
 import io
 import os
@@ -20,13 +21,13 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("pytriton", reason="gapcam serve needs the serve extra (nvidia-pytriton)")
-import tritonclient.grpc as grpcclient  # noqa: E402  (installed with nvidia-pytriton)
-import tritonclient.http as httpclient  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
-from fixtures import write_png_bomb  # noqa: E402
-from process_tree import tree_memory_mb  # noqa: E402
-from runtime import CamSession  # noqa: E402
+from fixtures import write_png_bomb
+from process_tree import tree_memory_mb
+from runtime import CamSession
 
 pytestmark = pytest.mark.serve  # starts tritonserver: not in make test-fast
 TOPK = 2
@@ -60,9 +61,25 @@ class Server:
         self.pytriton_home = Path(tempfile.mkdtemp(prefix="pytriton-"))
         env = {**os.environ, "PYTRITON_HOME": str(self.pytriton_home)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gapcam", "serve", str(model), "--topk", str(TOPK), "--http-port", str(self.http),
-             "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), *map(str, options)],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "gapcam",
+                "serve",
+                str(model),
+                "--topk",
+                str(TOPK),
+                "--http-port",
+                str(self.http),
+                "--grpc-port",
+                str(self.grpc),
+                "--metrics-port",
+                str(self.metrics),
+                *map(str, options),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         self.name = Path(model).stem
         with self.client() as client:
@@ -157,7 +174,10 @@ def server(tiny_onnx, tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(shape_images):
     """Encoded images of several sizes and formats: model size, larger, smaller, JPEG and PNG."""
-    pictures = [np.asarray(Image.fromarray(p).resize(size)) for p, size in zip(shape_images.images, [(64, 64), (200, 150), (40, 30), (333, 101)] * 2)]
+    pictures = [
+        np.asarray(Image.fromarray(p).resize(size))
+        for p, size in zip(shape_images.images, [(64, 64), (200, 150), (40, 30), (333, 101)] * 2)
+    ]
     return [encoded(p, "PNG" if i % 2 else "JPEG") for i, p in enumerate(pictures)]
 
 
@@ -191,7 +211,10 @@ def test_model_configuration(server, tiny_onnx):
     assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [("images", "TYPE_STRING", [1])]
     labels = len(CamSession(tiny_onnx).labels)
     assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [
-        ("probs", "TYPE_FP32", [labels]), ("classes", "TYPE_INT64", [TOPK]), ("boxes", "TYPE_INT64", [TOPK, 4]), ("cams", "TYPE_FP32", [TOPK, -1, -1]),
+        ("probs", "TYPE_FP32", [labels]),
+        ("classes", "TYPE_INT64", [TOPK]),
+        ("boxes", "TYPE_INT64", [TOPK, 4]),
+        ("cams", "TYPE_FP32", [TOPK, -1, -1]),
         ("error", "TYPE_STRING", [1]),
     ]
 
@@ -218,7 +241,9 @@ def test_hostile_images_fail_alone_and_the_server_goes_on(server, tiny_onnx, ima
     expected = CamSession(tiny_onnx).run([images[0], images[1]], topk=TOPK)
     check_against_session({n: got[n][[0, 2]] for n in OUTPUTS}, expected)
     bad = [1, 3, 4]
-    assert (got["classes"][bad] == -1).all() and (got["boxes"][bad] == -1).all() and not got["probs"][bad].any() and not got["cams"][bad].any()
+    assert (
+        (got["classes"][bad] == -1).all() and (got["boxes"][bad] == -1).all() and not got["probs"][bad].any() and not got["cams"][bad].any()
+    )
 
 
 def test_a_batch_at_the_limit_runs_and_one_above_is_refused(server, tiny_onnx, images):
@@ -260,6 +285,7 @@ def test_memory_stays_bounded_over_thousands_of_requests(server, images):
             with server.client() as client:
                 for i in range(count // workers):
                     client.infer(server.name, request([images[i % len(images)]]))
+
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(client_session, range(workers)))
 
@@ -274,6 +300,7 @@ def test_a_bad_image_batched_with_good_requests_fails_only_its_own(tiny_onnx, im
     """A long queue delay makes Triton batch concurrent requests into one call; only the bad one errs."""
     running = Server(tiny_onnx, tmp_path, "--max-queue-delay-us", 300_000)
     try:
+
         def send(image):
             with running.client() as client:
                 return answers(client.infer(running.name, request([image])))
@@ -360,13 +387,20 @@ def test_the_stub_library_path_puts_this_pythons_libpython_first(monkeypatch):
 
 
 def test_topk_larger_than_the_classes_is_refused(tiny_onnx):
-    done = subprocess.run([sys.executable, "-m", "gapcam", "serve", str(tiny_onnx), "--topk", "9"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "gapcam", "serve", str(tiny_onnx), "--topk", "9"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1 and "--topk 9: the model has 5 classes" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_a_pytriton_home_too_long_for_its_sockets_is_refused_before_starting(tiny_onnx, tmp_path):
     deep = tmp_path / ("d" * 100)
-    done = subprocess.run([sys.executable, "-m", "gapcam", "serve", str(tiny_onnx)], env={**os.environ, "PYTRITON_HOME": str(deep)},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "gapcam", "serve", str(tiny_onnx)],
+        env={**os.environ, "PYTRITON_HOME": str(deep)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "is too long for PyTriton's sockets" in done.stderr and "set PYTRITON_HOME to a shorter folder" in done.stderr

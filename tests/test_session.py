@@ -1,4 +1,5 @@
 """CamSession against the torch model: parity of logits, features, CAMs and boxes; the CAM identity."""
+
 import threading
 
 import numpy as np

@@ -1,4 +1,5 @@
 """runtime.formats.store: where a model comes from (file, package, name in the local store or bundled)."""
+
 import pytest
 
 from runtime import CamError, CamSession

@@ -1,4 +1,5 @@
 """train: the GAP-CAM model, the shapes dataset, checkpoints and exact resume."""
+
 import subprocess
 import sys
 
@@ -6,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from runtime.evaluation.shapes import CLASSES, render_sample, render_split
 from train import TrainError, load_checkpoint, load_trained
 from train.loop import TrainConfig, fit, last_path, resume
 from train.models import Architecture, GapCam
-from runtime.evaluation.shapes import CLASSES, render_sample, render_split
 
 
 @pytest.mark.parametrize("backbone,size", [("small_cnn", 48), ("resnet18", 64)])
@@ -112,8 +113,24 @@ def test_resume_refuses_another_recipe_and_a_weights_only_file(tmp_path, tiny_ch
 
 def test_a_diverging_run_stops_with_one_line_and_saves_nothing(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "train", "shapes", "--lr", "1e6", "--samples", "64", "--epochs", "2", "--cam-channels", "8",
-         "--out", str(tmp_path / "nan.pt")], capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "train",
+            "shapes",
+            "--lr",
+            "1e6",
+            "--samples",
+            "64",
+            "--epochs",
+            "2",
+            "--cam-channels",
+            "8",
+            "--out",
+            str(tmp_path / "nan.pt"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "training diverged at epoch 1" in done.stderr and "no epoch finished, so nothing was saved" in done.stderr
@@ -133,8 +150,13 @@ def test_divergence_after_a_good_epoch_keeps_the_good_checkpoints(tmp_path, monk
         return loss * float("nan") if calls[0] > 2 else loss  # 64 images, batch 32: two batches an epoch
 
     monkeypatch.setattr(train.loop.F, "cross_entropy", nan_in_epoch_two)
-    with pytest.raises(TrainError, match=r"diverged at epoch 2, batch 1: the training loss is nan.*last good checkpoint is .*nan2.last.pt, after epoch 1"):
-        fit(TrainConfig(recipe="shapes", out=str(tmp_path / "nan2.pt"), samples=64, epochs=3, batch_size=32, cam_channels=8), log=lambda s: None)
+    with pytest.raises(
+        TrainError, match=r"diverged at epoch 2, batch 1: the training loss is nan.*last good checkpoint is .*nan2.last.pt, after epoch 1"
+    ):
+        fit(
+            TrainConfig(recipe="shapes", out=str(tmp_path / "nan2.pt"), samples=64, epochs=3, batch_size=32, cam_channels=8),
+            log=lambda s: None,
+        )
     best = load_checkpoint(tmp_path / "nan2.pt")
     assert best.box_threshold is not None  # the best checkpoint is calibrated however the run ends
     assert best.training.epoch == 1 and all(torch.isfinite(v).all() for v in best.model.values() if v.is_floating_point())
@@ -185,8 +207,10 @@ def test_an_interrupted_run_keeps_its_best_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train.loop, "train_one_epoch", interrupted_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        fit(TrainConfig(recipe="shapes", out=str(tmp_path / "stop.pt"), samples=64, epochs=3, batch_size=32, cam_channels=8),
-            log=lambda s: None)
+        fit(
+            TrainConfig(recipe="shapes", out=str(tmp_path / "stop.pt"), samples=64, epochs=3, batch_size=32, cam_channels=8),
+            log=lambda s: None,
+        )
     best = load_checkpoint(tmp_path / "stop.pt")
     assert best.training.epoch == 1 and best.box_threshold is not None
 
@@ -201,8 +225,11 @@ def test_checkpoint_schema_is_typed_and_stored_as_plain_dicts(tiny_checkpoint):
     stored = checkpoint.to_dict()
     assert list(stored) == list(raw)  # same keys in the same order, format fields first
     assert stored["provenance"] == raw["provenance"] and type(stored["provenance"]) is dict
-    assert set(stored["training"]) == set(raw["training"]) == {
-        "epoch", "optimizer", "scheduler", "rng", "history", "best_accuracy", "config", "sampler"}
+    assert (
+        set(stored["training"])
+        == set(raw["training"])
+        == {"epoch", "optimizer", "scheduler", "rng", "history", "best_accuracy", "config", "sampler"}
+    )
     assert stored["training"]["sampler"] == raw["training"]["sampler"] == {"seed": 0, "epoch": 1, "processes": 1}
     assert torch.equal(stored["training"]["rng"], raw["training"]["rng"])
     assert stored["training"]["history"] == raw["training"]["history"]
@@ -214,8 +241,11 @@ def test_checkpoints_of_earlier_gapcam_builds_still_load(tiny_checkpoint, tmp_pa
     from export import export_checkpoint
 
     raw = torch.load(tiny_checkpoint, weights_only=True)
-    old = {**raw, "provenance": {k: v for k, v in raw["provenance"].items() if k not in ("images", "processes", "init")},
-           "training": {k: v for k, v in raw["training"].items() if k != "sampler"}}
+    old = {
+        **raw,
+        "provenance": {k: v for k, v in raw["provenance"].items() if k not in ("images", "processes", "init")},
+        "training": {k: v for k, v in raw["training"].items() if k != "sampler"},
+    }
     torch.save(old, tmp_path / "old.pt")
     checkpoint = load_checkpoint(tmp_path / "old.pt")
     assert checkpoint.provenance.processes is None and checkpoint.training.sampler is None
@@ -228,8 +258,10 @@ def test_malformed_provenance_and_training_state_are_one_line_errors(tiny_checkp
     raw = torch.load(tiny_checkpoint, weights_only=True)
     cases = {
         "extra.pt": ({**raw, "provenance": {**raw["provenance"], "colour": "blue"}}, r"field 'provenance' holds unknown keys \['colour'\]"),
-        "norecipe.pt": ({**raw, "provenance": {k: v for k, v in raw["provenance"].items() if k != "recipe"}},
-                        "field 'provenance' is malformed"),
+        "norecipe.pt": (
+            {**raw, "provenance": {k: v for k, v in raw["provenance"].items() if k != "recipe"}},
+            "field 'provenance' is malformed",
+        ),
         "noepoch.pt": ({**raw, "training": {k: v for k, v in raw["training"].items() if k != "epoch"}}, "field 'training' is malformed"),
         "sampler.pt": ({**raw, "training": {**raw["training"], "sampler": {"seed": 0}}}, "field 'training.sampler' is malformed"),
     }

@@ -1,5 +1,6 @@
 """Training memory does not grow with the data: validation and calibration run at the training batch
 size, so a large validation split costs no more memory than a small one."""
+
 import json
 import shutil
 import subprocess

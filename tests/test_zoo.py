@@ -1,4 +1,5 @@
 """zoo: pack -> verify -> publish -> fetch -> CamSession(name), the bundled model, Triton, and every refusal."""
+
 import functools
 import hashlib
 import http.server
@@ -21,7 +22,6 @@ from runtime.formats.package import Package
 from runtime.formats.store import BUNDLED, DEFAULT_INDEX, store_path
 from zoo import ZooError, fetch, pack, publish, read_index, triton_repository, verify
 
-
 pytestmark = pytest.mark.usefixtures("private_store")
 
 
@@ -30,7 +30,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         if self.path.startswith("/broken/"):
-            data = (self.directory_path / self.path[len("/broken/"):]).read_bytes()
+            data = (self.directory_path / self.path[len("/broken/") :]).read_bytes()
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -135,11 +135,14 @@ def serve_index(packed, server, **changes):
     return f"{base}/index.json"
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"sha256": "0" * 64}, "does not match the index"),
-    ({"size": 1000}, "index allows 1000"),
-    ({"url": "broken/tiny.zip"}, "truncated download|download failed"),  # the server hangs up halfway
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"sha256": "0" * 64}, "does not match the index"),
+        ({"size": 1000}, "index allows 1000"),
+        ({"url": "broken/tiny.zip"}, "truncated download|download failed"),  # the server hangs up halfway
+    ],
+)
 def test_fetch_refusals_leave_nothing_in_the_store(packed, server, private_store, changes, message):
     with pytest.raises(ZooError, match=message):
         fetch("tiny", serve_index(packed, server, **changes), progress=False)
@@ -158,12 +161,18 @@ def test_fetch_times_out(packed, server, private_store):
 def test_test_vectors_catch_a_different_model(packed, tmp_path, tiny_onnx):
     folder = copy_package(packed, tmp_path)
     model = onnx.load(folder / "model.onnx")
-    bias = next(init for init in model.graph.initializer if init.name.endswith("fc.bias") or "bias" in init.name and len(init.dims) == 1 and init.dims[0] == 5)
+    bias = next(
+        init
+        for init in model.graph.initializer
+        if init.name.endswith("fc.bias") or "bias" in init.name and len(init.dims) == 1 and init.dims[0] == 5
+    )
     values = onnx.numpy_helper.to_array(bias) + 0.5
     bias.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), bias.name))
     onnx.save(model, folder / "model.onnx")
     data = (folder / "model.onnx").read_bytes()
-    rewrite_manifest(folder, lambda m: m["files"].__setitem__("model.onnx", {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}))
+    rewrite_manifest(
+        folder, lambda m: m["files"].__setitem__("model.onnx", {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    )
     report = verify(folder)
     assert [c.passed for c in report.checks] == [True, True, False]
 
@@ -224,8 +233,6 @@ def test_zoo_cli(packed, tmp_path, private_store):
     assert "verification failed at 'checksums and manifest'" in bad.stderr and "Traceback" not in bad.stderr
 
 
-
-
 def test_index_format_and_version_are_checked(tmp_path):
     from zoo.index import parse_index
 
@@ -252,6 +259,7 @@ def test_a_triton_client_gets_the_same_results_through_explain_outputs(packed, s
     """docs/serving.md's client for `zoo triton` + Triton's onnxruntime backend, with onnxruntime on the
     repository's own model.onnx standing in for the server (the backend runs that file as it is)."""
     import onnxruntime
+
     from runtime import explain_outputs, load_image, preprocess
 
     model_dir = triton_repository(packed.archive, tmp_path / "repo")

@@ -1,4 +1,5 @@
 """gapcam training: GAP-CAM models, datasets, recipes, the training loop and checkpoints."""
+
 from train.checkpoint import Checkpoint, Provenance, SamplerState, TrainingState, load_checkpoint, load_model, load_trained, save_checkpoint
 from train.errors import TrainError
 from train.loop import TrainConfig, fit, resume

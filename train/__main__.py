@@ -1,12 +1,13 @@
 """`python -m train RECIPE ...` trains a GAP-CAM model (RECIPE.pt); `python -m train eval CHECKPOINT` scores one."""
+
 from __future__ import annotations
 
 import click
 from click.core import ParameterSource
 
 from runtime.cli import DefaultGroup, cli_errors
-from train.evaluate import evaluate_checkpoint
 from train.errors import TrainError
+from train.evaluate import evaluate_checkpoint
 from train.loop import TrainConfig, fit, resume
 from train.models import BACKBONES
 from train.recipes import CACHE_MODES, RECIPES, SPLITS
@@ -57,24 +58,52 @@ def parse_floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (default: the recipe's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for init, data, split, order and augmentation.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Best checkpoint path [default: RECIPE.pt]; the latest goes to OUT's .last.pt.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="Best checkpoint path [default: RECIPE.pt]; the latest goes to OUT's .last.pt."
+)
 @click.option("--resume", "resume_from", type=click.Path(exists=True, dir_okay=False), help="Continue the run saved in this checkpoint.")
 @click.option("--stop-after", type=click.IntRange(min=1), help="End after this many epochs; continue later with --resume.")
 @click.option("--backbone", type=click.Choice(sorted(BACKBONES)), help="Backbone (default: the recipe's).")
 @click.option("--cam-channels", type=click.IntRange(min=1), help="Filters K of the CAM conv (default: the recipe's).")
 @click.option("--pool", type=click.Choice(["gap", "gmp"]), help="Global pooling (default: the recipe's, gap).")
-@click.option("--pretrained/--no-pretrained", default=None,
-              help="Start from torchvision's ImageNet weights (downloaded by torchvision) [default: folder and cub "
-                   "when torchvision has them cached, else from scratch].")
+@click.option(
+    "--pretrained/--no-pretrained",
+    default=None,
+    help="Start from torchvision's ImageNet weights (downloaded by torchvision) [default: folder and cub "
+    "when torchvision has them cached, else from scratch].",
+)
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), help="Start from a local torchvision state dict of the backbone.")
-@click.option("--labels", type=click.Path(exists=True, dir_okay=False), help="Class names in logit order, one per line [default: folder: the sorted class folders; cub: classes.txt].")
-@click.option("--size", callback=parse_size, metavar="N|WxH", help="Model input size: N for NxN or WIDTHxHEIGHT (default: the recipe's; folder and cub 224).")
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Class names in logit order, one per line [default: folder: the sorted class folders; cub: classes.txt].",
+)
+@click.option(
+    "--size",
+    callback=parse_size,
+    metavar="N|WxH",
+    help="Model input size: N for NxN or WIDTHxHEIGHT (default: the recipe's; folder and cub 224).",
+)
 @click.option("--color", type=click.Choice(["RGB", "L"]), help="Input color mode, RGB or L (grayscale) (default: the recipe's).")
-@click.option("--mean", callback=parse_floats, metavar="M[,M,M]", help="Per-channel mean on the [0, 1] scale (default: the recipe's; ImageNet's for folder and cub).")
+@click.option(
+    "--mean",
+    callback=parse_floats,
+    metavar="M[,M,M]",
+    help="Per-channel mean on the [0, 1] scale (default: the recipe's; ImageNet's for folder and cub).",
+)
 @click.option("--std", callback=parse_floats, metavar="S[,S,S]", help="Per-channel std on the [0, 1] scale (default: the recipe's).")
-@click.option("--workers", type=click.IntRange(min=0), help="Decoding processes per training process [default on a GPU: the usable cores less one, at most 8; on the CPU, or for data already in memory: none].")
-@click.option("--cache", type=click.Choice(CACHE_MODES), default="auto", show_default=True,
-              help="Decode image files once into a uint8 file at model size (auto: when it fits in 4 GiB).")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Decoding processes per training process [default on a GPU: the usable cores less one, at most 8; on the CPU, or for data already in memory: none].",
+)
+@click.option(
+    "--cache",
+    type=click.Choice(CACHE_MODES),
+    default="auto",
+    show_default=True,
+    help="Decode image files once into a uint8 file at model size (auto: when it fits in 4 GiB).",
+)
 @click.pass_context
 @cli_errors
 def fit_command(ctx: click.Context, recipe: str, resume_from: str | None, size: tuple[int, int] | None, **options) -> None:
@@ -85,7 +114,9 @@ def fit_command(ctx: click.Context, recipe: str, resume_from: str | None, size: 
         given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
         changed = sorted(set(given) & {"labels", "color", "mean", "std", "backbone", "cam_channels", "pool"}) + (["size"] if size else [])
         if changed:
-            raise TrainError(f"--resume continues a run as it was set up: {', '.join('--' + n.replace('_', '-') for n in changed)} cannot change")
+            raise TrainError(
+                f"--resume continues a run as it was set up: {', '.join('--' + n.replace('_', '-') for n in changed)} cannot change"
+            )
         resume(resume_from, log=click.echo, recipe=recipe, **given)
     else:
         fit(TrainConfig(recipe=recipe, **{**options, "out": options["out"] or f"{recipe}.pt"}), log=click.echo)
@@ -105,7 +136,9 @@ def eval_command(checkpoint: str, data: str | None, split: str, out_dir: str | N
     for label, row in metrics["per_class"].items():
         click.echo(f"  {label:<12} precision {row['precision']:.3f}  recall {row['recall']:.3f}  F1 {row['f1']:.3f}  n={row['support']}")
     if "roc_auc" in metrics:
-        click.echo(f"  ROC AUC {metrics['roc_auc']:.4f}  sensitivity {metrics['sensitivity']:.3f}  specificity {metrics['specificity']:.3f}")
+        click.echo(
+            f"  ROC AUC {metrics['roc_auc']:.4f}  sensitivity {metrics['sensitivity']:.3f}  specificity {metrics['specificity']:.3f}"
+        )
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 

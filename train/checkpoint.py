@@ -6,6 +6,7 @@ file once, `Provenance` and `TrainingState` the keys inside its `provenance` and
 (they are stored as plain dicts: the dataclasses exist in memory only). Writes are atomic (a
 temporary file beside the target, then `os.replace`).
 """
+
 from __future__ import annotations
 
 import os
@@ -108,8 +109,14 @@ class Checkpoint:
 KEYS = tuple(f.name for f in fields(Checkpoint))
 REQUIRED = tuple(f.name for f in fields(Checkpoint) if f.default is MISSING and f.default_factory is MISSING)
 KINDS: dict[str, type | tuple[type, ...]] = {  # the type each key must hold in a file
-    "architecture": dict, "labels": list, "preprocess": dict, "provenance": dict, "model": dict,
-    "samples": (torch.Tensor, type(None)), "localization": dict, "training": (dict, type(None)),
+    "architecture": dict,
+    "labels": list,
+    "preprocess": dict,
+    "provenance": dict,
+    "model": dict,
+    "samples": (torch.Tensor, type(None)),
+    "localization": dict,
+    "training": (dict, type(None)),
 }
 
 

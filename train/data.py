@@ -13,15 +13,17 @@ depends on the number of workers or on which worker decodes what, so a run is th
 Small sets of image files can be decoded once into a uint8 cache file at model size, which every
 worker reads (`PixelCache`); sets already in memory (shapes, fer2013.csv) need none.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -173,8 +175,10 @@ class ImageSet(Dataset):
         calls this once per batch, in a worker."""
         pixels, kept, errors = self.read(indices)
         if self.augment is not None:
-            pixels = [self.augment(image, np.random.default_rng((self.seed, self.epoch, index)), self.spec.resize)
-                      for image, index in zip(pixels, kept)]
+            pixels = [
+                self.augment(image, np.random.default_rng((self.seed, self.epoch, index)), self.spec.resize)
+                for image, index in zip(pixels, kept)
+            ]
         x = torch.from_numpy(normalize(np.stack(pixels), self.spec)) if pixels else torch.empty(0)
         return Batch(x, torch.from_numpy(self.labels[kept].astype(np.int64)), torch.tensor(kept, dtype=torch.int64), errors)
 
@@ -182,7 +186,7 @@ class ImageSet(Dataset):
         """A batch of the one image `index`."""
         return self.__getitems__([index])
 
-    def subset(self, keep: Sequence[int]) -> "ImageSet":
+    def subset(self, keep: Sequence[int]) -> ImageSet:
         """The same set restricted to positions `keep` (in order)."""
         keep = np.asarray(keep, dtype=np.int64)
         images = self.images[keep] if isinstance(self.images, np.ndarray) else [self.images[i] for i in keep]
@@ -196,7 +200,7 @@ class ImageSet(Dataset):
     def cache_bytes(self) -> int:
         return len(self) * self.spec.height * self.spec.width * self.spec.channels
 
-    def with_cache(self, folder: str | os.PathLike, workers: int, desc: str) -> tuple["ImageSet", np.ndarray, list[str]]:
+    def with_cache(self, folder: str | os.PathLike, workers: int, desc: str) -> tuple[ImageSet, np.ndarray, list[str]]:
         """(this set decoded once into a cache file in `folder` without its unreadable images, the
         positions kept, one line per unreadable image). The decoding runs in `workers` processes; the
         batches come back in order, so the readable images are written one after another, through
@@ -291,7 +295,12 @@ def decoding_workers(images: ImageSet, requested: int | None, world: int = 1, on
 def loader(images: ImageSet, batch_size: int, workers: int, sampler=None, pin_memory: bool = False) -> DataLoader:
     """Batches of `images` in sampler order (else in order), decoded in `workers` processes."""
     return DataLoader(
-        images, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=as_batch, pin_memory=pin_memory,
+        images,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=as_batch,
+        pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(0),  # workers' own seeds: never drawn from the global RNG
         prefetch_factor=4 if workers else None,
     )
@@ -311,4 +320,3 @@ def batches_per_epoch(count: int, batch_size: int, world: int) -> int:
 def check_batch_size(batch_size: int, world: int) -> None:
     if batch_size % world:
         raise TrainError(f"--batch-size {batch_size} must be a multiple of the {world} processes (each takes an equal share)")
-

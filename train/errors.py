@@ -1,4 +1,5 @@
 """The training package's user-facing error."""
+
 from runtime.errors import GapcamError
 
 

@@ -1,10 +1,11 @@
 """Classification evaluation: metrics, confusion matrix and training-curve plots, `python -m train eval`."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -69,8 +70,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
 
 
 @torch.no_grad()
-def logits_and_labels(model: torch.nn.Module, images: ImageSet, device: torch.device, workers: int,
-                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def logits_and_labels(
+    model: torch.nn.Module, images: ImageSet, device: torch.device, workers: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(logits [n, num_classes] on the CPU, labels [n], one line per unreadable image left out) of a
     streamed set, in eval mode, `batch_size` images at a time.
 

@@ -6,16 +6,18 @@ from (seed, epoch, index), and the checkpoint holds the model, optimizer, schedu
 RNG and sampler state. Under `torchrun` the same loop runs with DistributedDataParallel: each
 process streams its share of every epoch, and rank 0 alone evaluates and writes.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,13 +27,22 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import runtime
-from runtime.maps.boxes import box_accuracy_curve, threshold_grid, threshold_ious
-from runtime.maps.cam import normalize_maps
 from runtime.errors import CamError, first_line
 from runtime.formats.files import check_writable
 from runtime.inputs.image import Preprocess
+from runtime.maps.boxes import box_accuracy_curve, threshold_grid, threshold_ious
+from runtime.maps.cam import normalize_maps
 from train.checkpoint import Checkpoint, Provenance, SamplerState, TrainingState, load_checkpoint, save_checkpoint
-from train.data import ImageSet, TrainingData, batches_per_epoch, check_batch_size, decoding_workers, default_workers, loader, training_sampler
+from train.data import (
+    ImageSet,
+    TrainingData,
+    batches_per_epoch,
+    check_batch_size,
+    decoding_workers,
+    default_workers,
+    loader,
+    training_sampler,
+)
 from train.errors import TrainError
 from train.evaluate import classification_metrics, logits_and_labels, write_report
 from train.models import STATE_DICT_DETAIL, BackboneInit, GapCam, imagenet_weights_cached
@@ -69,7 +80,7 @@ class TrainConfig:
     def data_options(self) -> DataOptions:
         return DataOptions.of_run(asdict(self))
 
-    def resolved(self, recipe: Recipe) -> "TrainConfig":
+    def resolved(self, recipe: Recipe) -> TrainConfig:
         """The same config with the recipe's defaults filled in."""
         arch, spec = recipe.architecture, recipe.preprocess
         if self.cache not in CACHE_MODES:
@@ -97,10 +108,12 @@ class TrainConfig:
         """The recipe's preprocessing with this run's input size, color mode, mean and std. A color
         change without --mean/--std carries the recipe's over (averaged for gray, repeated for RGB)."""
         color = self.color or spec.color
+
         def carried(values: tuple[float, ...]) -> tuple[float, ...]:
             if color == spec.color:
                 return values
             return (sum(values) / len(values),) if color == "L" else values * 3
+
         try:
             return Preprocess(
                 height=self.height or spec.height,
@@ -188,11 +201,16 @@ def make_optimizer(model: GapCam, recipe: Recipe, lr: float) -> torch.optim.Opti
 def validation_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """Loss and accuracy from a validation pass's logits."""
     count = max(1, len(labels))
-    return {"loss": F.cross_entropy(logits, labels, reduction="sum").item() / count, "accuracy": (logits.argmax(1) == labels).sum().item() / count}
+    return {
+        "loss": F.cross_entropy(logits, labels, reduction="sum").item() / count,
+        "accuracy": (logits.argmax(1) == labels).sum().item() / count,
+    }
 
 
 @torch.no_grad()
-def calibrate_box_threshold(model: GapCam, images: ImageSet, boxes: list[np.ndarray | None], device, workers: int, batch_size: int) -> dict | None:
+def calibrate_box_threshold(
+    model: GapCam, images: ImageSet, boxes: list[np.ndarray | None], device, workers: int, batch_size: int
+) -> dict | None:
     """The CAM threshold with the best box accuracy on the validation images that have true boxes
     (true class's CAM, IoU >= 0.5 with any of its boxes); None when none has. `batch_size` images
     at a time: the training batch, so that calibration never needs more memory than training.
@@ -242,8 +260,19 @@ class SkippedImages:
         return [f"skipped {len(self.seen)} unreadable image(s) while streaming, e.g. {next(iter(self.seen))}"] if self.seen else []
 
 
-def train_one_epoch(net, optimizer, scheduler, batches, recipe: Recipe, config: TrainConfig, epoch: int, device,
-                    class_weights: torch.Tensor | None, rank: int, skipped: SkippedImages) -> dict:
+def train_one_epoch(
+    net,
+    optimizer,
+    scheduler,
+    batches,
+    recipe: Recipe,
+    config: TrainConfig,
+    epoch: int,
+    device,
+    class_weights: torch.Tensor | None,
+    rank: int,
+    skipped: SkippedImages,
+) -> dict:
     """One pass over this process's share of the training set."""
     net.train()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -275,8 +304,9 @@ def inverse_frequency_weights(labels: torch.Tensor, count: int) -> torch.Tensor:
     return len(labels) / (count * counts)
 
 
-def run_provenance(config: TrainConfig, recipe: Recipe, data: TrainingData, history: list[dict], processes: int,
-                   notes: list[str]) -> Provenance:
+def run_provenance(
+    config: TrainConfig, recipe: Recipe, data: TrainingData, history: list[dict], processes: int, notes: list[str]
+) -> Provenance:
     """Where the weights after `len(history)` epochs come from."""
     return Provenance(
         recipe=recipe.name,
@@ -295,9 +325,18 @@ def run_provenance(config: TrainConfig, recipe: Recipe, data: TrainingData, hist
 
 
 def run_checkpoint(
-    *, config: TrainConfig, recipe: Recipe, data: TrainingData, model: GapCam, optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler, history: list[dict], best_accuracy: float, processes: int,
-    notes: list[str], sampler: SamplerState,
+    *,
+    config: TrainConfig,
+    recipe: Recipe,
+    data: TrainingData,
+    model: GapCam,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    history: list[dict],
+    best_accuracy: float,
+    processes: int,
+    notes: list[str],
+    sampler: SamplerState,
 ) -> Checkpoint:
     """The checkpoint of a run after `len(history)` epochs, with the state that `--resume` needs
     (`sampler`: what fixes the batch order of the next epoch). Its tensors are the live ones: see `cpu_copy`."""
@@ -365,8 +404,10 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoi
     if rank != 0:
         log = lambda line: None  # noqa: E731 - only rank 0 talks and writes
     if weights_unsaid and recipe.pretrained and not config.pretrained:
-        log(f"training {config.backbone} from scratch: torchvision's ImageNet weights are not in its cache "
-            "(--pretrained downloads them; --no-pretrained says so and silences this)")
+        log(
+            f"training {config.backbone} from scratch: torchvision's ImageNet weights are not in its cache "
+            "(--pretrained downloads them; --no-pretrained says so and silences this)"
+        )
     try:
         return _fit(config, recipe, device, rank, world, log, state)
     finally:
@@ -385,14 +426,26 @@ def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log
         workers = decoding_workers(data.train, config.workers, world, device.type == "cuda")
         for note in data.notes:
             log(note)
-        log(f"{recipe.name}: {len(recipe.labels)} classes, {len(data.train)} training and {len(data.val)} validation images "
+        log(
+            f"{recipe.name}: {len(recipe.labels)} classes, {len(data.train)} training and {len(data.val)} validation images "
             f"({time.time() - started:.1f}s to prepare), {workers} decoding worker(s), device {device}"
-            + (f", {world} processes" if world > 1 else ""))
+            + (f", {world} processes" if world > 1 else "")
+        )
         return _train(config, recipe, data, workers, device, rank, world, log, state, started)
 
 
-def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int, device, rank: int, world: int, log,
-           state: Checkpoint | None, started: float) -> Path:
+def _train(
+    config: TrainConfig,
+    recipe: Recipe,
+    data: TrainingData,
+    workers: int,
+    device,
+    rank: int,
+    world: int,
+    log,
+    state: Checkpoint | None,
+    started: float,
+) -> Path:
     torch.manual_seed(config.seed)
     init = BackboneInit() if state is not None else BackboneInit(bool(config.pretrained), config.weights)
     model = GapCam(recipe.architecture, init).to(device)
@@ -403,7 +456,9 @@ def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     sampler = training_sampler(data.train, config.seed, rank, world)
     batches = loader(data.train, config.batch_size // world, workers, sampler, pin_memory=device.type == "cuda")
-    class_weights = inverse_frequency_weights(torch.from_numpy(data.train.labels), len(recipe.labels)).to(device) if recipe.class_weighted else None
+    class_weights = (
+        inverse_frequency_weights(torch.from_numpy(data.train.labels), len(recipe.labels)).to(device) if recipe.class_weighted else None
+    )
     if class_weights is not None:
         log("class weights (inverse frequency): " + ", ".join(f"{l} {w:.2f}" for l, w in zip(recipe.labels, class_weights.tolist())))
     start_epoch, history, best = 0, [], -1.0
@@ -418,12 +473,16 @@ def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int
             torch.set_rng_state(training.rng)
             start_epoch, history, best = int(training.epoch), list(training.history), float(training.best_accuracy)
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
-            raise TrainError(f"{config.out}: the checkpoint's training state does not fit this run ({first_line(err, STATE_DICT_DETAIL)})") from None
+            raise TrainError(
+                f"{config.out}: the checkpoint's training state does not fit this run ({first_line(err, STATE_DICT_DETAIL)})"
+            ) from None
         saved_sampler = training.sampler or SamplerState(seed=config.seed, epoch=start_epoch, processes=world)  # files before the sampler
         sampler.seed = int(saved_sampler.seed)
         if int(saved_sampler.processes) != world:
-            log(f"note: the run was saved with {saved_sampler.processes} process(es) and continues with {world}: "
-                "its batch order now differs from an uninterrupted run's")
+            log(
+                f"note: the run was saved with {saved_sampler.processes} process(es) and continues with {world}: "
+                "its batch order now differs from an uninterrupted run's"
+            )
 
     skipped = SkippedImages(log)
     out, last = Path(config.out), last_path(config.out)
@@ -434,8 +493,9 @@ def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int
             sampler.set_epoch(epoch)
             data.train.epoch = epoch  # each sample's augmentation is seeded by (seed, epoch, index)
             try:
-                train_metrics = train_one_epoch(net, optimizer, scheduler, batches, recipe, config, epoch, device, class_weights, rank,
-                                                skipped)
+                train_metrics = train_one_epoch(
+                    net, optimizer, scheduler, batches, recipe, config, epoch, device, class_weights, rank, skipped
+                )
                 if rank == 0:
                     logits, labels, errors = logits_and_labels(model, data.val, device, workers, config.batch_size // world)
                     skipped.add(errors)
@@ -447,28 +507,40 @@ def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int
                 kept = f"the last good checkpoint is {last}, after epoch {epoch}" if saved else "no epoch finished, so nothing was saved"
                 raise TrainError(f"training diverged at {err}; stopped (try a lower --lr); {kept}") from None
             if rank == 0:
-                history.append({
-                    "epoch": epoch + 1,
-                    "train_loss": train_metrics["loss"],
-                    "train_accuracy": train_metrics["accuracy"],
-                    "val_loss": val_metrics["loss"],
-                    "val_accuracy": val_metrics["accuracy"],
-                    "lr": scheduler.get_last_lr()[0],
-                    "seconds": time.time() - tick,
-                })
+                history.append(
+                    {
+                        "epoch": epoch + 1,
+                        "train_loss": train_metrics["loss"],
+                        "train_accuracy": train_metrics["accuracy"],
+                        "val_loss": val_metrics["loss"],
+                        "val_accuracy": val_metrics["accuracy"],
+                        "lr": scheduler.get_last_lr()[0],
+                        "seconds": time.time() - tick,
+                    }
+                )
                 improved = val_metrics["accuracy"] > best
                 best = max(best, val_metrics["accuracy"])
                 checkpoint = run_checkpoint(
-                    config=config, recipe=recipe, data=data, model=model, optimizer=optimizer, scheduler=scheduler,
-                    history=history, best_accuracy=best, processes=world, notes=data.notes + skipped.note(),
+                    config=config,
+                    recipe=recipe,
+                    data=data,
+                    model=model,
+                    optimizer=optimizer,
+                    scheduler=scheduler,
+                    history=history,
+                    best_accuracy=best,
+                    processes=world,
+                    notes=data.notes + skipped.note(),
                     sampler=SamplerState(seed=sampler.seed, epoch=epoch + 1, processes=world),
                 )
                 save_checkpoint(last, checkpoint)
                 if improved:
                     best_checkpoint = cpu_copy(checkpoint)
-                log(f"epoch {epoch + 1}/{config.epochs}  train loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.3f}  "
+                log(
+                    f"epoch {epoch + 1}/{config.epochs}  train loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.3f}  "
                     f"val loss {val_metrics['loss']:.4f} acc {val_metrics['accuracy']:.3f}  "
-                    f"{time.time() - tick:.1f}s{'  (best)' if improved else ''}")
+                    f"{time.time() - tick:.1f}s{'  (best)' if improved else ''}"
+                )
             if config.stop_after is not None and epoch + 1 - start_epoch >= config.stop_after:
                 log(f"stopped after {config.stop_after} epoch(s); continue with --resume {last}")
                 break
@@ -479,8 +551,10 @@ def _train(config: TrainConfig, recipe: Recipe, data: TrainingData, workers: int
         # a resumed run that did not improve reports on the best checkpoint it started from
         model.load_state_dict(best_checkpoint.model if best_checkpoint is not None else load_checkpoint(out).model)
         report = write_val_report(out, model, data, device, workers, config.batch_size // world, history, list(recipe.labels))
-        log(f"best validation accuracy {best:.3f}; wrote {out} (best), {last} (latest) and {', '.join(p.name for p in report)} "
-            f"in {time.time() - started:.0f}s")
+        log(
+            f"best validation accuracy {best:.3f}; wrote {out} (best), {last} (latest) and {', '.join(p.name for p in report)} "
+            f"in {time.time() - started:.0f}s"
+        )
     return out
 
 
@@ -495,13 +569,16 @@ def write_best(out: Path, best: Checkpoint, model: GapCam, data: TrainingData, d
     loc = calibrate_box_threshold(model, data.val, data.val_boxes, device, workers, batch_size) if data.val_boxes is not None else None
     if loc is not None:
         best = replace(best, localization=loc)
-        log(f"CAM box threshold {loc['box_threshold']:.2f} (validation box accuracy {loc['val_max_box_accuracy']:.3f} on "
-            f"{loc['val_images_with_boxes']} images with boxes; {loc['val_box_accuracy_curve']['0.2']:.3f} at the paper's 0.2)")
+        log(
+            f"CAM box threshold {loc['box_threshold']:.2f} (validation box accuracy {loc['val_max_box_accuracy']:.3f} on "
+            f"{loc['val_images_with_boxes']} images with boxes; {loc['val_box_accuracy_curve']['0.2']:.3f} at the paper's 0.2)"
+        )
     save_checkpoint(out, best)
 
 
-def write_val_report(out: Path, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, history: list[dict],
-                     labels: list[str]) -> list[Path]:
+def write_val_report(
+    out: Path, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, history: list[dict], labels: list[str]
+) -> list[Path]:
     """The validation metrics and plots of `model` (holding the best weights), beside the checkpoint."""
     logits, truth, _ = logits_and_labels(model, data.val, device, workers, batch_size)
     metrics = classification_metrics(truth.numpy(), torch.softmax(logits, dim=1).numpy(), labels)

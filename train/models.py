@@ -3,12 +3,14 @@
 Zhou et al., "Learning Deep Features for Discriminative Localization" (CVPR 2016): for class c,
 CAM_c = sum_k fc.weight[c, k] * features_k, where `features` is exactly what the pooling reduces.
 """
+
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -106,7 +108,9 @@ def torchvision_model(name: str, init: BackboneInit) -> nn.Module:
             raise TrainError(f"{init.weights}: does not fit torchvision's {name} ({first_line(err, STATE_DICT_DETAIL)})") from None
         missing = [key for key in result.missing_keys if not key.startswith(("fc.", "classifier."))]
         if missing or result.unexpected_keys:
-            raise TrainError(f"{init.weights}: does not fit torchvision's {name} (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+            raise TrainError(
+                f"{init.weights}: does not fit torchvision's {name} (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
+            )
     return net
 
 
@@ -209,7 +213,9 @@ def _register_torchvision(name: str, doc: str) -> None:
 _register_torchvision("vgg16", "The paper's VGGnet-GAP: VGG-16 up to conv5_3 (+ReLU), pool5 and the FC layers removed: 14x14 maps at 224.")
 _register_torchvision("resnet18", "torchvision resnet18 up to layer4 (stride 32), without its average pool and fc.")
 _register_torchvision("resnet50", "torchvision resnet50 up to layer4 (stride 32), without its average pool and fc.")
-_register_torchvision("mobilenet_v3_large", "torchvision MobileNetV3-Large's feature extractor (960 channels, stride 32), without its classifier.")
+_register_torchvision(
+    "mobilenet_v3_large", "torchvision MobileNetV3-Large's feature extractor (960 channels, stride 32), without its classifier."
+)
 
 
 @dataclass
@@ -227,7 +233,7 @@ class Architecture:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Architecture":
+    def from_dict(cls, data: dict) -> Architecture:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         arch = cls(**known)
         arch.backbone_args = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.backbone_args.items()}

@@ -5,18 +5,19 @@ Each reader returns one split as image sources (paths or uint8 arrays) with labe
 pixels are decoded later by the runtime's preprocessing. Where a dataset has no usable validation
 split, a stratified, seeded share of its training images becomes one, and the notes say so.
 """
+
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from runtime.evaluation.datasets import cub_classes, cub_ground_truth, read_boxes_csv
 from runtime.formats.files import read_text_file
 from runtime.inputs.image import IMAGE_SUFFIXES
-from runtime.evaluation.datasets import cub_classes, cub_ground_truth, read_boxes_csv
 from train.errors import TrainError
 
 VAL_FRACTION = 0.1  # share of the training pool carved out for validation where needed

@@ -1,25 +1,37 @@
 """Recipes: a dataclass each, naming the data, labels, preprocessing, model and training defaults."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from runtime.errors import CamError
-from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess, image_size
 from runtime.evaluation import shapes
-from train.data import (
-    CACHE_LIMIT_BYTES, Augment, ImageSet, TrainingData, fingerprint, parity_samples,
-)
-from train.readers import (
-    LabeledImages, cub_labels, folder_labels, read_chest_xray, read_cub, read_fer, read_image_folder,
-)
+from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess, image_size
 from train.checkpoint import Provenance
+from train.data import (
+    CACHE_LIMIT_BYTES,
+    Augment,
+    ImageSet,
+    TrainingData,
+    fingerprint,
+    parity_samples,
+)
 from train.errors import TrainError
 from train.models import Architecture
+from train.readers import (
+    LabeledImages,
+    cub_labels,
+    folder_labels,
+    read_chest_xray,
+    read_cub,
+    read_fer,
+    read_image_folder,
+)
 
 SPLITS = ("train", "val", "test")
 CACHE_MODES = ("auto", "on", "off")
@@ -35,7 +47,7 @@ class DataOptions:
     labels_file: Path | None = None  # --labels FILE: class names in logit order (folder and cub)
 
     @classmethod
-    def of_run(cls, config: dict, data: str | os.PathLike | None = None) -> "DataOptions":
+    def of_run(cls, config: dict, data: str | os.PathLike | None = None) -> DataOptions:
         """The data a training run used (its checkpoint's `training["config"]`), at `data` if given."""
         path = data if data else config.get("data")
         labels = config.get("labels")
@@ -48,7 +60,7 @@ class Recipe:
     labels: tuple[str, ...]  # class names in logit order; empty where they come from the data (find_labels)
     preprocess: Preprocess  # input size, color mode, mean, std, resize method
     architecture: Architecture  # default model; --backbone and friends override it
-    read: Callable[["Recipe", DataOptions, str], LabeledImages]  # one split: "train", "val" or "test"
+    read: Callable[[Recipe, DataOptions, str], LabeledImages]  # one split: "train", "val" or "test"
     epochs: int = 10  # default --epochs
     batch_size: int = 64  # default --batch-size
     lr: float = 3e-3  # default --lr, peak of the warm-up + cosine schedule
@@ -63,14 +75,14 @@ class Recipe:
     find_labels: Callable[[Path, Path | None], tuple[str, ...]] | None = None  # (data, --labels FILE) -> labels
     face_crops: bool = False  # inputs are face crops (FER): exported models say so, and apps find faces first
 
-    def with_arch(self, **changes) -> "Recipe":
+    def with_arch(self, **changes) -> Recipe:
         return replace(self, architecture=replace(self.architecture, **changes))
 
-    def with_labels(self, labels) -> "Recipe":
+    def with_labels(self, labels) -> Recipe:
         """This recipe for the classes `labels` (from the data, or from a checkpoint)."""
         return replace(self.with_arch(num_classes=len(labels)), labels=tuple(labels))
 
-    def resolve_labels(self, options: DataOptions) -> "Recipe":
+    def resolve_labels(self, options: DataOptions) -> Recipe:
         """The recipe with its labels, found in the data where the recipe has none of its own."""
         if self.find_labels is None:
             return self
@@ -99,7 +111,9 @@ class Recipe:
         val, val_part = self.image_set(options, "val")
         notes = list(dict.fromkeys(train_part.notes + val_part.notes))
         val_keep = np.arange(len(val))
-        use_cache = cache == "on" or (cache == "auto" and not train.in_memory and train.cache_bytes() + val.cache_bytes() <= CACHE_LIMIT_BYTES)
+        use_cache = cache == "on" or (
+            cache == "auto" and not train.in_memory and train.cache_bytes() + val.cache_bytes() <= CACHE_LIMIT_BYTES
+        )
         if use_cache and cache_dir is not None:
             train, _, train_errors = train.with_cache(cache_dir, workers, "training images")
             val, val_keep, val_errors = val.with_cache(cache_dir, workers, "validation images")
@@ -110,7 +124,11 @@ class Recipe:
                     notes.append(f"skipped {len(errors)} unreadable image(s), e.g. {errors[0]}")
         if len(train) == 0 or len(val) == 0:
             raise TrainError("no readable images left in the training or validation split")
-        boxes = None if val_part.boxes is None else [model_pixel_boxes(val_part.images[i], val_part.boxes[i], self.preprocess) for i in val_keep]
+        boxes = (
+            None
+            if val_part.boxes is None
+            else [model_pixel_boxes(val_part.images[i], val_part.boxes[i], self.preprocess) for i in val_keep]
+        )
         return TrainingData(
             train=train,
             val=val,

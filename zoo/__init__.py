@@ -2,6 +2,7 @@
 
 No torch here: the zoo needs the standard library, numpy and the runtime only.
 """
+
 from zoo.errors import ZooError
 from zoo.fetch import fetch
 from zoo.index import publish, read_index

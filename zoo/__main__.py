@@ -1,4 +1,5 @@
 """`python -m zoo pack|verify|publish|list|info|fetch|triton`: versioned, checksummed CAM model packages."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,12 @@ def main() -> None:
 @click.option("--version", "version", required=True, help="X.Y.Z")
 @click.option("--license", "license_", default="unspecified", show_default=True)
 @click.option("--card", type=click.Path(exists=True, dir_okay=False), help="Markdown describing the model, for the model card.")
-@click.option("--images", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Images for test vectors and sample overlays (repeatable).")
+@click.option(
+    "--images",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Images for test vectors and sample overlays (repeatable).",
+)
 @click.option("--metrics", type=click.Path(exists=True, dir_okay=False), help="JSON object of measured metrics to record.")
 @click.option("-o", "--out", "out_dir", default=".", show_default=True, type=click.Path(file_okay=False))
 @click.option("--overwrite", is_flag=True, help="Replace an existing package of the same name and version.")
@@ -44,7 +50,9 @@ def pack_command(model, name, version, license_, card, images, metrics, out_dir,
         if not isinstance(measured, dict):
             raise ZooError(f"{metrics}: expected a JSON object of metric names and values")
     description = read_text_file(card, "model card") if card else ""
-    result = pack(model, name, version, out_dir, license=license_, description=description, images=images, metrics=measured, overwrite=overwrite)
+    result = pack(
+        model, name, version, out_dir, license=license_, description=description, images=images, metrics=measured, overwrite=overwrite
+    )
     click.echo(f"wrote {result.folder}/ ({len(result.manifest.files) + 1} files) and {result.archive}")
 
 

@@ -1,4 +1,5 @@
 """The model card (`README.md` of a package), written from the manifest so the two never disagree."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,11 @@ def render_card(manifest: Manifest, description: str = "") -> str:
         f"- Preprocessing: resize to {pre['width']}x{pre['height']} ({pre['resize']}), color {pre['color']}, "
         f"(x/255 - mean) / std with mean {pre['mean']} and std {pre['std']}",
         f"- License: {manifest.license}",
-        *([f"- Runs on onnxruntime {manifest.min_onnxruntime} and newer (opset {manifest.provenance.get('opset', '?')})"]
-          if manifest.min_onnxruntime else []),
+        *(
+            [f"- Runs on onnxruntime {manifest.min_onnxruntime} and newer (opset {manifest.provenance.get('opset', '?')})"]
+            if manifest.min_onnxruntime
+            else []
+        ),
         "",
         "## Metrics",
         "",

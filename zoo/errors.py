@@ -1,4 +1,5 @@
 """The zoo's user-facing error."""
+
 from runtime.errors import GapcamError
 
 

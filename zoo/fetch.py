@@ -3,6 +3,7 @@
 Nothing is used before its sha256 matches the index; the size in the index caps the download; a
 transfer that breaks off leaves nothing behind in the store.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,6 +70,7 @@ def unpack(archive: Path, dest: Path, name: str, version: str) -> None:
         raise ZooError(f"{archive}: holds {package.reference}, the index promised {name}@{version}; refused")
     with atomic_folder(dest, {member: package.read(member) for member in package.names()}):
         pass  # the archive was checked above; nothing is left to check before the rename
+
 
 @raises_only(ZooError)
 def fetch(

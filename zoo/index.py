@@ -1,4 +1,5 @@
 """Package indexes: a JSON file or URL listing packages with version, URL, sha256 and size."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """`python -m zoo pack`: an exported ONNX file -> a versioned, checksummed package folder and .zip."""
+
 from __future__ import annotations
 
 import io

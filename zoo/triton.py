@@ -4,6 +4,7 @@ Triton serves the ONNX graph (logits, features and, where the model has them, ev
 `cams`); the client turns those outputs into `CamResult`s with `runtime.explain_outputs`, using the
 `ModelInfo` (fc weights, labels, box threshold) that the package's ONNX metadata carries.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Stored as `test_vectors.npz` (numpy arrays only, loaded with allow_pickle=False): images (uint8,
 model size), logits, the top-1 class, its raw CAM and its box.
 """
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """`python -m zoo verify`: checksums and schema, the model against its manifest, the test vectors."""
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,9 @@ def verify(path: str | os.PathLike) -> VerifyReport:
     except CamError as err:
         report.checks.append(Check("checksums and manifest", False, str(err)))
         return report
-    report.checks.append(Check("checksums and manifest", True, f"{package.reference}: {len(package.manifest.files)} files match their sha256"))
+    report.checks.append(
+        Check("checksums and manifest", True, f"{package.reference}: {len(package.manifest.files)} files match their sha256")
+    )
     try:
         session = CamSession(path, providers=[CPU])
     except CamError as err:
@@ -50,10 +53,12 @@ def verify(path: str | os.PathLike) -> VerifyReport:
     except GapcamError as err:
         report.checks.append(Check("test vectors", False, str(err)))
         return report
-    report.checks.append(Check(
-        "test vectors",
-        replay["passed"],
-        f"{replay['count']} inputs: logits {replay['logits_relative_error']:.1e}, CAMs {replay['cams_relative_error']:.1e} "
-        f"relative (tolerance {TOLERANCE:.0e}), classes agree {replay['classes_agree']}, min box IoU {replay['min_box_iou']:.3f}",
-    ))
+    report.checks.append(
+        Check(
+            "test vectors",
+            replay["passed"],
+            f"{replay['count']} inputs: logits {replay['logits_relative_error']:.1e}, CAMs {replay['cams_relative_error']:.1e} "
+            f"relative (tolerance {TOLERANCE:.0e}), classes agree {replay['classes_agree']}, min box IoU {replay['min_box_iou']:.3f}",
+        )
+    )
     return report

@@ -1,4 +1,5 @@
 """How gapcam compares two runs of a model (torch vs onnxruntime, packing time vs now): one bound, one measure."""
+
 from __future__ import annotations
 
 import numpy as np

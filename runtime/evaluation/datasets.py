@@ -1,5 +1,6 @@
 """Images with true boxes (and masks) to measure localization on: the built-in shapes split, a
 folder of class folders with a `boxes.csv`, and CUB-200-2011 as it is distributed."""
+
 from __future__ import annotations
 
 import csv

@@ -12,6 +12,7 @@ Metrics (all with the CAM of the true class unless said otherwise, min-max scale
 - PxAP (same paper): the area under the pixel precision-recall curve of the CAM against the true
   masks, over all pixels of all images, thresholds on a 0.001 grid.
 """
+
 from __future__ import annotations
 
 import json
@@ -120,10 +121,7 @@ def evaluate_localization(
 
 def best_points(curves: Mapping[str, npt.NDArray[np.float64]], thresholds: npt.NDArray[np.float64]) -> dict[str, dict[str, float]]:
     """Per IoU level: the curve's maximum and the threshold where it is reached (the first, on ties)."""
-    return {
-        delta: {"value": float(curve.max()), "threshold": float(thresholds[int(np.argmax(curve))])}
-        for delta, curve in curves.items()
-    }
+    return {delta: {"value": float(curve.max()), "threshold": float(thresholds[int(np.argmax(curve))])} for delta, curve in curves.items()}
 
 
 def write_localization_report(metrics: Mapping[str, Any], out_dir: Path, title: str) -> list[Path]:
@@ -143,13 +141,19 @@ def write_localization_report(metrics: Mapping[str, Any], out_dir: Path, title: 
 
 
 # The dataset readers lived here in gapcam 0.1 (deprecated; runtime.deprecation).
-__getattr__ = moved_names(__name__, {name: "runtime.evaluation.datasets" for name in (
-    'GroundTruth',
-    'shapes_ground_truth',
-    'read_boxes_csv',
-    'folder_ground_truth',
-    'CUB_FILES',
-    'is_cub',
-    'cub_classes',
-    'cub_ground_truth',
-)})
+__getattr__ = moved_names(
+    __name__,
+    dict.fromkeys(
+        (
+            "GroundTruth",
+            "shapes_ground_truth",
+            "read_boxes_csv",
+            "folder_ground_truth",
+            "CUB_FILES",
+            "is_cub",
+            "cub_classes",
+            "cub_ground_truth",
+        ),
+        "runtime.evaluation.datasets",
+    ),
+)

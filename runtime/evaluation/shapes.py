@@ -4,6 +4,7 @@ Each sample is drawn from its own seeded generator, so sample i of a split is th
 machine and in every order. One object per image, at a random position, scale, rotation and color,
 over a background of gradients, stripes and noise, with thin lines and dots as distractors.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,20 @@ def _outline(kind: str, radius: float, angle: float) -> npt.NDArray[np.float64]:
         radii = np.where(np.arange(10) % 2 == 0, radius * 1.1, radius * 0.45)
     elif kind == "cross":
         arm, half = radius, radius * 0.36
-        points = [(half, arm), (half, half), (arm, half), (arm, -half), (half, -half), (half, -arm),
-                  (-half, -arm), (-half, -half), (-arm, -half), (-arm, half), (-half, half), (-half, arm)]
+        points = [
+            (half, arm),
+            (half, half),
+            (arm, half),
+            (arm, -half),
+            (half, -half),
+            (half, -arm),
+            (-half, -arm),
+            (-half, -half),
+            (-arm, -half),
+            (-arm, half),
+            (-half, half),
+            (-half, arm),
+        ]
         xy = np.array(points, dtype=np.float64)
         theta, radii = np.arctan2(xy[:, 1], xy[:, 0]), np.hypot(xy[:, 0], xy[:, 1])
     else:

@@ -4,6 +4,7 @@
 `to_props()`; `CamSession` reads it back through onnxruntime's `custom_metadata_map` with
 `from_props()`, so the runtime needs no onnx package. Every field is defined here once.
 """
+
 from __future__ import annotations
 
 import base64
@@ -93,7 +94,7 @@ class ModelInfo:
 
     @property
     def precision(self) -> str:
-        """"int8" for a quantized model (`export --int8`), else "fp32"."""
+        """ "int8" for a quantized model (`export --int8`), else "fp32"."""
         return str(self.quantization.get("precision", "int8")) if self.quantization else "fp32"
 
     def to_props(self) -> dict[str, str]:
@@ -127,7 +128,7 @@ class ModelInfo:
         if PREFIX + "format" not in props:
             raise CamError(f"{source}: not a gapcam model (no gapcam metadata; export it with `python -m export`)")
         try:
-            values = {key[len(PREFIX):]: json.loads(text) for key, text in props.items() if key.startswith(PREFIX)}
+            values = {key[len(PREFIX) :]: json.loads(text) for key, text in props.items() if key.startswith(PREFIX)}
             check_format(values, FORMAT, FORMAT_VERSION, source, "gapcam model's metadata")
             return cls(
                 labels=[str(label) for label in values["labels"]],

@@ -5,6 +5,7 @@ and sample overlays. The manifest lists the sha256 and size of every other file.
 packages; this module is the one reader, so every `CamSession` checks what it loads. A package is
 untrusted input: archive entries that escape, links, unlisted or altered files are refused.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -75,8 +76,18 @@ class Manifest:
             raise CamError(f"{source}: manifest is not valid JSON ({err})") from None
         check_format(data, FORMAT, FORMAT_VERSION, source, "gapcam package manifest")
         expected = {
-            "name": str, "version": str, "task": str, "labels": list, "input": dict, "outputs": list,
-            "preprocess": dict, "files": dict, "metrics": dict, "parity": dict, "license": str, "provenance": dict,
+            "name": str,
+            "version": str,
+            "task": str,
+            "labels": list,
+            "input": dict,
+            "outputs": list,
+            "preprocess": dict,
+            "files": dict,
+            "metrics": dict,
+            "parity": dict,
+            "license": str,
+            "provenance": dict,
         }
         for key, kind in expected.items():
             if not isinstance(data.get(key), kind):
@@ -86,8 +97,12 @@ class Manifest:
         if not VERSION_PATTERN.match(data["version"]):
             raise CamError(f"{source}: manifest version {data['version']!r} is not X.Y.Z")
         for tensor in [data["input"], *data["outputs"]]:
-            if not (isinstance(tensor, dict) and isinstance(tensor.get("name"), str) and isinstance(tensor.get("dtype"), str)
-                    and isinstance(tensor.get("shape"), list)):
+            if not (
+                isinstance(tensor, dict)
+                and isinstance(tensor.get("name"), str)
+                and isinstance(tensor.get("dtype"), str)
+                and isinstance(tensor.get("shape"), list)
+            ):
                 raise CamError(f"{source}: manifest input and outputs need a name, a dtype and a shape list each, got {tensor!r:.100}")
         if MODEL not in data["files"]:
             raise CamError(f"{source}: manifest lists no {MODEL}")
@@ -188,16 +203,22 @@ class Package:
             raise CamError(f"{self.path}: files not in the manifest: {unlisted}")
         for name, entry in listed.items():
             if entry["size"] > self.max_file_bytes:
-                raise CamError(f"{self.path}: {name} is declared at {entry['size']} bytes, more than the limit of "
-                               f"{self.max_file_bytes} a file (GAPCAM_MAX_PACKAGE_FILE_BYTES); refused unread")
+                raise CamError(
+                    f"{self.path}: {name} is declared at {entry['size']} bytes, more than the limit of "
+                    f"{self.max_file_bytes} a file (GAPCAM_MAX_PACKAGE_FILE_BYTES); refused unread"
+                )
             if name not in entries:
                 raise CamError(f"{self.path}: {name} is listed in the manifest but missing")
             if entries[name][0] != entry["size"]:
-                raise CamError(f"{self.path}: {name} has {entries[name][0]} bytes, the manifest says {entry['size']} (checksum check failed)")
+                raise CamError(
+                    f"{self.path}: {name} has {entries[name][0]} bytes, the manifest says {entry['size']} (checksum check failed)"
+                )
         total = sum(entry["size"] for entry in listed.values())
         if total > self.max_total_bytes:
-            raise CamError(f"{self.path}: the files add up to {total} bytes, more than the limit of {self.max_total_bytes} "
-                           "(GAPCAM_MAX_PACKAGE_BYTES); refused unread")
+            raise CamError(
+                f"{self.path}: the files add up to {total} bytes, more than the limit of {self.max_total_bytes} "
+                "(GAPCAM_MAX_PACKAGE_BYTES); refused unread"
+            )
         for name in listed:
             self._hashed(name, entries[name][1])
 

@@ -1,5 +1,6 @@
 """Where a model comes from: a file, a package folder or archive, or a package name in the local store
 (where `zoo fetch` puts packages) or bundled with gapcam."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ that is too old in one line, instead of onnxruntime's load error.
 The table was measured (benchmarks/onnxruntime_compat.py, docs/compatibility.md): every gapcam
 graph, fp32 and INT8 (QDQ), exported at each opset and loaded and run on each onnxruntime release.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """onnxruntime sessions: which execution providers to ask for (CUDA when it truly works, else the
 CPU), and opening a model file or bytes with one-line errors."""
+
 from __future__ import annotations
 
 import ctypes
@@ -21,8 +22,14 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 # Distributions that each install the same `onnxruntime` folder: two of them overwrite each other.
 ONNXRUNTIME_BUILDS = (
-    "onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-qnn",
-    "onnxruntime-rocm", "onnxruntime-silicon", "onnxruntime-training",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-directml",
+    "onnxruntime-openvino",
+    "onnxruntime-qnn",
+    "onnxruntime-rocm",
+    "onnxruntime-silicon",
+    "onnxruntime-training",
 )
 INSTALL_HINT = "pip install 'gapcam[cpu]' (or 'gapcam[gpu]' for CUDA)"
 
@@ -78,8 +85,7 @@ def _load_hint(builds: list[str]) -> str:
         return INSTALL_HINT
     if numpy_1_build and numpy_2:
         return (
-            f"{builds[0]} was built for numpy 1 and does not load beside {numpy_version[0]}: "
-            "pip install 'numpy<2' (or onnxruntime>=1.19)"
+            f"{builds[0]} was built for numpy 1 and does not load beside {numpy_version[0]}: pip install 'numpy<2' (or onnxruntime>=1.19)"
         )
     return INSTALL_HINT
 

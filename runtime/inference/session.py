@@ -1,4 +1,5 @@
 """`CamSession`: an exported gapcam model in onnxruntime, from images to labels, CAMs and boxes."""
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,12 @@ class CamSession:
     def _check_signature(self) -> None:
         inputs, graph_outputs = self._session.get_inputs(), self._session.get_outputs()
         outputs = [o.name for o in graph_outputs]
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME or tuple(outputs[:2]) != OUTPUT_NAMES or outputs[2:] not in ([], [CLASS_MAPS_NAME]):
+        if (
+            len(inputs) != 1
+            or inputs[0].name != INPUT_NAME
+            or tuple(outputs[:2]) != OUTPUT_NAMES
+            or outputs[2:] not in ([], [CLASS_MAPS_NAME])
+        ):
             raise CamError(
                 f"{self.path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)} (then optionally "
                 f"{CLASS_MAPS_NAME!r}), got inputs {[i.name for i in inputs]} and outputs {outputs}"
@@ -82,8 +88,10 @@ class CamSession:
         if len(output_shapes["features"]) != 4:
             raise CamError(f"{self.path}: the graph's 'features' is {output_shapes['features']}, not [N, K, h, w]")
         if any(not isinstance(d, int) for d in input_shape[2:]) and max(info.preprocess.size) > MAX_INPUT_SIDE:
-            raise CamError(f"{self.path}: metadata field preprocess asks for a {info.preprocess.height}x{info.preprocess.width} "
-                           f"input, larger than {MAX_INPUT_SIDE} a side, and the graph does not fix it")
+            raise CamError(
+                f"{self.path}: metadata field preprocess asks for a {info.preprocess.height}x{info.preprocess.width} "
+                f"input, larger than {MAX_INPUT_SIDE} a side, and the graph does not fix it"
+            )
 
     def signature(self) -> dict[str, Any]:
         """The graph's input and outputs as a manifest declares them: name, dtype, shape (batch symbolic)."""
@@ -157,8 +165,14 @@ class CamSession:
         logits, maps_from = self.infer(self.to_batch(pictures), names)
         outputs = {"class_maps" if names[1] == CLASS_MAPS_NAME else "features": maps_from}
         return explain_outputs(
-            self.info, logits, [(picture.height, picture.width) for picture in pictures], **outputs,
-            classes=classes, topk=topk, method=method, box_threshold=self.box_threshold,
+            self.info,
+            logits,
+            [(picture.height, picture.width) for picture in pictures],
+            **outputs,
+            classes=classes,
+            topk=topk,
+            method=method,
+            box_threshold=self.box_threshold,
         )
 
     def overlay(self, image: ImageInput, cam: npt.NDArray[np.floating[Any]], **options: Any) -> Image.Image:

@@ -3,6 +3,7 @@
 Training's evaluation transform and `CamSession` both call `preprocess`, so a model sees the same
 tensor in both places by construction.
 """
+
 from __future__ import annotations
 
 import io

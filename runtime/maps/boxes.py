@@ -5,6 +5,7 @@ maximum and box the largest connected component. MaxBoxAccV2 (Choe et al., "Eval
 Supervised Object Localization Methods Right", CVPR 2020) instead takes, at each threshold, the
 best-matching box among all connected components. Boxes are (x0, y0, x1, y1), end-exclusive.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -222,10 +223,14 @@ def refine_box(
     columns = band(ys, np.r_[left, right]).any(axis=0)  # both vertical bands in one call
     rows = band(np.r_[top, bottom], xs).any(axis=1)
     edges = [x0, y0, x1, y1]
-    for index, (positions, hit, first) in enumerate((
-        (left, columns[: len(left)], True), (top, rows[: len(top)], True),
-        (right, columns[len(left) :], False), (bottom, rows[len(top) :], False),
-    )):
+    for index, (positions, hit, first) in enumerate(
+        (
+            (left, columns[: len(left)], True),
+            (top, rows[: len(top)], True),
+            (right, columns[len(left) :], False),
+            (bottom, rows[len(top) :], False),
+        )
+    ):
         if hit.any():
             edges[index] = int(positions[np.argmax(hit)]) if first else int(positions[len(hit) - 1 - np.argmax(hit[::-1])]) + 1
     return np.array(edges, dtype=np.int64)
@@ -257,7 +262,9 @@ def bounded_boxes(
     rounded = np.rint(boxes).astype(np.int64)
     margin = (int(np.ceil(height / small_h)) + 1, int(np.ceil(width / small_w)) + 1)
     whole = np.array([0, 0, width, height])
-    return np.stack([
-        box if np.array_equal(box, whole) else refine_box(m, box, threshold * p, image_size, margin)
-        for m, p, box in zip(scaled, peaks, rounded)
-    ])
+    return np.stack(
+        [
+            box if np.array_equal(box, whole) else refine_box(m, box, threshold * p, image_size, margin)
+            for m, p, box in zip(scaled, peaks, rounded)
+        ]
+    )

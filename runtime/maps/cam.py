@@ -6,6 +6,7 @@ For class c and feature maps f_k (the tensor global average pooling averages),
     CAM_c(x, y) = sum_k w[c, k] * f_k(x, y)
 so that, for GAP, logits[c] = mean_xy CAM_c(x, y) + bias[c] (Zhou et al., CVPR 2016, eq. 2).
 """
+
 from __future__ import annotations
 
 import functools
@@ -186,7 +187,14 @@ def normalize_maps(maps: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float3
 
 
 # Names that lived here in gapcam 0.1 (deprecated; runtime.deprecation).
-__getattr__ = moved_names(__name__, {
-    "METHODS": "runtime.maps.methods", "explanation_maps": "runtime.maps.methods", "maps_of_classes": "runtime.maps.methods",
-    "box_iou": "runtime.maps.boxes", "cam_box": "runtime.maps.boxes", "largest_component_box": "runtime.maps.boxes",
-})
+__getattr__ = moved_names(
+    __name__,
+    {
+        "METHODS": "runtime.maps.methods",
+        "explanation_maps": "runtime.maps.methods",
+        "maps_of_classes": "runtime.maps.methods",
+        "box_iou": "runtime.maps.boxes",
+        "cam_box": "runtime.maps.boxes",
+        "largest_component_box": "runtime.maps.boxes",
+    },
+)

@@ -8,6 +8,7 @@ A method makes raw maps [N, k, h, w] for class indices [N, k], from the graph's 
 (`cams` output, when the model has it and the method can use it: less to copy from a GPU) or from
 the features and the fc weights.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -43,7 +44,11 @@ class Method:
         return (OUTPUT_NAMES[0], CLASS_MAPS_NAME) if has_class_maps and self.from_class_maps else OUTPUT_NAMES
 
     def maps(
-        self, classes: npt.ArrayLike, *, features: npt.ArrayLike | None = None, weight: _Floats | None = None,
+        self,
+        classes: npt.ArrayLike,
+        *,
+        features: npt.ArrayLike | None = None,
+        weight: _Floats | None = None,
         class_maps: npt.ArrayLike | None = None,
     ) -> npt.NDArray[np.float32]:
         """Raw maps [N, k, h, w] float32 for class indices [N, k], from features (with the fc weight)
@@ -85,19 +90,30 @@ def _class_agnostic(features: _Floats, weight: _Floats, classes: npt.NDArray[np.
     return np.repeat(eigencam_maps(features)[:, None], classes.shape[1], axis=1)
 
 
-register(Method(
-    "cam", "CAM (Zhou et al. 2016): sum_k w[c, k] f_k, the map whose mean is the logit",
-    from_features=class_activation_maps, from_class_maps=lambda cams: cams,
-))
-register(Method(
-    "gradcam", "Grad-CAM (Selvaraju et al. 2017): ReLU(CAM) / (h w) for a GAP or GMP head",
-    from_features=lambda features, weight, classes: gradcam_maps(class_activation_maps(features, weight, classes)),
-    from_class_maps=gradcam_maps,
-))
-register(Method(
-    "eigencam", "Eigen-CAM (Muhammad and Yeasin 2020): first principal component of the features, class-agnostic",
-    from_features=_class_agnostic, class_specific=False,
-))
+register(
+    Method(
+        "cam",
+        "CAM (Zhou et al. 2016): sum_k w[c, k] f_k, the map whose mean is the logit",
+        from_features=class_activation_maps,
+        from_class_maps=lambda cams: cams,
+    )
+)
+register(
+    Method(
+        "gradcam",
+        "Grad-CAM (Selvaraju et al. 2017): ReLU(CAM) / (h w) for a GAP or GMP head",
+        from_features=lambda features, weight, classes: gradcam_maps(class_activation_maps(features, weight, classes)),
+        from_class_maps=gradcam_maps,
+    )
+)
+register(
+    Method(
+        "eigencam",
+        "Eigen-CAM (Muhammad and Yeasin 2020): first principal component of the features, class-agnostic",
+        from_features=_class_agnostic,
+        class_specific=False,
+    )
+)
 
 
 def explanation_maps(method: str, features: npt.ArrayLike, weight: _Floats, classes: npt.ArrayLike) -> npt.NDArray[np.float32]:

@@ -6,6 +6,7 @@ another onnxruntime process or a batch job calls it on outputs computed elsewher
 at feature resolution, boxes come from a map no larger than the model input (their coordinates
 scaled to the image), and the CAM at image size is made on first access.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -151,7 +152,9 @@ def explain_outputs(
     explainer = get_method(method)
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim != 2 or logits.shape[1] != info.num_classes or len(image_sizes) != len(logits):
-        raise CamError(f"logits: expected [{len(image_sizes)}, {info.num_classes}] for {len(image_sizes)} image sizes, got {list(logits.shape)}")
+        raise CamError(
+            f"logits: expected [{len(image_sizes)}, {info.num_classes}] for {len(image_sizes)} image sizes, got {list(logits.shape)}"
+        )
     threshold = info.box_threshold if box_threshold is None else box_threshold
     indices = choose_classes(classes, logits, info.labels, topk)
     if features is None and class_maps is None:
@@ -161,14 +164,16 @@ def explain_outputs(
     results = []
     for i, size in enumerate(image_sizes):
         scaled, peaks = scale_like_upsampled(raw[i], size)
-        results.append(CamResult(
-            logits=logits[i],
-            probs=probs[i],
-            classes=indices[i],
-            labels=[info.labels[c] for c in indices[i]],
-            cams_raw=raw[i],
-            cams_scaled=scaled,
-            boxes=bounded_boxes(scaled, peaks, threshold, size, info.preprocess.size),
-            image_size=(int(size[0]), int(size[1])),
-        ))
+        results.append(
+            CamResult(
+                logits=logits[i],
+                probs=probs[i],
+                classes=indices[i],
+                labels=[info.labels[c] for c in indices[i]],
+                cams_raw=raw[i],
+                cams_scaled=scaled,
+                boxes=bounded_boxes(scaled, peaks, threshold, size, info.preprocess.size),
+                image_size=(int(size[0]), int(size[1])),
+            )
+        )
     return results

@@ -1,4 +1,5 @@
 """Heatmap overlays: a CAM in a colormap, blended over the image, with an optional box and label."""
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """A small line chart drawn with Pillow, so the runtime can plot without matplotlib."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,5 +1,6 @@
 """Reports: the all-classes explanation figure, and a folder run's self-contained HTML report and
 results files, written as the run goes so that memory does not grow with the folder."""
+
 from __future__ import annotations
 
 import base64
@@ -65,7 +66,9 @@ def jpeg_data_uri(image: Image.Image) -> str:
 def report_card(name: str, picture: Image.Image, overlay: Image.Image, result: CamResult) -> str:
     """One image's card in the HTML report: input and overlay thumbnails (embedded, so the file
     stands alone), the explained classes with their probabilities, and the box."""
-    labels = "".join(f"<li>{html.escape(label)} <b>{result.probs[c]:.3f}</b></li>" for c, label in zip(result.classes, result.labels, strict=True))
+    labels = "".join(
+        f"<li>{html.escape(label)} <b>{result.probs[c]:.3f}</b></li>" for c, label in zip(result.classes, result.labels, strict=True)
+    )
     image, shown = jpeg_data_uri(_fit(to_color(picture, "RGB"), THUMB)), jpeg_data_uri(_fit(overlay, THUMB))
     return (
         f'<figure><div class="pair"><img src="{image}" alt="input"><img src="{shown}" alt="CAM"></div>'
