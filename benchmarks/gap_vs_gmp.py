@@ -68,7 +68,7 @@ def main(workdir: Path, seeds: list[int]) -> None:
         print(f"| {pool.upper()} | {len(rows)} | {' | '.join(cells)} |")
     print("\nper seed:")
     for pool, rows in results.items():
-        for seed, row in zip(seeds, rows):
+        for seed, row in zip(seeds, rows, strict=True):
             print(f"  {pool} seed {seed}: " + ", ".join(f"{COLUMNS[k]} {v:.3f}" for k, v in row.items()))
 
 

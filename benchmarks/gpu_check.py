@@ -64,7 +64,8 @@ def main(out: Path) -> None:
             say(f"- CUDA vs CPU CAMs: max relative difference {np.abs(cams - cams_cpu).max() / np.abs(cams_cpu).max():.2e}")
             maps_gpu, maps_cpu = default.infer(batch, ("cams",))[0], cpu.infer(batch, ("cams",))[0]
             say(
-                f"- CUDA vs CPU graph class maps (`cams`): max relative difference {np.abs(maps_gpu - maps_cpu).max() / np.abs(maps_cpu).max():.2e}"
+                "- CUDA vs CPU graph class maps (`cams`): max relative difference "
+                f"{np.abs(maps_gpu - maps_cpu).max() / np.abs(maps_cpu).max():.2e}"
             )
             agree = (logits.argmax(1) == reference[0].argmax(1)).all()
             say(f"- argmax agrees on all {len(batch)} images: {bool(agree)}")
@@ -80,9 +81,9 @@ def main(out: Path) -> None:
         ]
         for session in {tuple(s.providers): s for s in (cpu, default)}.values():
             for size in (1, 8, 64):
-                features_ms = median_ms(lambda: session.infer(batch[:size]))
-                maps_ms = median_ms(lambda: session.infer(batch[:size], ("logits", "cams")))
-                run = median_ms(lambda: session.run(images[:size]), repeats=5)
+                features_ms = median_ms(lambda session=session, size=size: session.infer(batch[:size]))
+                maps_ms = median_ms(lambda session=session, size=size: session.infer(batch[:size], ("logits", "cams")))
+                run = median_ms(lambda session=session, size=size: session.run(images[:size]), repeats=5)
                 _, features = session.infer(batch[:size])
                 _, maps = session.infer(batch[:size], ("logits", "cams"))
                 say(

@@ -84,10 +84,16 @@ def table(title: str, fp32: Path, data: CalibrationData, folder: Path, counts: t
 def main(checkpoint: Path, demo_onnx: Path) -> None:
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
-        demo = lambda count: recipe_calibration(checkpoint, calibration_images=count, held_out_images=500)
+
+        def demo(count: int) -> CalibrationData:
+            return recipe_calibration(checkpoint, calibration_images=count, held_out_images=500)
+
         lines = table("The demo's shapes model (trained)", demo_onnx, demo(100), folder, (25, 100, 300), demo)
         resnet, data = resnet_model(folder)
-        resample = lambda count: CalibrationData(list(data.calibration[:count]), data.held_out, data.source)
+
+        def resample(count: int) -> CalibrationData:
+            return CalibrationData(list(data.calibration[:count]), data.held_out, data.source)
+
         lines += table("resnet18-GAP, 200x256 gray, random weights", resnet, data, folder, (25, 100), resample)
     print("\n".join(lines))
 

@@ -77,7 +77,7 @@ with tempfile.TemporaryDirectory() as cache:
     print(json.dumps({{"images": seen, "seconds": time.perf_counter() - start}}))
 """
 
-LIGHT = dict(backbone="small_cnn", in_channels=3, cam_channels=64, backbone_args={"widths": (8, 16, 32, 64), "convs_per_stage": 1})
+LIGHT = {"backbone": "small_cnn", "in_channels": 3, "cam_channels": 64, "backbone_args": {"widths": (8, 16, 32, 64), "convs_per_stage": 1}}
 
 TRAIN_NEW = """
 import json, time
@@ -151,7 +151,8 @@ def main() -> None:
                     Path(cwd) if code is TRAIN_NEW else Path(args.old_tree),
                 )
             print(
-                f"| {label} | {workers if code is TRAIN_NEW else '-'} | {result['epoch_seconds']:.1f} | {args.images / result['epoch_seconds']:.0f} | "
+                f"| {label} | {workers if code is TRAIN_NEW else '-'} | {result['epoch_seconds']:.1f} | "
+                f"{args.images / result['epoch_seconds']:.0f} | "
                 f"{result['total_seconds']:.1f} | {peak:.0f} |"
             )
 

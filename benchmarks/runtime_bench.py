@@ -103,7 +103,7 @@ def torch_cam_path(model: GapCam, spec: Preprocess):
         top = logits.argmax(1).tolist()
         maps = extractor(top, logits, normalized=False)[0]
         out = []
-        for image, cam in zip(images, maps):
+        for image, cam in zip(images, maps, strict=True):
             up = F.interpolate(cam[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
             out.append((up - up.min()) / (up.max() - up.min()).clamp(min=1e-12))
         return out
@@ -122,7 +122,7 @@ def gradcam_path(model: GapCam, spec: Preprocess):
         maps = torch.from_numpy(extractor(input_tensor=x, targets=None))  # [N, H_in, W_in], scaled to [0, 1]
         return [
             F.interpolate(cam[None, None], size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-            for image, cam in zip(images, maps)
+            for image, cam in zip(images, maps, strict=True)
         ]
 
     return run
@@ -172,13 +172,16 @@ def speed_rows(recipe, model: GapCam, onnx_path: Path, repeats: int) -> list[str
         images_all = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(max(BATCHES))]
         for batch in BATCHES:
             images = images_all[:batch]
-            t = block_medians({key: (lambda fn=fn: fn(images)) for key, fn in {**paths, "run": session.run}.items()}, repeats)
+            t = block_medians(
+                {key: (lambda fn=fn, images=images: fn(images)) for key, fn in {**paths, "run": session.run}.items()}, repeats
+            )
             run_alone = t["run"]
             after = after_inference_seconds(session, images, repeats)
             x = session.to_batch(images)
             with torch.no_grad():
                 forward = block_medians(
-                    {"onnxruntime": lambda: session.infer(x, ("logits", "cams")), "torch": lambda: model(torch.from_numpy(x))}, repeats
+                    {"onnxruntime": lambda x=x: session.infer(x, ("logits", "cams")), "torch": lambda x=x: model(torch.from_numpy(x))},
+                    repeats,
                 )
             rows.append(
                 f"| {recipe.name} | {name} ({shape[0]}x{shape[1]}) | {batch} | {t['gapcam'] * 1e3:.1f} | {t['torchcam'] * 1e3:.1f} | "
@@ -212,7 +215,8 @@ def cold_start_rows(recipe, onnx_path: Path, weights: Path, image: Path) -> list
         import numpy as np, onnxruntime as ort
         from PIL import Image
         session = ort.InferenceSession({str(onnx_path)!r}, providers=["CPUExecutionProvider"])
-        x = np.asarray(Image.open({str(image)!r}).convert("L").resize(({recipe.preprocess.width}, {recipe.preprocess.height})), np.float32)[None, None] / 255
+        size = ({recipe.preprocess.width}, {recipe.preprocess.height})
+        x = np.asarray(Image.open({str(image)!r}).convert("L").resize(size), np.float32)[None, None] / 255
         session.run(None, {{"input": x}})
         {PEAK.format(extra='""')}
     """
@@ -359,7 +363,8 @@ def int8_rows(recipe, onnx_path: Path, folder: Path, repeats: int) -> list[str]:
     for precision, seconds in figures.items():
         size = onnx_path.stat().st_size if precision == "fp32" else report.size_bytes
         rows.append(
-            f"| {recipe.name} | {precision} | {seconds[1] * 1e3:.1f} ms | {seconds[8] * 1e3:.1f} ms | {32 / seconds[32]:.0f} | {size / 1e6:.2f} MB |"
+            f"| {recipe.name} | {precision} | {seconds[1] * 1e3:.1f} ms | {seconds[8] * 1e3:.1f} ms | "
+            f"{32 / seconds[32]:.0f} | {size / 1e6:.2f} MB |"
         )
     speed = {b: figures["fp32"][b] / figures["int8"][b] for b in (1, 8, 32)}
     fidelity = report.quantization["fidelity"]
@@ -398,7 +403,8 @@ def main(target: Path | None) -> None:
         "share of it after onnxruntime returns (labels, probabilities, boxes, raw maps; target <= 5%) follow, "
         "then the network alone: onnxruntime's inference call against torch's forward on the same batch.",
         "",
-        "| model | image | batch | gapcam | torch + torchcam | torch + GradCAM | gapcam / torchcam | gapcam / GradCAM | `run` alone | after onnxruntime | forward: onnxruntime / torch |",
+        "| model | image | batch | gapcam | torch + torchcam | torch + GradCAM | gapcam / torchcam | gapcam / GradCAM "
+        "| `run` alone | after onnxruntime | forward: onnxruntime / torch |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     with tempfile.TemporaryDirectory() as tmp:

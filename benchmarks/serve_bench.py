@@ -108,7 +108,8 @@ def main(model: str) -> None:
             rate, latencies = load(http, name, clients, images)
             ms = sorted(t * 1e3 for t in latencies)
             rows.append(
-                f"| {clients} | {rate:.1f} | {statistics.median(ms):.1f} | {ms[int(0.99 * (len(ms) - 1))]:.1f} | {tree_memory_mb(process.pid):.0f} MB |"
+                f"| {clients} | {rate:.1f} | {statistics.median(ms):.1f} | {ms[int(0.99 * (len(ms) - 1))]:.1f} "
+                f"| {tree_memory_mb(process.pid):.0f} MB |"
             )
         kept_alive = httpclient.InferenceServerClient(f"127.0.0.1:{http}")
         kept_alive.is_server_live()  # a connection still open when the signal arrives, as a load balancer keeps one

@@ -134,7 +134,7 @@ def predict(
                 except CamError as err:
                     skipped.append((paths[index], str(err)))
             results = session.run(pictures, topk=topk, method=method) if pictures else []
-            for index, picture, result in zip(kept, pictures, results):
+            for index, picture, result in zip(kept, pictures, results, strict=True):
                 writer.submit(write, index, picture, result)
                 table.append(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
             bar.update(len(batch))
@@ -256,7 +256,7 @@ def explain(
     target = Path(out) if out else Path(f"{Path(image).stem}_explain.png")
     with atomic_path(target) as tmp:
         figure.save(tmp, format="PNG")
-    for c, label in zip(result.classes, result.labels):
+    for c, label in zip(result.classes, result.labels, strict=True):
         click.echo(f"{label:<16} {result.probs[c]:.4f}")
     click.echo(f"wrote {target}")
 

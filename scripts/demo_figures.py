@@ -25,7 +25,7 @@ def grid_image(session: CamSession, images, true_boxes) -> Image.Image:
     height, width = images[0].shape[:2]
     tile_w, tile_h = width * SCALE, height * SCALE
     canvas = Image.new("RGB", (COLUMNS * 2 * tile_w, -(-len(images) // COLUMNS) * tile_h))
-    for i, (result, pixels, truth) in enumerate(zip(session.run(list(images)), images, true_boxes)):
+    for i, (result, pixels, truth) in enumerate(zip(session.run(list(images)), images, true_boxes, strict=True)):
         big = Image.fromarray(pixels).resize((tile_w, tile_h), Image.Resampling.NEAREST)
         box = [v * SCALE for v in result.box]
         shown = session.overlay(big, result.cams_scaled[0], box=box, label=f"{result.label} {result.prob:.2f}", box_color=CAM_COLOR)

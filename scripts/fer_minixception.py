@@ -131,7 +131,7 @@ def read_keras_weights(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
             if layer in group:
                 arrays = {}
                 group[layer].visititems(
-                    lambda name, obj: (
+                    lambda name, obj, arrays=arrays: (
                         arrays.__setitem__(name.split("/")[-1].split(":")[0], np.asarray(obj)) if isinstance(obj, h5py.Dataset) else None
                     )
                 )

@@ -141,7 +141,7 @@ def write_cub(root: Path, per_class: int = 4, seed: int = 3) -> Path:
     rows = {name: [] for name in ("images", "image_class_labels", "train_test_split", "bounding_boxes")}
     counts = dict.fromkeys(range(len(CLASSES)), 0)
     image_id = 0
-    for pixels, label, box, mask in zip(data.images, data.labels, data.boxes, data.masks):
+    for pixels, label, box, mask in zip(data.images, data.labels, data.boxes, data.masks, strict=True):
         if counts[int(label)] == per_class:
             continue
         counts[int(label)] += 1
@@ -180,7 +180,7 @@ def write_image_folder(
     for split_index, (split, count) in enumerate(splits.items()):
         data = render_split(count * len(CLASSES) * 3, seed + split_index, split, size)
         written = dict.fromkeys(range(len(CLASSES)), 0)
-        for number, (pixels, label, box) in enumerate(zip(data.images, data.labels, data.boxes)):
+        for number, (pixels, label, box) in enumerate(zip(data.images, data.labels, data.boxes, strict=True)):
             label = int(label)
             if written[label] == count:
                 continue

@@ -69,9 +69,10 @@ def test_custom_module_api_and_a_max_pooling_head(tmp_path):
 def test_cli_with_arch_and_labels(tmp_path):
     weights = saved("resnet18", tmp_path)
     (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    run = lambda *args: subprocess.run(
-        [sys.executable, "-m", "export", *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "export", *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
     done = run(weights, "--arch", "resnet18", "--labels", "labels.txt", "--input-size", 64, 64)
     assert done.returncode == 0, done.stderr
     assert CamSession(tmp_path / "resnet18.onnx").labels == LABELS

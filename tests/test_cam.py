@@ -12,7 +12,7 @@ def test_class_activation_maps_is_weighted_sum_of_features():
     weight = rng.standard_normal((4, 6)).astype(np.float32)
     classes = np.array([[0, 2], [3, 1], [1, 1]])
     cams = class_activation_maps(features, weight, classes)
-    expected = np.stack([np.einsum("ck,khw->chw", weight[c], f) for c, f in zip(classes, features)])
+    expected = np.stack([np.einsum("ck,khw->chw", weight[c], f) for c, f in zip(classes, features, strict=True)])
     assert cams.shape == (3, 2, 4, 5)
     np.testing.assert_allclose(cams, expected, rtol=1e-5, atol=1e-5)
 

@@ -189,13 +189,15 @@ def test_source_locations_are_cut_from_onnxruntime_messages():
     text = (
         "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model.cc:149 "
         "onnxruntime::Model::Model(onnx::ModelProto&&, const PathString&, const IOnnxRuntimeOpSchemaRegistryList*, "
-        "const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) Unsupported model IR version: 10, max supported IR version: 9\n"
+        "const onnxruntime::logging::Logger&, const onnxruntime::ModelOptions&) "
+        "Unsupported model IR version: 10, max supported IR version: 9\n"
     )
     assert providers.onnxruntime_reason(RuntimeError(text)) == (
         "[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed: Unsupported model IR version: 10, max supported IR version: 9"
     )
     opset = (
-        "[ONNXRuntimeError] : 1 : FAIL : Load model from /tmp/a b/m.onnx failed:/onnxruntime_src/onnxruntime/core/graph/model_load_utils.h:46 "
+        "[ONNXRuntimeError] : 1 : FAIL : Load model from /tmp/a b/m.onnx failed:"
+        "/onnxruntime_src/onnxruntime/core/graph/model_load_utils.h:46 "
         "void onnxruntime::model_load_utils::ValidateOpsetForDomain(const std::unordered_map<std::basic_string<char>, int>&, "
         "const onnxruntime::logging::Logger&, bool, const string&, int) ONNX Runtime only *guarantees* support for models stamped "
         "with official released onnx opset versions. Current official support for domain ai.onnx is till opset 19."

@@ -35,7 +35,7 @@ def epoch_batches(images: ImageSet, workers: int, epoch: int = 1, rank: int = 0,
 
 def assert_same_batches(a: list, b: list) -> None:
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x.index, y.index) and torch.equal(x.y, y.y) and torch.equal(x.x, y.x)
 
 

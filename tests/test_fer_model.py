@@ -120,7 +120,7 @@ def test_the_torch_rebuild_equals_the_keras_weights_own_computation(hdf5):
         with torch.no_grad():
             logits = model(torch.from_numpy(x))
             features = {}
-            hook = model.classifier.register_forward_hook(lambda m, i, o: features.setdefault("maps", o))
+            hook = model.classifier.register_forward_hook(lambda m, i, o, features=features: features.setdefault("maps", o))
             model(torch.from_numpy(x))
             hook.remove()
         np.testing.assert_allclose(features["maps"][0].numpy().transpose(1, 2, 0), maps, atol=1e-4 * np.abs(maps).max())

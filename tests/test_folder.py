@@ -18,7 +18,7 @@ from train import SamplerState, TrainError, load_checkpoint
 from train.loop import TrainConfig, fit, last_path, resume
 from train.recipes import CUB, FOLDER, DataOptions
 
-SMALL = dict(backbone="small_cnn", cam_channels=16, width=64, height=64, batch_size=8)  # fast on a CPU
+SMALL = {"backbone": "small_cnn", "cam_channels": 16, "width": 64, "height": 64, "batch_size": 8}  # fast on a CPU
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +102,11 @@ def test_an_official_val_folder_and_a_label_file_are_used(tmp_path):
     assert recipe.labels == tuple(order)
     train, val = recipe.read_split(options, "train"), recipe.read_split(options, "val")
     assert len(train.images) == 15 and len(val.images) == 10 and train.boxes is None and val.boxes is not None
-    assert all(str(p).split("/")[-2] == order[label] for p, label in zip(val.images, val.labels))
+    assert all(str(p).split("/")[-2] == order[label] for p, label in zip(val.images, val.labels, strict=True))
     data = recipe.load(options, cache="off")
     sizes = {Image.open(p).size[0] for p in val.images}
     assert sizes == {64, 96}  # boxes.csv is in each image's own pixels ...
-    for path, written, scaled in zip(val.images, val.boxes, data.val_boxes):  # ... and calibration in the model's 224
+    for path, written, scaled in zip(val.images, val.boxes, data.val_boxes, strict=True):  # ... and calibration in the model's 224
         np.testing.assert_allclose(scaled, written * 224 / Image.open(path).size[0])
 
 

@@ -17,7 +17,7 @@ def test_preprocess_shape_and_normalization():
     pixels = np.full((20, 30, 3), 102, np.uint8)  # 0.4 on the [0, 1] scale
     batch = preprocess([pixels, pixels], SPEC)
     assert batch.shape == (2, 3, 20, 30) and batch.dtype == np.float32
-    np.testing.assert_allclose(batch[0, :, 0, 0], [(0.4 - m) / s for m, s in zip(SPEC.mean, SPEC.std)], atol=1e-6)
+    np.testing.assert_allclose(batch[0, :, 0, 0], [(0.4 - m) / s for m, s in zip(SPEC.mean, SPEC.std, strict=True)], atol=1e-6)
 
 
 def test_grayscale_rgba_and_16_bit_inputs(tmp_path):

@@ -84,7 +84,7 @@ def test_shapes_localization_is_consistent(session):
     )
     curve = metrics["box_accuracy_curve"]
     assert len(curve["thresholds"]) == 20
-    assert all(a >= b >= c for a, b, c in zip(curve["0.3"], curve["0.5"], curve["0.7"]))
+    assert all(a >= b >= c for a, b, c in zip(curve["0.3"], curve["0.5"], curve["0.7"], strict=True))
     assert 0.0 <= metrics["pxap"] <= 1.0 and metrics["images_with_masks"] == 24
 
 
@@ -166,7 +166,9 @@ def test_cub_layout_is_read_as_it_ships(session, tmp_path):
     assert len(truth.names) == 2 * len(session.labels)
     first = truth.names[0]
     image_id = next(i for i, name in lines.items() if name == first)
-    x, y, w, h = map(float, next(l for l in (root / "bounding_boxes.txt").read_text().splitlines() if l.split()[0] == image_id).split()[1:])
+    x, y, w, h = map(
+        float, next(row for row in (root / "bounding_boxes.txt").read_text().splitlines() if row.split()[0] == image_id).split()[1:]
+    )
     assert truth.boxes[0].tolist() == [[x, y, x + w, y + h]]
     assert truth.labels[0] == session.labels.index(first.split("/")[0].split(".", 1)[1])
     assert sum(mask is not None for mask in truth.masks) == 1

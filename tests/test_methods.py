@@ -41,7 +41,7 @@ def test_gradcam_matches_pytorch_grad_cam(exported_session, tiny_model, shape_im
     extractor = at_feature_size(GradCAM(model=LogitsOnly(tiny_model), target_layers=[tiny_model.cam_conv]), features_shape)
     theirs = extractor(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes[:, 0]])
     cams = exported_session.run(images, classes=classes, method="cam")
-    for result, reference, cam in zip(ours, theirs, cams):
+    for result, reference, cam in zip(ours, theirs, cams, strict=True):
         np.testing.assert_allclose(normalize_maps(result.cams_raw)[0], reference, atol=1e-4)
         h, w = result.cams_raw.shape[-2:]
         np.testing.assert_allclose(result.cams_raw, np.maximum(cam.cams_raw, 0) / (h * w), rtol=1e-6)
@@ -56,7 +56,7 @@ def test_eigencam_matches_pytorch_grad_cams_projection(exported_session, tiny_mo
     features = features.numpy()
     theirs = get_2d_projection(features.copy())  # pytorch-grad-cam's Eigen-CAM, before its ReLU
     ours = np.stack([r.cams_raw[0] for r in exported_session.run(images, method="eigencam")])
-    for mine, reference, f in zip(ours, theirs, features):
+    for mine, reference, f in zip(ours, theirs, features, strict=True):
         oriented = reference if (reference.ravel() @ f.reshape(f.shape[0], -1).sum(0)) >= 0 else -reference
         np.testing.assert_allclose(normalize_maps(mine), normalize_maps(np.maximum(oriented, 0)), atol=1e-3)
     np.testing.assert_allclose(eigencam_maps(features), ours, rtol=1e-4, atol=1e-6)

@@ -76,7 +76,7 @@ def test_explain_outputs_serves_outputs_computed_elsewhere(session, shape_images
     class_maps = class_activation_maps(features, session.info.fc_weight, np.tile(np.arange(5), (3, 1)))
     from_maps = explain_outputs(session.info, logits, sizes, class_maps=class_maps, topk=2)
     direct = session.run(images, topk=2)
-    for a, b, c in zip(from_features, from_maps, direct):
+    for a, b, c in zip(from_features, from_maps, direct, strict=True):
         np.testing.assert_allclose(a.cams_raw, b.cams_raw, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(a.cams_raw, c.cams_raw, rtol=1e-4, atol=1e-4)
         assert a.to_dict() == b.to_dict() == c.to_dict()
@@ -105,6 +105,6 @@ def test_models_without_class_maps_keep_working(tiny_onnx, tmp_path, session, sh
     onnx.save(model, tmp_path / "two_outputs.onnx")
     old = CamSession(tmp_path / "two_outputs.onnx")
     assert not old.has_class_maps
-    for a, b in zip(old.run(list(shape_images.images), topk=2), session.run(list(shape_images.images), topk=2)):
+    for a, b in zip(old.run(list(shape_images.images), topk=2), session.run(list(shape_images.images), topk=2), strict=True):
         np.testing.assert_allclose(a.cams_raw, b.cams_raw, rtol=1e-4, atol=1e-5)
         assert a.to_dict() == b.to_dict()

@@ -176,7 +176,7 @@ def images(shape_images):
     """Encoded images of several sizes and formats: model size, larger, smaller, JPEG and PNG."""
     pictures = [
         np.asarray(Image.fromarray(p).resize(size))
-        for p, size in zip(shape_images.images, [(64, 64), (200, 150), (40, 30), (333, 101)] * 2)
+        for p, size in zip(shape_images.images, [(64, 64), (200, 150), (40, 30), (333, 101)] * 2, strict=True)
     ]
     return [encoded(p, "PNG" if i % 2 else "JPEG") for i, p in enumerate(pictures)]
 
@@ -312,7 +312,7 @@ def test_a_bad_image_batched_with_good_requests_fails_only_its_own(tiny_onnx, im
         assert counts["nv_inference_exec_count"] < counts["nv_inference_count"], f"Triton did not batch: {counts}"
         assert [bool(g["error"].reshape(-1)[0]) for g in got] == [False, False, True, False, False, False]
         expected = CamSession(tiny_onnx).run([s for s in sent if s != b"garbage"], topk=TOPK)
-        for g, e in zip([g for g, s in zip(got, sent) if s != b"garbage"], expected):
+        for g, e in zip([g for g, s in zip(got, sent, strict=True) if s != b"garbage"], expected, strict=True):
             check_against_session({n: g[n] for n in OUTPUTS}, [e])
     finally:
         started = time.monotonic()

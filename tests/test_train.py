@@ -38,7 +38,7 @@ def test_shapes_are_seeded_with_true_boxes_and_masks():
     data = render_split(50, seed=0, split="train")
     assert data.images.shape == (50, 64, 64, 3) and set(data.labels) <= set(range(len(CLASSES)))
     assert len(set(data.labels.tolist())) == len(CLASSES)
-    for box, mask in zip(data.boxes, data.masks):
+    for box, mask in zip(data.boxes, data.masks, strict=True):
         rows, cols = np.nonzero(mask)
         assert tuple(box) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
         assert 10 <= box[2] - box[0] <= 40
@@ -88,7 +88,7 @@ def test_checkpoint_keys_are_defined_once():
 
 
 def test_two_epochs_equal_one_plus_resume(tmp_path):
-    settings = dict(recipe="shapes", samples=96, epochs=2, batch_size=32, cam_channels=16)
+    settings = {"recipe": "shapes", "samples": 96, "epochs": 2, "batch_size": 32, "cam_channels": 16}
     fit(TrainConfig(out=str(tmp_path / "straight.pt"), **settings), log=lambda s: None)
     fit(TrainConfig(out=str(tmp_path / "split.pt"), stop_after=1, **settings), log=lambda s: None)
     assert load_checkpoint(last_path(tmp_path / "split.pt")).training.epoch == 1

@@ -186,7 +186,7 @@ def test_bundled_shapes_package_verifies_and_runs_offline(private_store, shape_i
     metrics = session.package.manifest.metrics
     assert metrics["heldout_classification_accuracy"] >= 0.95 and metrics["heldout_localization_accuracy"] > 0.5
     results = session.run(list(shape_images.images))
-    assert np.mean([r.classes[0] == y for r, y in zip(results, shape_images.labels)]) >= 0.75
+    assert np.mean([r.classes[0] == y for r, y in zip(results, shape_images.labels, strict=True)]) >= 0.75
     assert archive.stat().st_size < 5_000_000
     entries = read_index(DEFAULT_INDEX)
     assert [(e["name"], e["version"]) for e in entries] == [("fer2013-minixception", "1.0.0"), ("shapes", "1.1.0")]
@@ -270,6 +270,6 @@ def test_a_triton_client_gets_the_same_results_through_explain_outputs(packed, s
     logits, cams = server.run(["logits", "cams"], {"input": batch})
     results = explain_outputs(info, logits, [(p.height, p.width) for p in pictures], class_maps=cams, topk=2)
     expected = CamSession(packed.archive).run(pictures, topk=2)
-    for got, want in zip(results, expected):
+    for got, want in zip(results, expected, strict=True):
         assert np.array_equal(got.classes, want.classes) and np.array_equal(got.boxes, want.boxes)
         np.testing.assert_allclose(got.cams_raw, want.cams_raw, rtol=1e-5, atol=1e-6)

@@ -40,7 +40,9 @@ DEFINITIONS = {
     "gt_known_localization_accuracy": "IoU(box of the true class's CAM at the model's threshold, a true box) >= 0.5 (Choe et al. 2020)",
     "max_box_accuracy": "max over CAM thresholds of the share of images with IoU(box, a true box) >= delta (Choe et al. 2020)",
     "mean_max_box_accuracy": "mean of max_box_accuracy over delta 0.3, 0.5, 0.7 (largest component only)",
-    "max_box_accuracy_v2": "as max_box_accuracy, with the best-matching box of all connected components at each threshold (Choe et al. 2020)",
+    "max_box_accuracy_v2": (
+        "as max_box_accuracy, with the best-matching box of all connected components at each threshold (Choe et al. 2020)"
+    ),
     "mean_max_box_accuracy_v2": "MaxBoxAccV2: mean of max_box_accuracy_v2 over delta 0.3, 0.5, 0.7 (Choe et al. 2020)",
     "pxap": "area under the pixel precision-recall curve of the CAM against true masks (Choe et al. 2020)",
 }
@@ -82,7 +84,7 @@ def evaluate_localization(
         stop = min(start + batch_size, len(truth.images))
         pictures = [load_image(image) for image in truth.images[start:stop]]
         results = session.run(pictures, classes=truth.labels[start:stop, None], method=method)
-        for i, result in zip(range(start, stop), results):
+        for i, result in zip(range(start, stop), results, strict=True):
             cam = result.cam
             correct[i] = int(np.argmax(result.logits)) == truth.labels[i]
             known[i] = box_iou(cam_box(cam, session.box_threshold), truth.boxes[i]) >= 0.5

@@ -83,7 +83,7 @@ class CamSession:
         if self.has_class_maps:
             declared.append(("cams", output_shapes[CLASS_MAPS_NAME][:2], ["batch", info.num_classes], "labels (their number)"))
         for tensor, graph, metadata, field in declared:
-            if len(graph) != len(metadata) or any(isinstance(g, int) and g != m for g, m in zip(graph[1:], metadata[1:])):
+            if len(graph) != len(metadata) or any(isinstance(g, int) and g != m for g, m in zip(graph[1:], metadata[1:], strict=True)):
                 raise CamError(f"{self.path}: metadata field {field} says {metadata[1:]}, but the graph's {tensor!r} is {graph}")
         if len(output_shapes["features"]) != 4:
             raise CamError(f"{self.path}: the graph's 'features' is {output_shapes['features']}, not [N, K, h, w]")

@@ -254,7 +254,7 @@ def bounded_boxes(
     height, width = image_size
     small_h, small_w = box_map_size(image_size, bound)
     maps = upsample_bilinear(scaled, (small_h, small_w))
-    boxes = np.array([cam_box(m, threshold, peak=float(p)) for m, p in zip(maps, peaks)], dtype=np.float64).reshape(-1, 4)
+    boxes = np.array([cam_box(m, threshold, peak=float(p)) for m, p in zip(maps, peaks, strict=True)], dtype=np.float64).reshape(-1, 4)
     if (small_h, small_w) == (height, width):
         return boxes.astype(np.int64)
     boxes[:, [0, 2]] *= width / small_w
@@ -265,6 +265,6 @@ def bounded_boxes(
     return np.stack(
         [
             box if np.array_equal(box, whole) else refine_box(m, box, threshold * p, image_size, margin)
-            for m, p, box in zip(scaled, peaks, rounded)
+            for m, p, box in zip(scaled, peaks, rounded, strict=True)
         ]
     )

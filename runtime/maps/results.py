@@ -76,7 +76,7 @@ class CamResult:
             "label": self.label,
             "explained": [
                 {"class": int(c), "label": name, "prob": float(self.probs[c]), "box": [int(v) for v in box]}
-                for c, name, box in zip(self.classes, self.labels, self.boxes)
+                for c, name, box in zip(self.classes, self.labels, self.boxes, strict=True)
             ],
             "probs": [float(p) for p in self.probs],
         }
