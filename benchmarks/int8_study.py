@@ -17,14 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from runtime_bench import build  # a random-weight GapCam of a recipe, exported (benchmarks/ is this script's folder)
 
-from export import export_model
 from export.int8 import NO_GATE, CalibrationData, Int8Options, QuantizationSettings, quantize_model
 from export.recipe_data import recipe_calibration
-from runtime import ModelInfo
 from runtime.evaluation.shapes import render_split
-from train.models import GapCam
 from train.recipes import CHEST_XRAY
 
 SETTINGS = [
@@ -60,15 +57,7 @@ def describe(settings: QuantizationSettings) -> str:
 
 
 def resnet_model(folder: Path) -> tuple[Path, CalibrationData]:
-    torch.manual_seed(0)
-    model = GapCam(CHEST_XRAY.architecture).eval()
-    info = ModelInfo(
-        labels=list(CHEST_XRAY.labels),
-        preprocess=CHEST_XRAY.preprocess,
-        fc_weight=model.fc.weight.detach().numpy(),
-        fc_bias=model.fc.bias.detach().numpy(),
-    )
-    path = export_model(model, info, folder / "resnet18-gap.onnx").path
+    path = build(CHEST_XRAY, folder)[1]  # random weights, the chest X-ray recipe's resnet18-GAP
     images = render_split(300, 0, "train", 256).images
     return path, CalibrationData(list(images[:100]), list(images[100:]), "shapes rendered at 256 (100 calibrate, 200 held out)")
 

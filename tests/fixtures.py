@@ -219,3 +219,23 @@ def fresh_virtualenv(folder: Path, python: str, *requirements: str) -> Path:
         pytest.skip(f"the package index cannot be reached: {install.stderr.strip().splitlines()[-1]}")
     assert install.returncode == 0, install.stderr[-2000:]
     return venv_python
+
+
+def small_gapcam(num_classes: int = 3, cam_channels: int = 8, size: int = 32, seed: int = 0):
+    """(a tiny untrained GapCam in eval mode, its ModelInfo): the smallest model export accepts, for tests
+    of the exporter and the file format that need no training."""
+    import torch
+
+    from runtime.formats.onnx_model import ModelInfo
+    from runtime.inputs.image import Preprocess
+    from train.models import Architecture, GapCam
+
+    torch.manual_seed(seed)
+    model = GapCam(Architecture(num_classes=num_classes, cam_channels=cam_channels, backbone_args={"widths": (8,)})).eval()
+    info = ModelInfo(
+        labels=[chr(ord("a") + i) for i in range(num_classes)],
+        preprocess=Preprocess(size, size),
+        fc_weight=model.fc.weight.detach().numpy(),
+        fc_bias=model.fc.bias.detach().numpy(),
+    )
+    return model, info

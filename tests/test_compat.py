@@ -8,23 +8,13 @@ from onnx import TensorProto, helper
 
 from runtime import CamError, CamSession, ModelInfo
 from runtime.inference import compat, providers
-from runtime.inputs.image import Preprocess
 
 
 def small_export(tmp_path, opset, name="small.onnx"):
-    import torch
-
     from export.onnx_export import export_model
-    from train.models import Architecture, GapCam
+    from fixtures import small_gapcam
 
-    torch.manual_seed(0)
-    model = GapCam(Architecture(num_classes=3, cam_channels=8, backbone_args={"widths": (8,)})).eval()
-    info = ModelInfo(
-        labels=list("abc"),
-        preprocess=Preprocess(32, 32),
-        fc_weight=model.fc.weight.detach().numpy(),
-        fc_bias=model.fc.bias.detach().numpy(),
-    )
+    model, info = small_gapcam()
     return export_model(model, info, tmp_path / name, opset=opset)
 
 

@@ -12,7 +12,6 @@ import export.onnx_export as onnx_export
 from export import ExportError, export_checkpoint
 from runtime.formats.onnx_model import ModelInfo
 from runtime.inference.session import CamSession
-from runtime.inputs.image import Preprocess
 
 
 def test_export_writes_exactly_one_file(tiny_checkpoint, tmp_path):
@@ -65,29 +64,19 @@ def fc_weight_copies(path, weight):
 def test_the_graph_holds_the_fc_weight_once(tmp_path):
     """The class maps use the fc layer's own weight: one initializer serves logits and cams."""
     from export.onnx_export import export_model
-    from train.models import Architecture, GapCam
+    from fixtures import small_gapcam
 
-    torch.manual_seed(0)
-    model = GapCam(Architecture(num_classes=3, cam_channels=8, backbone_args={"widths": (8,)})).eval()
-    weight = model.fc.weight.detach().numpy()
-    info = ModelInfo(labels=list("abc"), preprocess=Preprocess(32, 32), fc_weight=weight, fc_bias=model.fc.bias.detach().numpy())
+    model, info = small_gapcam()
     report = export_model(model, info, tmp_path / "m.onnx")
-    assert CamSession(report.path).has_class_maps and fc_weight_copies(report.path, weight) == 1
+    assert CamSession(report.path).has_class_maps and fc_weight_copies(report.path, info.fc_weight) == 1
 
 
 def test_a_head_wider_than_its_features_gets_no_class_maps_output(tmp_path):
     """With more classes than K channels the class maps would outweigh the features: two outputs only."""
     from export.onnx_export import export_model
-    from train.models import Architecture, GapCam
+    from fixtures import small_gapcam
 
-    torch.manual_seed(0)
-    model = GapCam(Architecture(num_classes=6, cam_channels=4, backbone_args={"widths": (8,)})).eval()
-    info = ModelInfo(
-        labels=list("abcdef"),
-        preprocess=Preprocess(32, 32),
-        fc_weight=model.fc.weight.detach().numpy(),
-        fc_bias=model.fc.bias.detach().numpy(),
-    )
+    model, info = small_gapcam(num_classes=6, cam_channels=4)
     report = export_model(model, info, tmp_path / "wide.onnx")
     assert [o.split()[0] for o in report.outputs] == ["logits", "features"] and "class_maps" not in report.parity
     session = CamSession(report.path)
@@ -195,18 +184,11 @@ def test_export_model_leaves_the_callers_info_alone(tiny_checkpoint, tmp_path):
 def test_parity_fails_on_a_model_that_outputs_nan(tmp_path):
     """NaN features used to drop out of the max() and read as a difference of 0; now nothing is written."""
     from export.onnx_export import export_model
-    from train.models import Architecture, GapCam
+    from fixtures import small_gapcam
 
-    torch.manual_seed(0)
-    model = GapCam(Architecture(num_classes=3, cam_channels=8, backbone_args={"widths": (8,)})).eval()
+    model, info = small_gapcam(size=16)
     with torch.no_grad():
         model.cam_conv[0].bias[2] = float("nan")
-    info = ModelInfo(
-        labels=list("abc"),
-        preprocess=Preprocess(16, 16),
-        fc_weight=model.fc.weight.detach().numpy(),
-        fc_bias=model.fc.bias.detach().numpy(),
-    )
     with pytest.raises(ExportError, match=r"parity failed \(relative logits inf"):
         export_model(model, info, tmp_path / "nan.onnx")
     assert not (tmp_path / "nan.onnx").exists()

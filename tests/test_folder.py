@@ -31,6 +31,28 @@ def cub(tmp_path_factory):
     return write_cub(tmp_path_factory.mktemp("cub") / "CUB_200_2011", per_class=8)
 
 
+def small_training(data, epochs: int, workers: int, out: str) -> list[str]:
+    """`python -m train` options for SMALL's model on `data` (the command-line twin of SMALL)."""
+    return [
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--backbone",
+        SMALL["backbone"],
+        "--size",
+        str(SMALL["width"]),
+        "--cam-channels",
+        str(SMALL["cam_channels"]),
+        "--batch-size",
+        str(SMALL["batch_size"]),
+        "--workers",
+        str(workers),
+        "--out",
+        out,
+    ]
+
+
 def run(*args, cwd):
     return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
 
@@ -47,22 +69,7 @@ def test_folder_trains_exports_and_evaluates_from_the_command_line(tree, tmp_pat
     done = run(
         "train",
         "folder",
-        "--data",
-        tree,
-        "--epochs",
-        "2",
-        "--backbone",
-        "small_cnn",
-        "--size",
-        "64",
-        "--cam-channels",
-        "16",
-        "--batch-size",
-        "8",
-        "--workers",
-        "1",
-        "--out",
-        "mine.pt",
+        *small_training(tree, epochs=2, workers=1, out="mine.pt"),
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -171,22 +178,7 @@ def test_cub_trains_exports_and_evaluates_on_its_own_layout(cub, tmp_path):
     done = run(
         "train",
         "cub",
-        "--data",
-        cub,
-        "--epochs",
-        "1",
-        "--backbone",
-        "small_cnn",
-        "--size",
-        "64",
-        "--cam-channels",
-        "16",
-        "--batch-size",
-        "8",
-        "--workers",
-        "0",
-        "--out",
-        "cub.pt",
+        *small_training(cub, epochs=1, workers=0, out="cub.pt"),
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
