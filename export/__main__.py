@@ -125,6 +125,7 @@ INT8_ONLY = {
 @cli_errors
 def main(
     ctx: click.Context,
+    /,
     checkpoint: str,
     out: str | None,
     opset: int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -30,6 +31,8 @@ from runtime.formats.onnx_model import ModelInfo
 from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from train.models import STATE_DICT_DETAIL, read_state_dict, torchvision_layout
 
+NO_FEATURE_MAP = "the feature module produced no [N, K, h, w] map; name the module whose output is pooled"
+
 
 class CamHead(nn.Module):
     """forward(x) -> (the model's own logits, the feature maps its linear layer sees after pooling).
@@ -40,20 +43,23 @@ class CamHead(nn.Module):
 
     def __init__(self, model: nn.Module, feature_module: nn.Module, fc: nn.Linear, relu: bool):
         super().__init__()
-        self.model, self.relu, self._features = model, relu, None
+        self.model, self.relu = model, relu
+        self._features: torch.Tensor | None = None  # the feature module's latest output, set by the hook
         self.fc = fc  # the model's own linear layer (not a copy): the exported class maps use its weight
         self._hook = feature_module.register_forward_hook(self._keep)
 
     def release(self) -> None:
         self._hook.remove()
 
-    def _keep(self, module, inputs, output) -> None:
-        self._features = output
+    def _keep(self, module: nn.Module, inputs: object, output: object) -> None:
+        self._features = output if isinstance(output, torch.Tensor) else None  # a tuple or dict is no feature map
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raises ExportError when the feature module produced no tensor (not on the model's path, or a tuple)."""
         logits = self.model(x)
-        features = F.relu(self._features) if self.relu else self._features
-        return logits, features
+        if self._features is None:
+            raise ExportError(NO_FEATURE_MAP)
+        return logits, F.relu(self._features) if self.relu else self._features
 
 
 def gap_linear_head(model: nn.Module, feature_module: nn.Module, fc: nn.Module, spec: Preprocess) -> CamHead:
@@ -74,8 +80,8 @@ def _check_gap_linear(head: CamHead, fc: nn.Linear, spec: Preprocess) -> CamHead
     x = torch.randn(2, spec.channels, *spec.size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         logits, features = head(x)
-    if features is None or features.ndim != 4:
-        raise ExportError("the feature module produced no [N, K, h, w] map; name the module whose output is pooled")
+    if features.ndim != 4:
+        raise ExportError(NO_FEATURE_MAP)
     if features.shape[1] != fc.in_features:
         raise ExportError(
             f"features have {features.shape[1]} channels but the linear layer takes {fc.in_features}: "
@@ -120,14 +126,16 @@ def export_torch_model(
     >>> export_torch_model(net, net.layer4, net.fc, labels, Preprocess(224, 224, "RGB", mean, std), "resnet50.onnx")
     """
     head = gap_linear_head(model, feature_module, fc, preprocess)
+    linear = head.fc  # `fc`, checked to be an nn.Linear
+    bias = cast("torch.Tensor | None", linear.bias)  # torch infers Linear.bias from __init__ as a Parameter; None without bias
     try:
-        if len(labels) != fc.out_features:
-            raise ExportError(f"{len(labels)} labels given for a linear layer with {fc.out_features} outputs")
+        if len(labels) != linear.out_features:
+            raise ExportError(f"{len(labels)} labels given for a linear layer with {linear.out_features} outputs")
         info = ModelInfo(
             labels=list(labels),
             preprocess=preprocess,
-            fc_weight=fc.weight.detach().cpu().numpy().astype(np.float32),
-            fc_bias=(fc.bias.detach().cpu().numpy() if fc.bias is not None else np.zeros(fc.out_features)).astype(np.float32),
+            fc_weight=linear.weight.detach().cpu().numpy().astype(np.float32),
+            fc_bias=(bias.detach().cpu().numpy() if bias is not None else np.zeros(linear.out_features)).astype(np.float32),
             pool="gap",
             architecture=architecture or {"model": type(model).__name__},
             source_sha256=sha256_file(source) if source else "",

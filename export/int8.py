@@ -119,8 +119,8 @@ class Int8Report:
 
 
 def sampled_calibration(
-    calibration_pool: Sequence[ImageInput],
-    held_out_pool: Sequence[ImageInput],
+    calibration_pool: Sequence[ImageInput] | np.ndarray,
+    held_out_pool: Sequence[ImageInput] | np.ndarray,
     source: str,
     calibration_images: int = CALIBRATION_IMAGES,
     held_out_images: int = HELD_OUT_IMAGES,
@@ -129,7 +129,8 @@ def sampled_calibration(
     held_out_boxes: Sequence[np.ndarray | None] | None = None,
 ) -> CalibrationData:
     """`calibration_images` of `calibration_pool` and up to `held_out_images` of `held_out_pool`
-    (a training and a validation split, given by the caller), drawn with `seed` and kept in their
+    (a training and a validation split, given by the caller: image sources, or a uint8 array
+    [N, H, W(, C)] of them), drawn with `seed` and kept in their
     order, with the held-out images' labels and true boxes where the caller has them (boxes only
     when every drawn image has some)."""
     rng = np.random.default_rng(seed)
@@ -283,27 +284,27 @@ def measure_fidelity(
     accuracy (box of the true class's CAM at the model's threshold, IoU >= 0.5) of both.
     """
     agree, prob_gap, correlations, ious = [], 0.0, [], []
-    correct = {"fp32": [], "int8": []}
-    located = {"fp32": [], "int8": []}
-    with_truth = labels is not None and boxes is not None
+    correct: dict[str, list[bool]] = {"fp32": [], "int8": []}
+    located: dict[str, list[bool]] = {"fp32": [], "int8": []}
+    truth = None if labels is None or boxes is None else (labels, boxes)  # measured against only where both are given
     for start in range(0, len(images), batch_size):
         batch = [load_image(image) for image in images[start : start + batch_size]]  # decoded once for every run below
         ref = reference.run(batch)
         top = np.array([[r.classes[0]] for r in ref])
-        chosen = np.concatenate([top, labels[start : start + len(batch), None]], axis=1) if with_truth else top
+        chosen = top if truth is None else np.concatenate([top, truth[0][start : start + len(batch), None]], axis=1)
         cand = candidate.run(batch, classes=chosen)
-        for r, c in zip(ref, cand):
+        for r, c in zip(ref, cand, strict=True):
             agree.append(int(np.argmax(c.logits)) == r.classes[0])
             prob_gap = max(prob_gap, float(np.abs(r.probs - c.probs).max()))
             correlations.append(_correlation(r.cams_raw[0], c.cams_raw[0]))
             ious.append(box_iou(r.box, c.box))
-        if with_truth:
-            truth = labels[start : start + len(batch)]
-            ref_true = reference.run(batch, classes=truth[:, None])
-            for i, (r, c) in enumerate(zip(ref_true, cand)):
-                true_boxes = boxes[start + i]
-                correct["fp32"].append(int(np.argmax(r.logits)) == truth[i])
-                correct["int8"].append(int(np.argmax(c.logits)) == truth[i])
+        if truth is not None:
+            true_labels = truth[0][start : start + len(batch)]
+            ref_true = reference.run(batch, classes=true_labels[:, None])
+            for i, (r, c) in enumerate(zip(ref_true, cand, strict=True)):
+                true_boxes = truth[1][start + i]
+                correct["fp32"].append(int(np.argmax(r.logits)) == true_labels[i])
+                correct["int8"].append(int(np.argmax(c.logits)) == true_labels[i])
                 located["fp32"].append(box_iou(r.box, true_boxes) >= 0.5)
                 located["int8"].append(box_iou(tuple(c.boxes[1]), true_boxes) >= 0.5)
     fidelity = {
@@ -313,13 +314,13 @@ def measure_fidelity(
         "cam_correlation": _spread(correlations),
         "box_iou": _spread(ious),
     }
-    if with_truth:
+    if truth is not None:
         fidelity["classification_accuracy"] = {k: float(np.mean(v)) for k, v in correct.items()}
         fidelity["gt_known_localization_accuracy"] = {k: float(np.mean(v)) for k, v in located.items()}
     return fidelity
 
 
-def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str | None = None) -> Int8Report:
+def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str | os.PathLike | None = None) -> Int8Report:
     """Quantize the gapcam model at `fp32_path`, measure it against the fp32 model, and write it to
     `options.out` (default NAME.int8.onnx beside `name` or `fp32_path`) only if it passes the gate.
 
@@ -356,7 +357,8 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
         failed = options.gate.failures(fidelity)
         if failed:
             raise ExportError(
-                f"{out}: the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: {'; '.join(failed)}; nothing written"
+                f"{out}: the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: "
+                f"{'; '.join(failed)}; nothing written"
             )
         quantization.update(fidelity=fidelity, gate=asdict(options.gate))
         with atomic_path(out) as tmp:

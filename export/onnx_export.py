@@ -51,6 +51,17 @@ def _graph_signature(values) -> list[str]:
     return rows
 
 
+def linear_layer(model: torch.nn.Module) -> torch.nn.Linear:
+    """`model.fc`, the linear layer whose weights turn the features into CAMs (a GapCam's or a CamHead's).
+
+    Raises ExportError when the model has no such nn.Linear.
+    """
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, torch.nn.Linear):
+        raise ExportError(f"{type(model).__name__}: expected its linear layer as `model.fc`, an nn.Linear, got {type(fc).__name__}")
+    return fc
+
+
 class WithClassMaps(torch.nn.Module):
     """forward(x) -> (logits, features, cams): every class's raw CAM computed in the graph, from the
     model's own fc layer (`model.fc`), so the graph holds its weight once.
@@ -67,7 +78,7 @@ class WithClassMaps(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits, features = self.model(x)
-        return logits, features, class_activation_maps(features, self.model.fc.weight)
+        return logits, features, class_activation_maps(features, linear_layer(self.model).weight)
 
 
 def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, class_maps: bool = True) -> onnx.ModelProto:
@@ -83,7 +94,8 @@ def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, 
         raise ExportError(
             f"--opset {opset}: gapcam exports opsets {OPSETS[0]} to {OPSETS[-1]} (each tested on onnxruntime; see docs/compatibility.md)"
         )
-    with_maps = class_maps and model.fc.out_features <= model.fc.in_features
+    fc = linear_layer(model)
+    with_maps = class_maps and fc.out_features <= fc.in_features
     names = [*OUTPUT_NAMES, CLASS_MAPS_NAME] if with_maps else list(OUTPUT_NAMES)
     traced = WithClassMaps(model) if with_maps else model
     example = torch.randn(2, spec.channels, *spec.size)
@@ -101,11 +113,26 @@ def to_onnx_proto(model: torch.nn.Module, spec: Preprocess, opset: int = OPSET, 
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
+    if program is None:  # only the legacy exporter (dynamo=False) returns none
+        raise ExportError(f"torch {torch.__version__}: the dynamo exporter returned no ONNX program")
     proto = program.model_proto
     if default_opset(proto) != opset:  # the exporter falls back to its own opset where it cannot convert
         raise ExportError(f"--opset {opset}: torch {torch.__version__} exported opset {default_opset(proto)} instead")
     stamp_lowest_versions(proto)
+    strip_exporter_traces(proto)
     return proto
+
+
+def strip_exporter_traces(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's debugging records from every node and value: torch's stack traces (with the
+    exporting machine's file paths), module hierarchies and FX names. A shipped model carries none of
+    them; gapcam's own metadata is on the model, which this leaves alone."""
+    graph = proto.graph
+    for node in graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        del value.metadata_props[:]
 
 
 @raises_only(ExportError)

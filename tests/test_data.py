@@ -1,6 +1,8 @@
 """train.data: the streaming pipeline gives the runtime's pixels, and the same batches whatever the
 number of workers and whether images come from the files or from the pixel cache."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -125,6 +127,22 @@ def test_fingerprint_reads_names_and_sizes_not_pixels(files, tmp_path):
     assert fingerprint((arrays, np.array([0, 1]))) != fingerprint((arrays + 1, np.array([0, 1])))
     assert fingerprint((files.images, files.labels)) == fingerprint((list(files.images), files.labels.copy()))
     assert fingerprint((files.images, files.labels)) != fingerprint((files.images[:-1], files.labels[:-1]))
+
+
+def test_fingerprint_takes_every_image_a_reader_may_return(files):
+    """PIL images and encoded bytes (a custom recipe's reader may return them) fingerprint by their content;
+    a PIL image opened from a file fingerprints as that file, without reading its pixels."""
+    from PIL import Image
+
+    labels = np.array([0, 1])
+    black, white = Image.new("RGB", (4, 4)), Image.new("RGB", (4, 4), "white")
+    assert fingerprint(([black, white], labels)) == fingerprint(([black.copy(), white.copy()], labels))
+    assert fingerprint(([black, white], labels)) != fingerprint(([black, black], labels))
+    encoded = [Path(path).read_bytes() for path in files.images[:2]]
+    assert fingerprint((encoded, labels)) == fingerprint(([bytearray(e) for e in encoded], labels))
+    assert fingerprint((encoded, labels)) != fingerprint((encoded[::-1], labels))
+    opened = [Image.open(path) for path in files.images[:2]]
+    assert fingerprint((opened, labels)) == fingerprint((list(files.images[:2]), labels))
 
 
 def subprocess_reads(cache, pixels) -> str:

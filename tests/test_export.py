@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -48,6 +49,17 @@ def test_graph_class_maps_equal_the_numpy_cams(exported_onnx, shape_images):
     assert class_maps.shape == (8, 5, 8, 8)
     np.testing.assert_allclose(class_maps, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     assert session.info.parity["class_maps"]["relative"] <= session.info.parity["tolerance"]
+
+
+def test_the_file_carries_no_trace_of_the_exporting_machine(exported_onnx):
+    """torch's exporter records stack traces (absolute paths of this machine) and module names on every
+    node and value; the exported file has none of them."""
+    model = onnx.load(exported_onnx)
+    graph = model.graph
+    assert not any(node.metadata_props or node.doc_string for node in graph.node)
+    assert not any(v.metadata_props for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer))
+    root = str(Path(__file__).resolve().parent.parent).encode()
+    assert root not in Path(exported_onnx).read_bytes()
 
 
 def fc_weight_copies(path, weight):

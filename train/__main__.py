@@ -95,7 +95,10 @@ def parse_floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
-    help="Decoding processes per training process [default on a GPU: the usable cores less one, at most 8; on the CPU, or for data already in memory: none].",
+    help=(
+        "Decoding processes per training process [default on a GPU: the usable cores less one, at most 8; "
+        "on the CPU, or for data already in memory: none]."
+    ),
 )
 @click.option(
     "--cache",
@@ -106,7 +109,7 @@ def parse_floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
 )
 @click.pass_context
 @cli_errors
-def fit_command(ctx: click.Context, recipe: str, resume_from: str | None, size: tuple[int, int] | None, **options) -> None:
+def fit_command(ctx: click.Context, /, recipe: str, resume_from: str | None, size: tuple[int, int] | None, **options) -> None:
     """Train RECIPE and write its checkpoint, validation metrics and plots."""
     if size is not None:
         options["width"], options["height"] = size

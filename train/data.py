@@ -17,6 +17,7 @@ worker reads (`PixelCache`); sets already in memory (shapes, fer2013.csv) need n
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import os
 import tempfile
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from runtime.errors import CamError
@@ -65,6 +67,8 @@ class Augment:
     def random_resized_crop(self, pixels: np.ndarray, rng: np.random.Generator, resample: str) -> np.ndarray:
         """A crop of random area share and aspect ratio at a random place, resized back (as torchvision's
         RandomResizedCrop, clamped to the image instead of retried)."""
+        if self.crop_scale is None:
+            raise ValueError("random_resized_crop needs crop_scale")
         height, width, channels = pixels.shape
         share = rng.uniform(*self.crop_scale)
         ratio = math.exp(rng.uniform(math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])))
@@ -101,7 +105,8 @@ class PixelCache:
 
     def __init__(self, path: Path, shape: tuple[int, ...]):
         self.path, self.shape = Path(path), tuple(shape)
-        self._file, self._opened_by = None, 0
+        self._file: io.FileIO | None = None
+        self._opened_by = 0
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -110,11 +115,11 @@ class PixelCache:
         """uint8 HxWxC image `index`, a copy of its bytes in the file."""
         if not 0 <= index < self.shape[0]:
             raise IndexError(f"image {index} of a cache of {self.shape[0]}")
-        if self._opened_by != os.getpid():  # a forked worker opens its own: an inherited handle shares the offset
+        if self._file is None or self._opened_by != os.getpid():  # a forked worker opens its own: an inherited handle shares the offset
             self._file, self._opened_by = open(self.path, "rb", buffering=0), os.getpid()
         pixels = np.empty(self.shape[1:], dtype=np.uint8)
         self._file.seek(index * pixels.nbytes)
-        if self._file.readinto(memoryview(pixels).cast("B")) != pixels.nbytes:
+        if self._file.readinto(pixels.data.cast("B")) != pixels.nbytes:
             raise TrainError(f"{self.path}: the pixel cache is shorter than its {self.shape[0]} images")
         return pixels
 
@@ -122,10 +127,12 @@ class PixelCache:
         return {"path": self.path, "shape": self.shape, "_file": None, "_opened_by": 0}
 
 
-class Batch(NamedTuple):
+class Batch(NamedTuple):  # a NamedTuple, so that the DataLoader's pin_memory pins its tensors
     x: torch.Tensor  # float32 [n, C, H, W] of the readable images
     y: torch.Tensor  # int64 [n]
-    index: torch.Tensor  # int64 [n]: positions in the ImageSet
+    # The field shadows tuple.index (Python allows it; typeshed's tuple declares the method), and
+    # `batch.index` is public, so mypy's override check is silenced for this line only.
+    index: torch.Tensor  # type: ignore[assignment]  # int64 [n]: positions in the ImageSet
     errors: list[str]  # one line per unreadable image left out of this batch
 
 
@@ -138,7 +145,7 @@ def as_batch(batch):
 class ImageSet(Dataset):
     """One split: image sources (paths, or uint8 arrays already in memory) and labels, decoded per sample."""
 
-    images: Sequence[ImageInput]  # paths or uint8 arrays (an array [N, H, W(, C)] is fine)
+    images: Sequence[ImageInput] | np.ndarray  # paths or uint8 arrays (an array [N, H, W(, C)] is fine)
     labels: np.ndarray  # int64 [N]
     spec: Preprocess  # the model's input size, color mode and normalization
     augment: Augment | None = None  # training augmentation; None: exactly `runtime.inputs.image.preprocess`
@@ -177,7 +184,7 @@ class ImageSet(Dataset):
         if self.augment is not None:
             pixels = [
                 self.augment(image, np.random.default_rng((self.seed, self.epoch, index)), self.spec.resize)
-                for image, index in zip(pixels, kept)
+                for image, index in zip(pixels, kept, strict=True)
             ]
         x = torch.from_numpy(normalize(np.stack(pixels), self.spec)) if pixels else torch.empty(0)
         return Batch(x, torch.from_numpy(self.labels[kept].astype(np.int64)), torch.tensor(kept, dtype=torch.int64), errors)
@@ -186,11 +193,11 @@ class ImageSet(Dataset):
         """A batch of the one image `index`."""
         return self.__getitems__([index])
 
-    def subset(self, keep: Sequence[int]) -> ImageSet:
+    def subset(self, keep: Sequence[int] | npt.NDArray[np.int64]) -> ImageSet:
         """The same set restricted to positions `keep` (in order)."""
-        keep = np.asarray(keep, dtype=np.int64)
-        images = self.images[keep] if isinstance(self.images, np.ndarray) else [self.images[i] for i in keep]
-        return replace(self, images=images, labels=self.labels[keep], cache=None)
+        positions = np.asarray(keep, dtype=np.int64)
+        images = self.images[positions] if isinstance(self.images, np.ndarray) else [self.images[i] for i in positions]
+        return replace(self, images=images, labels=self.labels[positions], cache=None)
 
     @property
     def in_memory(self) -> bool:
@@ -244,9 +251,10 @@ class TrainingData:
     val_boxes: list[np.ndarray | None] | None = None  # per validation image [m, 4] true boxes in model-input pixels
 
 
-def fingerprint(*sets: tuple[Sequence[ImageInput], np.ndarray]) -> str:
-    """sha256 over (sources, labels): the pixels of in-memory images, the name and size of files,
-    so that a run on a large folder is fingerprinted without reading it."""
+def fingerprint(*sets: tuple[Sequence[ImageInput] | np.ndarray, np.ndarray]) -> str:
+    """sha256 over (sources, labels) for any `ImageInput` a reader returns: the pixels of in-memory
+    images (arrays, PIL images), the bytes of encoded images, the name and size of files (paths, and
+    PIL images opened from a file), so that a run on a large folder is fingerprinted without reading it."""
     digest = hashlib.sha256()
     for images, labels in sets:
         digest.update(np.asarray(labels, dtype=np.int64).tobytes())
@@ -256,10 +264,26 @@ def fingerprint(*sets: tuple[Sequence[ImageInput], np.ndarray]) -> str:
         for image in images:
             if isinstance(image, np.ndarray):
                 digest.update(np.ascontiguousarray(image).tobytes())
+            elif isinstance(image, ImageFile.ImageFile) and image.filename:  # opened lazily: its file, unread
+                digest.update(_file_entry(Path(os.fsdecode(image.filename))))
+            elif isinstance(image, Image.Image):
+                digest.update(f"PIL\0{image.mode}\0{image.width}x{image.height}\0".encode())
+                try:
+                    digest.update(image.tobytes())
+                except (OSError, ValueError, SyntaxError):  # unreadable: training leaves it out (`load_image`)
+                    digest.update(b"unreadable\0")
+            elif isinstance(image, (bytes, bytearray, memoryview)):
+                encoded = bytes(image)  # a memoryview of any layout too
+                digest.update(f"bytes\0{len(encoded)}\0".encode())
+                digest.update(encoded)
             else:
-                path = Path(image)
-                digest.update(f"{path.name}\0{path.stat().st_size if path.is_file() else -1}\0".encode())
+                digest.update(_file_entry(Path(image)))
     return digest.hexdigest()
+
+
+def _file_entry(path: Path) -> bytes:
+    """What `fingerprint` hashes for an image file: its name and size (-1 where it is no file)."""
+    return f"{path.name}\0{path.stat().st_size if path.is_file() else -1}\0".encode()
 
 
 def parity_samples(images: ImageSet) -> torch.Tensor:

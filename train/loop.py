@@ -80,6 +80,15 @@ class TrainConfig:
     def data_options(self) -> DataOptions:
         return DataOptions.of_run(asdict(self))
 
+    def schedule(self) -> tuple[int, int, float]:
+        """(epochs, batch size of all processes together, peak lr) of a `resolved` config.
+
+        Raises TrainError when the config is not resolved (one of them is still None).
+        """
+        if self.epochs is None or self.batch_size is None or self.lr is None:
+            raise TrainError("the training config is not resolved: TrainConfig.resolved fills in the recipe's epochs, batch size and lr")
+        return self.epochs, self.batch_size, self.lr
+
     def resolved(self, recipe: Recipe) -> TrainConfig:
         """The same config with the recipe's defaults filled in."""
         arch, spec = recipe.architecture, recipe.preprocess
@@ -130,7 +139,12 @@ class TrainConfig:
         """The recipe with this run's classes, input and model choices applied."""
         recipe = get_recipe(self.recipe).resolve_labels(self.data_options())
         spec = self.build_preprocess(recipe.preprocess)
-        changes = {"backbone": self.backbone, "cam_channels": self.cam_channels, "pool": self.pool, "in_channels": spec.channels}
+        changes: dict[str, object] = {
+            "backbone": self.backbone,
+            "cam_channels": self.cam_channels,
+            "pool": self.pool,
+            "in_channels": spec.channels,
+        }
         changes = {key: value for key, value in changes.items() if value is not None}
         if "backbone" in changes and changes["backbone"] != recipe.architecture.backbone:
             changes["backbone_args"] = {}  # the recipe's builder arguments belong to its own backbone
@@ -187,7 +201,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 def make_optimizer(model: GapCam, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
     """The recipe's optimizer; the head (CAM conv and fc) at `recipe.head_lr_scale` times the backbone's
     rate where that is not 1 (one parameter group otherwise, as checkpoints of earlier gapcam have)."""
-    groups = list(model.parameters())
+    groups: list[torch.nn.Parameter] | list[dict[str, Any]] = list(model.parameters())
     if recipe.head_lr_scale != 1:
         head = [*model.cam_conv.parameters(), *model.fc.parameters()]
         groups = [{"params": list(model.backbone.parameters()), "lr": lr}, {"params": head, "lr": lr * recipe.head_lr_scale}]
@@ -230,7 +244,7 @@ def calibrate_box_threshold(
         _, features = model(x.to(device))
         raw = model.cams(features, y[:, None].to(device))
         up = F.interpolate(raw, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-        for cam, index in zip(normalize_maps(up.cpu().numpy()), batch.index[chosen].tolist()):
+        for cam, index in zip(normalize_maps(up.cpu().numpy()), batch.index[chosen].tolist(), strict=True):
             ious.append(threshold_ious(cam, boxes[index], thresholds)[0])
     if not ious:
         return None
@@ -239,7 +253,7 @@ def calibrate_box_threshold(
     return {
         "box_threshold": float(thresholds[best]),
         "val_max_box_accuracy": float(curve[best]),
-        "val_box_accuracy_curve": {str(t): float(a) for t, a in zip(thresholds, curve)},
+        "val_box_accuracy_curve": {str(t): float(a) for t, a in zip(thresholds, curve, strict=True)},
         "val_images_with_boxes": len(ious),
     }
 
@@ -418,7 +432,8 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoi
 
 def _fit(config: TrainConfig, recipe: Recipe, device, rank: int, world: int, log, state: Checkpoint | None) -> Path:
     """Load the data (into a cache folder that lives as long as the run), then train."""
-    check_batch_size(config.batch_size, world)
+    _, batch_size, _ = config.schedule()
+    check_batch_size(batch_size, world)
     workers = config.workers if config.workers is not None else default_workers(world, spare=0)  # builds the cache, if any
     with tempfile.TemporaryDirectory(prefix="gapcam-cache-") as cache_dir:
         started = time.time()
@@ -446,21 +461,23 @@ def _train(
     state: Checkpoint | None,
     started: float,
 ) -> Path:
+    epochs, batch_size, lr = config.schedule()
     torch.manual_seed(config.seed)
     init = BackboneInit() if state is not None else BackboneInit(bool(config.pretrained), config.weights)
     model = GapCam(recipe.architecture, init).to(device)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
-    optimizer = make_optimizer(model, recipe, config.lr)
-    steps_per_epoch = batches_per_epoch(len(data.train), config.batch_size, world)
-    schedule = warmup_cosine(config.epochs * steps_per_epoch, warmup_steps=max(1, steps_per_epoch // 2))
+    optimizer = make_optimizer(model, recipe, lr)
+    steps_per_epoch = batches_per_epoch(len(data.train), batch_size, world)
+    schedule = warmup_cosine(epochs * steps_per_epoch, warmup_steps=max(1, steps_per_epoch // 2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     sampler = training_sampler(data.train, config.seed, rank, world)
-    batches = loader(data.train, config.batch_size // world, workers, sampler, pin_memory=device.type == "cuda")
+    batches = loader(data.train, batch_size // world, workers, sampler, pin_memory=device.type == "cuda")
     class_weights = (
         inverse_frequency_weights(torch.from_numpy(data.train.labels), len(recipe.labels)).to(device) if recipe.class_weighted else None
     )
     if class_weights is not None:
-        log("class weights (inverse frequency): " + ", ".join(f"{l} {w:.2f}" for l, w in zip(recipe.labels, class_weights.tolist())))
+        weights = zip(recipe.labels, class_weights.tolist(), strict=True)  # one weight per class (labels index recipe.labels)
+        log("class weights (inverse frequency): " + ", ".join(f"{label} {weight:.2f}" for label, weight in weights))
     start_epoch, history, best = 0, [], -1.0
     if state is not None:
         if state.training is None:
@@ -488,7 +505,7 @@ def _train(
     out, last = Path(config.out), last_path(config.out)
     best_checkpoint: Checkpoint | None = None  # the best epoch's, kept in memory and written once when the run ends
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start_epoch, epochs):
             tick = time.time()
             sampler.set_epoch(epoch)
             data.train.epoch = epoch  # each sample's augmentation is seeded by (seed, epoch, index)
@@ -497,7 +514,7 @@ def _train(
                     net, optimizer, scheduler, batches, recipe, config, epoch, device, class_weights, rank, skipped
                 )
                 if rank == 0:
-                    logits, labels, errors = logits_and_labels(model, data.val, device, workers, config.batch_size // world)
+                    logits, labels, errors = logits_and_labels(model, data.val, device, workers, batch_size // world)
                     skipped.add(errors)
                     val_metrics = validation_metrics(logits, labels)
                     if not math.isfinite(val_metrics["loss"]):
@@ -514,7 +531,7 @@ def _train(
                         "train_accuracy": train_metrics["accuracy"],
                         "val_loss": val_metrics["loss"],
                         "val_accuracy": val_metrics["accuracy"],
-                        "lr": scheduler.get_last_lr()[0],
+                        "lr": float(scheduler.get_last_lr()[0]),  # a float: LambdaLR scales the float lr
                         "seconds": time.time() - tick,
                     }
                 )
@@ -537,7 +554,7 @@ def _train(
                 if improved:
                     best_checkpoint = cpu_copy(checkpoint)
                 log(
-                    f"epoch {epoch + 1}/{config.epochs}  train loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.3f}  "
+                    f"epoch {epoch + 1}/{epochs}  train loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.3f}  "
                     f"val loss {val_metrics['loss']:.4f} acc {val_metrics['accuracy']:.3f}  "
                     f"{time.time() - tick:.1f}s{'  (best)' if improved else ''}"
                 )
@@ -546,11 +563,11 @@ def _train(
                 break
     finally:  # however the run ends (done, stopped, diverged, interrupted), the best epoch is kept on disk
         if best_checkpoint is not None:
-            write_best(out, best_checkpoint, model, data, device, workers, config.batch_size // world, log)
+            write_best(out, best_checkpoint, model, data, device, workers, batch_size // world, log)
     if rank == 0 and out.exists():
         # a resumed run that did not improve reports on the best checkpoint it started from
         model.load_state_dict(best_checkpoint.model if best_checkpoint is not None else load_checkpoint(out).model)
-        report = write_val_report(out, model, data, device, workers, config.batch_size // world, history, list(recipe.labels))
+        report = write_val_report(out, model, data, device, workers, batch_size // world, history, list(recipe.labels))
         log(
             f"best validation accuracy {best:.3f}; wrote {out} (best), {last} (latest) and {', '.join(p.name for p in report)} "
             f"in {time.time() - started:.0f}s"

@@ -134,14 +134,21 @@ def adapt_first_conv(body: nn.Module, in_channels: int) -> None:
     name, conv = next((n, m) for n, m in body.named_modules() if isinstance(m, nn.Conv2d))
     if conv.in_channels == in_channels:
         return
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
+    new = nn.Conv2d(in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride), padding, bias=conv.bias is not None)
     with torch.no_grad():
         if in_channels == 1:
             new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
-            if conv.bias is not None:
+            if conv.bias is not None and new.bias is not None:  # both or neither: `new` has a bias where `conv` has
                 new.bias.copy_(conv.bias)
     parent = body.get_submodule(name.rpartition(".")[0]) if "." in name else body
     setattr(parent, name.rpartition(".")[2], new)
+
+
+def _pair(values: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's kernel size, stride or padding: (height, width) (torch annotates them as tuple[int, ...])."""
+    height, width = values
+    return height, width
 
 
 @dataclass(frozen=True)
@@ -156,7 +163,13 @@ class TorchvisionLayout:
     trim: int = 0  # trailing layers of `features` a GAP-CAM backbone drops (VGG's pool5, as in the paper)
 
     def feature_channels(self, net: nn.Module) -> int:
-        return self.channels if self.channels is not None else net.get_submodule(self.classifier).in_features
+        """Raises TrainError when `classifier` is not an nn.Linear of `net` and `channels` is not recorded."""
+        if self.channels is not None:
+            return self.channels
+        classifier = net.get_submodule(self.classifier)
+        if not isinstance(classifier, nn.Linear):
+            raise TrainError(f"{type(net).__name__}.{self.classifier}: a {type(classifier).__name__}, not the nn.Linear of its layout")
+        return classifier.in_features
 
 
 TORCHVISION_LAYOUTS = {  # by name prefix; the longest matching prefix wins
@@ -184,8 +197,10 @@ def torchvision_backbone(name: str, in_channels: int, init: BackboneInit) -> tup
     """A torchvision classifier's layers up to its layout's `features` (trimmed as recorded), first
     conv adapted to `in_channels`. Unpadded max pools round up, so that odd-sized maps keep their
     last row and column (padded ones, as in ResNet's stem, already cover them)."""
-    net = torchvision_model(name, init)
     layout = torchvision_layout(name)
+    if layout is None:
+        raise TrainError(f"{name}: no recorded layout in TORCHVISION_LAYOUTS, so no known place to cut its backbone")
+    net = torchvision_model(name, init)
     layers = []
     for child_name, child in net.named_children():
         layers.append(child)

@@ -9,6 +9,7 @@ split, a stratified, seeded share of its training images becomes one, and the no
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from runtime.evaluation.datasets import cub_classes, cub_ground_truth, read_boxes_csv
 from runtime.formats.files import read_text_file
-from runtime.inputs.image import IMAGE_SUFFIXES
+from runtime.inputs.image import IMAGE_SUFFIXES, ImageInput
 from train.errors import TrainError
 
 VAL_FRACTION = 0.1  # share of the training pool carved out for validation where needed
@@ -29,7 +30,7 @@ FER_SIDE = 48
 class LabeledImages:
     """One split as a reader finds it: image sources and their labels, not yet decoded."""
 
-    images: list  # paths or uint8 arrays
+    images: Sequence[ImageInput] | np.ndarray  # paths or uint8 arrays (an array [N, H, W(, C)] is fine)
     labels: np.ndarray  # int64 [N]
     notes: list[str] = field(default_factory=list)
     boxes: list[np.ndarray | None] | None = None  # per image [m, 4] true boxes in its pixels (None: that image has none)
@@ -120,7 +121,7 @@ def read_chest_xray(path: Path, split: str, labels: Sequence[str], seed: int) ->
     pool = class_folders(root / "train", labels)
     if (root / "val").is_dir():
         official = class_folders(root / "val", labels)
-        pool = LabeledImages(pool.images + official.images, np.concatenate([pool.labels, official.labels]), pool.notes + official.notes)
+        pool = LabeledImages([*pool.images, *official.images], np.concatenate([pool.labels, official.labels]), pool.notes + official.notes)
         pool.notes.append(f"the official val split ({len(official.images)} images) joins the training pool: too small to select models on")
     return carve(pool, split, seed, "the training pool")
 
@@ -162,6 +163,8 @@ def attach_boxes(part: LabeledImages, root: Path, labels: Sequence[str]) -> Labe
             raise TrainError(f"{table}: {name} is in class folder {labels[folder_class[folder]]!r} but its boxes say {labels[label]!r}")
     boxes = []
     for image in part.images:
+        if not isinstance(image, (str, os.PathLike)):  # class_folders' files, never decoded images
+            raise TypeError(f"attach_boxes: expected image files under {root}, got {type(image).__name__}")
         row = rows.get(Path(image).relative_to(root).as_posix())
         boxes.append(None if row is None else np.array(row[1], dtype=np.float64))
     return LabeledImages(part.images, part.labels, part.notes, boxes if any(b is not None for b in boxes) else None)

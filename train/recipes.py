@@ -86,12 +86,17 @@ class Recipe:
         """The recipe with its labels, found in the data where the recipe has none of its own."""
         if self.find_labels is None:
             return self
-        self.check_data(options)
-        return self.with_labels(self.find_labels(options.path, options.labels_file))
+        return self.with_labels(self.find_labels(self.data_path(options), options.labels_file))
 
     def check_data(self, options: DataOptions) -> None:
-        if self.needs_data and (options.path is None or not options.path.exists()):
+        if self.needs_data:
+            self.data_path(options)
+
+    def data_path(self, options: DataOptions) -> Path:
+        """--data, which must exist: where this recipe reads its dataset."""
+        if options.path is None or not options.path.exists():
             raise TrainError(f"recipe {self.name} needs --data PATH: {self.data_help}")
+        return options.path
 
     def read_split(self, options: DataOptions, split: str) -> LabeledImages:
         if split not in SPLITS:
@@ -162,19 +167,19 @@ def read_shapes(recipe: Recipe, options: DataOptions, split: str) -> LabeledImag
 
 
 def read_fer_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
-    return read_fer(options.path, split, recipe.labels, options.seed)
+    return read_fer(recipe.data_path(options), split, recipe.labels, options.seed)
 
 
 def read_chest_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
-    return read_chest_xray(options.path, split, recipe.labels, options.seed)
+    return read_chest_xray(recipe.data_path(options), split, recipe.labels, options.seed)
 
 
 def read_folder_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
-    return read_image_folder(options.path, split, recipe.labels, options.seed)
+    return read_image_folder(recipe.data_path(options), split, recipe.labels, options.seed)
 
 
 def read_cub_recipe(recipe: Recipe, options: DataOptions, split: str) -> LabeledImages:
-    return read_cub(options.path, split, recipe.labels, options.seed)
+    return read_cub(recipe.data_path(options), split, recipe.labels, options.seed)
 
 
 SHAPES = Recipe(
@@ -261,7 +266,9 @@ CUB = replace(  # the folder recipe's photo settings, for CUB's layout, model an
     # Choe et al. (CVPR 2020): resize to 256x256, random 224x224 crop, flip; here the same crop
     # share (224/256 per side) of the 224x224 image, resized back.
     augment=Augment(hflip=True, crop_scale=((224 / 256) ** 2, (224 / 256) ** 2), crop_ratio=(1.0, 1.0)),
-    data_help="CUB_200_2011/ as it ships: images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt, classes.txt, images/",
+    data_help=(
+        "CUB_200_2011/ as it ships: images.txt, image_class_labels.txt, train_test_split.txt, bounding_boxes.txt, classes.txt, images/"
+    ),
 )
 
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (SHAPES, FER, CHEST_XRAY, FOLDER, CUB)}
