@@ -11,6 +11,7 @@ import os
 from export.errors import ExportError
 from export.int8 import CALIBRATION_IMAGES, HELD_OUT_IMAGES, CalibrationData, sampled_calibration
 from train.checkpoint import load_checkpoint
+from train.errors import TrainError
 from train.recipes import DataOptions, recipe_of_checkpoint
 
 
@@ -30,11 +31,14 @@ def recipe_calibration(
     checkpoint = load_checkpoint(checkpoint_path)
     recipe = recipe_of_checkpoint(checkpoint.provenance, checkpoint.labels)
     options = DataOptions.of_run(checkpoint.training.config if checkpoint.training is not None else {}, data)
-    if recipe.needs_data and (options.path is None or not options.path.exists()):
-        raise ExportError(
-            f"{checkpoint_path}: --int8 calibrates on recipe {recipe.name}'s data: "
-            f"pass --data PATH ({recipe.data_help}) or --calibration FOLDER"
-        )
+    if recipe.needs_data:
+        try:
+            recipe.data_path(options)  # the one check of where a recipe's data is
+        except TrainError:
+            raise ExportError(
+                f"{checkpoint_path}: --int8 calibrates on recipe {recipe.name}'s data: "
+                f"pass --data PATH ({recipe.data_help}) or --calibration FOLDER"
+            ) from None
     train, val = recipe.read_split(options, "train"), recipe.read_split(options, "val")
     return sampled_calibration(
         train.images,

@@ -159,24 +159,29 @@ def check_socket_path(name: str) -> None:
         )
 
 
-class StopImmediately(Exception):
-    """A second stop signal arrived: stop without draining."""
-
-
 class StopSignals:
-    """SIGTERM and SIGINT: the first asks for a graceful stop (`requested` is set), the second stops at once."""
+    """SIGTERM and SIGINT as events the main thread polls; the handler only records (one that raised
+    could cut any step of the stop in half). The first sets `requested`: drain, then stop. The second
+    sets `immediate`: the drain ends now, and tritonserver gets its short exit timeout only."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
-        self.requested = threading.Event()
+        self.requested, self.immediate = threading.Event(), threading.Event()
+        self._previous: dict[int, object] = {}
 
-    def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+    def __enter__(self) -> StopSignals:
+        self._previous = {signum: signal.getsignal(signum) for signum in self.SIGNALS}
+        for signum in self.SIGNALS:
             signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]  # what getsignal returned
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested.is_set():
-            raise StopImmediately(signal.Signals(signum).name)
-        self.requested.set()
+        (self.immediate if self.requested.is_set() else self.requested).set()
 
 
 def _status(endpoints: Endpoints, token: str, method: str, path: str, timeout_s: float) -> int:
@@ -191,24 +196,30 @@ def _status(endpoints: Endpoints, token: str, method: str, path: str, timeout_s:
         connection.close()
 
 
-def drain(endpoints: Endpoints, token: str, name: str, timeout_s: float) -> bool:
+def drain(endpoints: Endpoints, token: str, name: str, timeout_s: float, immediate: threading.Event) -> str:
     """Unload model `name` through Triton's repository API and wait, at most `timeout_s`, until it is.
 
     From the unload on, the model is not ready (`/v2/models/NAME/ready` fails, so does a readiness
     probe) and Triton refuses new requests for it while it finishes the ones in flight; the model's
     Python stub then ends cleanly and frees its shared memory. Triton's strict readiness (PyTriton
     turns it on) is false while a model unloads and true again once no model is left unloading:
-    that is the end of the drain. True when the model unloaded in time.
+    that is the end of the drain. Returns how it ended: "drained", "timed out" (after `timeout_s`),
+    "interrupted" (`immediate` was set) or "server gone" (tritonserver stopped first: Ctrl-C in a
+    terminal signals the whole process group, tritonserver too, which then stops on its own).
     """
     deadline = time.monotonic() + timeout_s
-    unload = _status(endpoints, token, "POST", f"/v2/repository/models/{name}/unload", max(timeout_s, 1.0))
-    if unload != 200:
-        raise CamError(f"Triton refused to unload {name!r} (HTTP {unload})")
-    while _status(endpoints, token, "GET", "/v2/health/ready", max(timeout_s, 1.0)) != 200:
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    try:
+        unload = _status(endpoints, token, "POST", f"/v2/repository/models/{name}/unload", max(timeout_s, 1.0))
+        if unload != 200:
+            raise CamError(f"Triton refused to unload {name!r} (HTTP {unload})")
+        while _status(endpoints, token, "GET", "/v2/health/ready", max(timeout_s, 1.0)) != 200:
+            if immediate.wait(0.05):
+                return "interrupted"
+            if time.monotonic() >= deadline:
+                return "timed out"
+    except OSError:  # the server is already stopping: nothing is left to drain through it
+        return "server gone"
+    return "drained"
 
 
 def serve(
@@ -224,15 +235,57 @@ def serve(
     """Load `model` into a CamSession and serve it, explaining with `method`, until SIGTERM or SIGINT
     (then drain for at most `drain_timeout_s` and stop; a second signal stops at once)."""
     get_method(method)
-    stop = StopSignals()
-    stop.install()  # before anything starts: a signal while loading stops too
-    session = CamSession(model)
-    if not 1 <= topk <= len(session.labels):
-        raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
-    name = triton_model_name(session)
-    check_socket_path(name)
+    with StopSignals() as stop:  # from the start: a signal while the model loads stops too
+        session = CamSession(model)
+        if not 1 <= topk <= len(session.labels):
+            raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
+        name = triton_model_name(session)
+        check_socket_path(name)
+        triton, launched = Triton(config=_triton_config(endpoints)), False
+        try:
+            triton.bind(
+                model_name=name,
+                infer_func=CamInference(session, topk, method),
+                inputs=[Tensor(name="images", dtype=np.bytes_, shape=(1,))],
+                outputs=_outputs(len(session.labels), topk),
+                config=ModelConfig(max_batch_size=max_batch_size, batcher=DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us)),
+                strict=True,
+            )
+            if not stop.requested.is_set():
+                launched = True
+                triton.run()  # starts tritonserver and loads the model
+                log(
+                    f"serving {session.path} as Triton model {name!r} ({', '.join(session.providers)}): "
+                    f"HTTP {endpoints.host}:{endpoints.http_port}, gRPC {endpoints.host}:{endpoints.grpc_port}, "
+                    f"metrics {endpoints.host}:{endpoints.metrics_port}; SIGTERM or Ctrl-C stops it"
+                )
+            while not stop.requested.wait(timeout=1.0):
+                if not triton.is_alive():
+                    raise CamError("Triton Inference Server exited on its own; see its log above")
+            started = time.monotonic()
+            if not stop.immediate.is_set():
+                log(f"stopping: draining the requests in flight (at most {drain_timeout_s:g} s)")
+                ended = (
+                    drain(endpoints, triton.get_access_token(), name, drain_timeout_s, stop.immediate)
+                    if triton.is_alive()
+                    else "server gone"
+                )
+                if ended == "timed out":
+                    log(f"stopping: requests still in flight after {drain_timeout_s:g} s are cut")
+                elif ended == "server gone":
+                    log("stopping: tritonserver was signalled too (its process group) and stopped on its own, without the drain")
+        finally:
+            if launched:
+                triton.stop()  # tritonserver, then PyTriton's proxy and shared memory, then the workspace
+        if stop.immediate.is_set():
+            log("stopped at once, without draining (a second signal)")
+            raise SystemExit(1)
+        log(f"stopped in {time.monotonic() - started:.1f} s")
+
+
+def _triton_config(endpoints: Endpoints) -> TritonConfig:
     os.environ["LD_LIBRARY_PATH"] = stub_library_path()  # the server and its stubs inherit it
-    config = TritonConfig(
+    return TritonConfig(
         http_address=endpoints.host,
         http_port=endpoints.http_port,
         grpc_address=endpoints.host,
@@ -242,64 +295,16 @@ def serve(
         exit_on_error=True,
         exit_timeout_secs=CONNECTION_WAIT_S,
     )
-    outputs = [
-        Tensor(name="probs", dtype=np.float32, shape=(len(session.labels),)),
+
+
+def _outputs(classes: int, topk: int) -> list[Tensor]:
+    return [
+        Tensor(name="probs", dtype=np.float32, shape=(classes,)),
         Tensor(name="classes", dtype=np.int64, shape=(topk,)),
         Tensor(name="boxes", dtype=np.int64, shape=(topk, 4)),
         Tensor(name="cams", dtype=np.float32, shape=(topk, -1, -1)),
         Tensor(name="error", dtype=np.bytes_, shape=(1,)),
     ]
-    batching = ModelConfig(max_batch_size=max_batch_size, batcher=DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us))
-    triton = Triton(config=config)
-    try:
-        triton.bind(
-            model_name=name,
-            infer_func=CamInference(session, topk, method),
-            inputs=[Tensor(name="images", dtype=np.bytes_, shape=(1,))],
-            outputs=outputs,
-            config=batching,
-            strict=True,
-        )
-        if not stop.requested.is_set():
-            triton.run()  # starts tritonserver and loads the model
-            log(
-                f"serving {session.path} as Triton model {name!r} ({', '.join(session.providers)}): "
-                f"HTTP {endpoints.host}:{endpoints.http_port}, gRPC {endpoints.host}:{endpoints.grpc_port}, "
-                f"metrics {endpoints.host}:{endpoints.metrics_port}; SIGTERM or Ctrl-C stops it"
-            )
-        while not stop.requested.wait(timeout=1.0):
-            if not triton.is_alive():
-                raise CamError("Triton Inference Server exited on its own; see its log above")
-        started = time.monotonic()
-        log(f"stopping: draining the requests in flight (at most {drain_timeout_s:g} s)")
-        if triton.is_alive() and not drain(endpoints, triton.get_access_token(), name, drain_timeout_s):
-            log(f"stopping: requests still in flight after {drain_timeout_s:g} s are cut")
-        triton.stop()  # tritonserver, then PyTriton's proxy and shared memory, then the workspace
-        log(f"stopped in {time.monotonic() - started:.1f} s")
-    except StopImmediately as second:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, signal.SIG_IGN)  # this stop is already as fast as it gets
-        log(f"{second}: stopping at once, without draining")
-        _stop_at_once(triton)
-        raise SystemExit(1) from None
-    except BaseException:
-        triton.stop()  # whatever went wrong, nothing of the server stays behind
-        raise
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, signal.SIG_DFL)
-
-
-def _stop_at_once(triton: Triton) -> None:
-    """The second signal: kill tritonserver, then let PyTriton free what it holds without waiting."""
-    server = getattr(triton, "_triton_server", None)  # PyTriton keeps the process private
-    process = getattr(getattr(server, "_tritonserver_running_cmd", None), "process", None)
-    if process is not None:
-        try:
-            process.kill()
-        except OSError:
-            pass
-    triton.stop()
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

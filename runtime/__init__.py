@@ -8,14 +8,28 @@ store, atomic files). `errors`, `cli` and `pipeline` serve them all.
 
 from importlib import metadata as _metadata
 
-from runtime.deprecation import install_moved_module_finder
+from runtime.deprecation import MOVED_MODULES, install_moved_module_finder, warn_deprecated
 from runtime.errors import CamError, GapcamError
 from runtime.formats.onnx_model import ModelInfo
 from runtime.inference.session import CamSession
 from runtime.inputs.image import Preprocess, load_image, preprocess
 from runtime.maps.results import CamResult, explain_outputs
 
-install_moved_module_finder()  # `import runtime.session` and the other 0.1 module names still work, with a warning
+install_moved_module_finder()
+
+
+def __getattr__(name: str) -> object:
+    """`runtime.session` and 0.1's other submodules as attributes of `runtime` (0.1 imported them all)."""
+    old = f"runtime.{name}"
+    if old in MOVED_MODULES:
+        import importlib
+
+        warn_deprecated(old, MOVED_MODULES[old])  # attributed to the caller's line
+        return importlib.import_module(MOVED_MODULES[old])
+    raise AttributeError(
+        f"module 'runtime' has no attribute {name!r}"
+    )  # `import runtime.session` and the other 0.1 module names still work, with a warning
+
 
 try:
     __version__ = _metadata.version("gapcam")

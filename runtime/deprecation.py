@@ -57,7 +57,7 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.machinery.ModuleSpec(fullname, self)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
-        warn_deprecated(spec.name, MOVED_MODULES[spec.name], stacklevel=8)
+        warn_deprecated(spec.name, MOVED_MODULES[spec.name])
         return importlib.import_module(MOVED_MODULES[spec.name])
 
     def exec_module(self, module: ModuleType) -> None:
@@ -70,14 +70,22 @@ def install_moved_module_finder() -> None:
         sys.meta_path.append(_MovedModuleFinder())
 
 
-def moved_names(module: str, names: dict[str, str]) -> Callable[[str], Any]:
-    """A module `__getattr__` for names that moved out of `module`: {name: the module it is in now}."""
+def moved_names(
+    module: str, names: dict[str, str], *, advice: dict[str, str] | None = None, convert: dict[str, Callable[[Any], Any]] | None = None
+) -> Callable[[str], Any]:
+    """A module `__getattr__` for names that moved out of `module`: {name: the module it is in now}.
+
+    The new module is imported when the name is read, so a moved name never makes an import cycle.
+    `advice` replaces the warning's "use MODULE.NAME" where the name itself is not the way forward;
+    `convert` turns the new value into the old one where its type changed.
+    """
 
     def __getattr__(name: str) -> Any:
         if name not in names:
             raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        warn_deprecated(f"{module}.{name}", f"{names[name]}.{name}")
-        return getattr(importlib.import_module(names[name]), name)
+        warn_deprecated(f"{module}.{name}", (advice or {}).get(name, f"{names[name]}.{name}"))
+        value = getattr(importlib.import_module(names[name]), name)
+        return (convert or {}).get(name, lambda same: same)(value)
 
     return __getattr__
 

@@ -2,7 +2,7 @@
 
     python scripts/build_test_fixture.py [OUT]     # default: tests/data/tiny.onnx
 
-The shapes recipe (64x64 RGB, five classes) with a narrower backbone, so the file stays near 80 KB
+The shapes recipe (64x64 RGB, five classes) with a narrower backbone, so the file stays near 60 KB
 instead of 0.5 MB, trained for one epoch on 160 images with seed 0 (as tests/conftest.py's
 `tiny_checkpoint`) and exported by `export.onnx_export.export_checkpoint`, checks and parity
 included. The tests that need only an ONNX model use it, so they run without torch. Rebuild it when

@@ -42,7 +42,8 @@ def test_the_kubernetes_manifest_uses_what_gapcam_serve_offers():
     assert container["readinessProbe"]["httpGet"]["path"] == container["startupProbe"]["httpGet"]["path"] == f"/v2/models/{model}/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     drain = float(container["args"][container["args"].index("--drain-timeout") + 1])
-    assert pod["terminationGracePeriodSeconds"] >= drain + 10  # the stop after the drain takes a few seconds
+    pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])  # sleep N: the endpoints update first
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + 10  # the stop after the drain takes a few seconds
     assert {"requests"} <= set(container["resources"]) and any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"])
     pytest.importorskip("pytriton")
     from click.testing import CliRunner
@@ -66,4 +67,5 @@ def test_the_systemd_unit_verifies(tmp_path):
     done = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
     problems = [line for line in (done.stdout + done.stderr).splitlines() if "gapcam-serve.service" in line]
     assert done.returncode == 0 and not problems, done.stdout + done.stderr
-    assert re.search(r"^TimeoutStopSec=(\d+)", unit, re.M) and int(re.search(r"^TimeoutStopSec=(\d+)", unit, re.M).group(1)) >= 15
+    assert int(re.search(r"^TimeoutStopSec=(\d+)", unit, re.M).group(1)) >= 15
+    assert re.search(r"^KillMode=mixed$", unit, re.M)  # SIGTERM to gapcam alone: the default signals tritonserver too

@@ -29,12 +29,31 @@ def test_old_module_names_import_the_new_modules_with_a_warning(old):
     assert done.stdout.strip() == f"{old} is deprecated; use {MOVED_MODULES[old]} ({old} will be removed in gapcam {REMOVED_IN})"
 
 
-def test_moved_names_of_old_cam_module():
-    from runtime.maps import boxes, cam, methods
+def test_the_warning_points_at_the_users_own_line(tmp_path):
+    """Python shows a DeprecationWarning by default only where it is attributed to __main__: the
+    warning must name the user's import line, not importlib's frames."""
+    script = tmp_path / "user.py"
+    script.write_text("import runtime.session\nimport runtime\nruntime.image.load_image\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"{script}:1: DeprecationWarning: runtime.session is deprecated; use runtime.inference.session" in done.stderr
+    assert f"{script}:3: DeprecationWarning: runtime.image is deprecated; use runtime.inputs.image" in done.stderr
 
-    for name, home in (("box_iou", boxes), ("cam_box", boxes), ("largest_component_box", boxes), ("METHODS", methods)):
-        with pytest.warns(DeprecationWarning, match=rf"runtime.maps.cam.{name} is deprecated; use {home.__name__}.{name}"):
-            assert getattr(cam, name) is getattr(home, name)
+
+def test_moved_names_of_old_cam_and_results_modules():
+    from runtime.maps import boxes, cam, methods, results
+
+    for module, name, home in (
+        (cam, "box_iou", boxes),
+        (cam, "cam_box", boxes),
+        (cam, "largest_component_box", boxes),
+        (results, "box_map_size", boxes),
+        (results, "refine_box", boxes),
+    ):
+        with pytest.warns(DeprecationWarning, match=rf"{module.__name__}.{name} is deprecated; use {home.__name__}.{name}"):
+            assert getattr(module, name) is getattr(home, name)
+    with pytest.warns(DeprecationWarning, match="runtime.maps.cam.METHODS is deprecated"):
+        assert cam.METHODS == ("cam", "gradcam", "eigencam") == tuple(methods.METHODS)  # 0.1's tuple of names
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         cam.nothing  # noqa: B018
 

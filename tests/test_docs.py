@@ -2,8 +2,10 @@
 
 import importlib
 import re
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +23,8 @@ def test_named_files_exist(document):
 
 
 def resolves(dotted: str) -> bool:
-    """Whether `a.b.c` is a module, or an attribute reached from the longest module prefix."""
+    """Whether `a.b.c` is a module, or an attribute reached from the longest module prefix; a
+    deprecated alias does not count (the warning is an error here)."""
     parts = dotted.split(".")
     for n in range(len(parts), 0, -1):
         try:
@@ -40,5 +43,19 @@ def test_index_names_code_that_exists():
     text = (ROOT / "docs/index.md").read_text()
     names = set(re.findall(r"`((?:runtime|zoo)\.[A-Za-z_][\w.]*)`", text))  # no torch here: train and export are named by file
     assert names
-    missing = sorted(name for name in names if not resolves(name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        missing = sorted(name for name in names if not resolves(name))
     assert not missing, f"docs/index.md names what does not exist: {missing}"
+
+
+def test_the_contributing_guides_method_example_runs(session, monkeypatch):
+    """The example of registering a method, run as written, gives a method CamSession.run takes."""
+    from runtime.maps import methods
+
+    monkeypatch.setattr(methods, "METHODS", dict(methods.METHODS))  # the example's method stays in this test
+    example = re.search(r"## Add an explanation method.*?```python\n(.*?)```", (ROOT / "CONTRIBUTING.md").read_text(), re.S).group(1)
+    exec(compile(example, "CONTRIBUTING.md", "exec"), {})
+    image = np.zeros((64, 64, 3), np.uint8)
+    ours, cam = session.run(image, method="relucam")[0], session.run(image, method="cam")[0]
+    np.testing.assert_allclose(ours.cams_raw, np.maximum(cam.cams_raw, 0), rtol=1e-6)

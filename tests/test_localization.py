@@ -148,7 +148,7 @@ def test_eval_cli_on_shapes_and_on_a_folder(tiny_onnx, box_folder, tmp_path):
     assert folder.returncode == 0, folder.stderr
     gradcam = json.loads((tmp_path / "loc2" / "localization.json").read_text())
     assert gradcam["images_with_masks"] == 2 and gradcam["method"] == "gradcam"
-    assert gradcam["method_summary"] == METHODS["gradcam"].summary  # the report reads the registry
+    assert gradcam["method_summary"] == METHODS["gradcam"].summary and gradcam["method_exact_for_gap"] is True  # the registry
     bad = runtime_eval(tmp_path / "nowhere")
     assert bad.returncode == 1 and "not `shapes` and not a folder" in bad.stderr
 

@@ -65,5 +65,9 @@ def test_eigencam_matches_pytorch_grad_cams_projection(exported_session, tiny_mo
 def test_eigencam_is_class_agnostic_and_methods_are_checked(session, shape_images):
     result = session.run(shape_images.images[0], classes=[0, 2], method="eigencam")[0]
     np.testing.assert_array_equal(result.cams_raw[0], result.cams_raw[1])
+    np.testing.assert_array_equal(result.cams_scaled[0], result.cams_scaled[1])  # scaled and boxed once, then repeated
+    np.testing.assert_array_equal(result.boxes[0], result.boxes[1])
+    alone = session.run(shape_images.images[0], classes=[2], method="eigencam")[0]
+    np.testing.assert_array_equal(alone.boxes[0], result.boxes[1])
     with pytest.raises(CamError, match="method"):
         session.run(shape_images.images[0], method="lime")

@@ -53,7 +53,7 @@ def shared_memory():
 class Server:
     """`python -m gapcam serve MODEL` in a subprocess, with its own PyTriton home."""
 
-    def __init__(self, model, home: Path, *options):
+    def __init__(self, model, home: Path, *options, new_session: bool = False):
         self.http, self.grpc, self.metrics = free_ports(3)
         self.home, self.shm_before = home, shared_memory()
         self.log = open(home / "server.log", "w+")
@@ -80,6 +80,7 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=new_session,  # its own process group, as a shell's foreground job
         )
         self.name = Path(model).stem
         with self.client() as client:
@@ -374,7 +375,8 @@ def test_a_second_signal_stops_at_once(tiny_onnx, images, tmp_path):
         time.sleep(0.2)
         code = running.stop(signal.SIGTERM)
     assert code == 1 and time.monotonic() - started < STOP_WITHIN_S
-    assert "stopping at once" in running.output()
+    assert "stopped at once" in running.output() and "Traceback" not in running.output()
+    assert not running.workspaces and shared_memory() <= running.shm_before
 
 
 def test_the_stub_library_path_puts_this_pythons_libpython_first(monkeypatch):
@@ -404,3 +406,19 @@ def test_a_pytriton_home_too_long_for_its_sockets_is_refused_before_starting(tin
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "is too long for PyTriton's sockets" in done.stderr and "set PYTRITON_HOME to a shorter folder" in done.stderr
+
+
+def test_ctrl_c_in_a_terminal_reaches_tritonserver_too_and_the_stop_is_still_clean(tiny_onnx, images, tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground process group, tritonserver with gapcam:
+    tritonserver then stops on its own while gapcam drains; the stop must still end cleanly."""
+    running = Server(tiny_onnx, tmp_path, new_session=True)
+    with running.client() as client:
+        for _ in range(5):
+            client.infer(running.name, request(images[:2]))
+        started = time.monotonic()
+        os.killpg(running.process.pid, signal.SIGINT)
+        code = running.wait()
+    seconds = time.monotonic() - started
+    output = running.output()
+    assert code == 0 and seconds < STOP_WITHIN_S and "Traceback" not in output and "stopped in" in output, output[-3000:]
+    assert not running.workspaces and shared_memory() <= running.shm_before

@@ -215,6 +215,43 @@ def test_an_interrupted_run_keeps_its_best_checkpoint(tmp_path, monkeypatch):
     assert best.training.epoch == 1 and best.box_threshold is not None
 
 
+def test_sigterm_keeps_the_best_checkpoint_and_the_previous_handler(tmp_path, monkeypatch):
+    """A scheduler's preemption (SIGTERM) ends training as Ctrl-C does: the best epoch is written."""
+    import os
+    import signal
+
+    import train.loop
+
+    real, calls = train.loop.train_one_epoch, [0]
+
+    def preempted_in_epoch_two(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train.loop, "train_one_epoch", preempted_in_epoch_two)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            TrainConfig(recipe="shapes", out=str(tmp_path / "pre.pt"), samples=64, epochs=3, batch_size=32, cam_channels=8),
+            log=lambda s: None,
+        )
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert load_checkpoint(tmp_path / "pre.pt").training.epoch == 1
+
+
+def test_a_resumed_run_without_improvement_whose_best_file_is_gone_says_so(tmp_path, monkeypatch):
+    import train.loop
+
+    out = tmp_path / "r.pt"
+    fit(TrainConfig(recipe="shapes", out=str(out), samples=64, epochs=1, batch_size=32, cam_channels=8), log=lambda s: None)
+    out.unlink()  # lost, as after a SIGKILL before the run ended
+    monkeypatch.setattr(train.loop, "validation_metrics", lambda logits, labels: {"loss": 1.0, "accuracy": 0.0})
+    with pytest.raises(TrainError, match=r"no best checkpoint: no epoch of this run beat .* the latest checkpoint is .*r\.last\.pt"):
+        resume(last_path(out), log=lambda s: None, epochs=2)
+
+
 def test_checkpoint_schema_is_typed_and_stored_as_plain_dicts(tiny_checkpoint):
     """`provenance` and `training` are dataclasses in memory and the same plain dicts on disk as before."""
     from train import Provenance, SamplerState, TrainingState

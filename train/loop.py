@@ -9,11 +9,14 @@ process streams its share of every epoch, and rank 0 alone evaluates and writes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -423,7 +426,8 @@ def fit(config: TrainConfig, log: Callable[[str], None] = print, state: Checkpoi
             "(--pretrained downloads them; --no-pretrained says so and silences this)"
         )
     try:
-        return _fit(config, recipe, device, rank, world, log, state)
+        with sigterm_interrupts():
+            return _fit(config, recipe, device, rank, world, log, state)
     finally:
         if world > 1 and dist.is_initialized():
             dist.barrier()
@@ -564,7 +568,12 @@ def _train(
     finally:  # however the run ends (done, stopped, diverged, interrupted), the best epoch is kept on disk
         if best_checkpoint is not None:
             write_best(out, best_checkpoint, model, data, device, workers, batch_size // world, log)
-    if rank == 0 and out.exists():
+    if rank == 0 and not out.exists():  # a resumed run that did not improve, whose earlier best file is gone
+        raise TrainError(
+            f"{out}: no best checkpoint: no epoch of this run beat the validation accuracy {best:.3f} of the run it "
+            f"resumes, and that run's best checkpoint is missing; the latest checkpoint is {last}"
+        )
+    if rank == 0:
         # a resumed run that did not improve reports on the best checkpoint it started from
         model.load_state_dict(best_checkpoint.model if best_checkpoint is not None else load_checkpoint(out).model)
         report = write_val_report(out, model, data, device, workers, batch_size // world, history, list(recipe.labels))
@@ -573,6 +582,25 @@ def _train(
             f"in {time.time() - started:.0f}s"
         )
     return out
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a scheduler's preemption, `kill`, torchrun passing it on) interrupts training as Ctrl-C
+    does, so that the best epoch, kept in memory until the run ends, is still written. Main thread only
+    (where Python runs signal handlers); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def write_best(out: Path, best: Checkpoint, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, log) -> None:

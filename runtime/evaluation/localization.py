@@ -105,6 +105,7 @@ def evaluate_localization(
         "images": len(truth.images),
         "method": method,
         "method_summary": get_method(method).summary,
+        "method_exact_for_gap": get_method(method).exact_for_gap,
         "box_threshold": session.box_threshold,
         "classification_accuracy": float(correct.mean()),
         "top1_localization_accuracy": float(top1.mean()),

@@ -197,4 +197,10 @@ __getattr__ = moved_names(
         "cam_box": "runtime.maps.boxes",
         "largest_component_box": "runtime.maps.boxes",
     },
+    advice={
+        "METHODS": "runtime.maps.methods.METHODS (a dict of Method: its keys are the names)",
+        "explanation_maps": "runtime.maps.methods.get_method(method).maps(classes, features=, weight=)",
+        "maps_of_classes": "runtime.maps.methods.get_method(method).maps(classes, class_maps=)",
+    },
+    convert={"METHODS": tuple},  # 0.1's tuple of names
 )

@@ -36,7 +36,7 @@ class Method:
     summary: str  # one line for help texts and reports
     from_features: FromFeatures  # maps from the features [N, K, h, w], fc weight [C, K], classes [N, k]
     from_class_maps: FromClassMaps | None = None  # maps from the graph's CAMs of the classes, where it can
-    exact_for_gap: bool = True  # equal to the method's own (gradient or hook) definition for a GAP + linear head
+    exact_for_gap: bool = True  # equal to the method's own (gradient or hook) definition for a GAP + linear head (eval reports it)
     class_specific: bool = True  # False: one map per image, repeated for each explained class
 
     def outputs(self, has_class_maps: bool) -> tuple[str, str]:

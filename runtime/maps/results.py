@@ -17,6 +17,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from runtime.deprecation import moved_names
 from runtime.errors import CamError
 from runtime.formats.onnx_model import ModelInfo
 from runtime.maps.boxes import bounded_boxes
@@ -157,13 +158,11 @@ def explain_outputs(
         )
     threshold = info.box_threshold if box_threshold is None else box_threshold
     indices = choose_classes(classes, logits, info.labels, topk)
-    if features is None and class_maps is None:
-        raise CamError("explain_outputs: give class_maps or features")
     raw = explainer.maps(indices, features=features, weight=info.fc_weight, class_maps=class_maps)  # Eigen-CAM needs features
     probs = softmax(logits)
     results = []
     for i, size in enumerate(image_sizes):
-        scaled, peaks = scale_like_upsampled(raw[i], size)
+        scaled, peaks, boxes = _scaled_and_boxed(raw[i], size, threshold, info.preprocess.size, explainer.class_specific)
         results.append(
             CamResult(
                 logits=logits[i],
@@ -172,8 +171,26 @@ def explain_outputs(
                 labels=[info.labels[c] for c in indices[i]],
                 cams_raw=raw[i],
                 cams_scaled=scaled,
-                boxes=bounded_boxes(scaled, peaks, threshold, size, info.preprocess.size),
+                boxes=boxes,
                 image_size=(int(size[0]), int(size[1])),
             )
         )
     return results
+
+
+def _scaled_and_boxed(
+    raw: npt.NDArray[np.float32], size: tuple[int, int], threshold: float, bound: tuple[int, int], class_specific: bool
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """One image's maps [k, h, w] scaled as their upsampling to `size` is, their peaks and boxes. A
+    class-agnostic method's k maps are one map repeated: it is scaled and boxed once."""
+    if class_specific or len(raw) == 1:
+        scaled, peaks = scale_like_upsampled(raw, size)
+        return scaled, peaks, bounded_boxes(scaled, peaks, threshold, size, bound)
+    scaled, peaks = scale_like_upsampled(raw[:1], size)
+    boxes = bounded_boxes(scaled, peaks, threshold, size, bound)
+    k = len(raw)
+    return np.repeat(scaled, k, axis=0), np.repeat(peaks, k, axis=0), np.repeat(boxes, k, axis=0)
+
+
+# Moved to runtime.maps.boxes, where the boxes a user gets are made (deprecated; runtime.deprecation).
+__getattr__ = moved_names(__name__, {"box_map_size": "runtime.maps.boxes", "refine_box": "runtime.maps.boxes"})
