@@ -508,6 +508,8 @@ def _train(
     skipped = SkippedImages(log)
     out, last = Path(config.out), last_path(config.out)
     best_checkpoint: Checkpoint | None = None  # the best epoch's, kept in memory and written once when the run ends
+    if state is not None and not out.exists() and resumes_its_best(state):
+        best_checkpoint = state  # no best file holds these weights yet: they are the best until an epoch beats them
     try:
         for epoch in range(start_epoch, epochs):
             tick = time.time()
@@ -582,6 +584,12 @@ def _train(
             f"in {time.time() - started:.0f}s"
         )
     return out
+
+
+def resumes_its_best(state: Checkpoint) -> bool:
+    """Whether a checkpoint's own weights are its run's best so far: its last epoch reached the best accuracy."""
+    training = state.training
+    return training is not None and bool(training.history) and training.history[-1]["val_accuracy"] >= training.best_accuracy
 
 
 @contextlib.contextmanager
