@@ -19,7 +19,7 @@ from pathlib import Path
 
 from runtime_bench import build  # a random-weight GapCam of a recipe, exported (benchmarks/ is this script's folder)
 
-from export.int8 import NO_GATE, CalibrationData, Int8Options, QuantizationSettings, quantize_model
+from export.int8 import NO_GATE, NO_SPEED_GATE, CalibrationData, Int8Options, QuantizationSettings, quantize_model
 from export.recipe_data import recipe_calibration
 from runtime.evaluation.shapes import render_split
 from train.recipes import CHEST_XRAY
@@ -38,7 +38,7 @@ HEADER = (
 
 def row(label: str, fp32: Path, data: CalibrationData, settings: QuantizationSettings, folder: Path) -> str:
     start = time.perf_counter()
-    report = quantize_model(fp32, Int8Options(data, settings, NO_GATE, out=folder / "candidate.int8.onnx"))
+    report = quantize_model(fp32, Int8Options(data, settings, NO_GATE, NO_SPEED_GATE, out=folder / "candidate.int8.onnx"))
     seconds = time.perf_counter() - start
     f = report.quantization["fidelity"]
     loc = f.get("gt_known_localization_accuracy")

@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model  # noqa: E402
+from export.int8 import NO_GATE, NO_SPEED_GATE, CalibrationData, Int8Options, quantize_model  # noqa: E402
 from export.onnx_export import WithClassMaps, to_onnx_proto  # noqa: E402
 from export.versions import stamp_lowest_versions  # noqa: E402
 from runtime.formats.onnx_model import ModelInfo  # noqa: E402
@@ -72,7 +72,8 @@ def models(folder: Path) -> dict[tuple[int, str], Path]:
         if opset not in SUPPORTED:  # INT8 metadata records the requirement, known only for supported opsets
             continue
         data = CalibrationData(images[:16], images[16:], source="random images")
-        files[(opset, "int8")] = quantize_model(fp32, Int8Options(data, gate=NO_GATE, out=folder / f"opset{opset}.int8.onnx")).path
+        options = Int8Options(data, gate=NO_GATE, speed_gate=NO_SPEED_GATE, out=folder / f"opset{opset}.int8.onnx")
+        files[(opset, "int8")] = quantize_model(fp32, options).path
     return files
 
 

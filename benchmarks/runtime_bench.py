@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from export import export_model
-from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
+from export.int8 import NO_GATE, NO_SPEED_GATE, CalibrationData, Int8Options, quantize_model
 from runtime import CamSession, ModelInfo, explain_outputs
 from runtime.evaluation.shapes import render_split
 from runtime.inference.providers import CPU, installed_versions
@@ -354,7 +354,7 @@ def int8_rows(recipe, onnx_path: Path, folder: Path, repeats: int) -> list[str]:
     latency at batch 1 and 8, throughput at batch 32, file size."""
     images = list(render_split(132, 0, "train", max(recipe.preprocess.size)).images)
     data = CalibrationData(images[:100], images[100:], "shapes images")
-    report = quantize_model(onnx_path, Int8Options(data, gate=NO_GATE, out=folder / f"{recipe.name}.int8.onnx"))
+    report = quantize_model(onnx_path, Int8Options(data, gate=NO_GATE, speed_gate=NO_SPEED_GATE, out=folder / f"{recipe.name}.int8.onnx"))
     sessions = {"fp32": CamSession(onnx_path, providers=[CPU]), "int8": CamSession(report.path, providers=[CPU])}
     held = images[100:]
     medians = block_medians({(p, b): (lambda b=b, s=s: s.run(held[:b])) for p, s in sessions.items() for b in (1, 8, 32)}, repeats)

@@ -18,6 +18,7 @@ from export.int8 import (
     Int8Options,
     Int8Report,
     QuantizationSettings,
+    SpeedGate,
     folder_calibration,
 )
 from export.onnx_export import OPSET, export_checkpoint
@@ -39,6 +40,7 @@ INT8_ONLY = {
     "min-top1-agreement",
     "min-box-iou",
     "min-cam-correlation",
+    "min-speedup",
 }
 
 
@@ -113,6 +115,13 @@ INT8_ONLY = {
     default=FidelityGate.min_median_box_iou,
     show_default=True,
     help="With --int8: gate on the median IoU of the boxes.",
+)
+@click.option(
+    "--min-speedup",
+    type=click.FloatRange(min=0),
+    default=SpeedGate.min_speedup,
+    show_default=True,
+    help="With --int8: refuse an INT8 model less than this many times as fast as fp32 here (measured at batch 1 and 32).",
 )
 @click.option(
     "--min-cam-correlation",
@@ -198,6 +207,7 @@ def int8_options(
     min_top1_agreement,
     min_box_iou,
     min_cam_correlation,
+    min_speedup,
 ) -> Int8Options | None:
     """The --int8 request from the command line, with its calibration data; None without --int8."""
     if not int8:
@@ -221,6 +231,7 @@ def int8_options(
             method=calibration_method, per_channel=not per_tensor, float_tail=float_tail, reduce_range=reduce_range
         ),
         gate=FidelityGate(min_top1_agreement, min_box_iou, min_cam_correlation),
+        speed_gate=SpeedGate(min_speedup),
     )
 
 
@@ -243,6 +254,13 @@ def int8_summary(report: Int8Report) -> list[str]:
     for key, name in (("classification_accuracy", "classification accuracy"), ("gt_known_localization_accuracy", "GT-known localization")):
         if key in fidelity:
             rows.append(f"  {name + ', fp32 / int8':<38} {fidelity[key]['fp32']:>6.3f} / {fidelity[key]['int8']:.3f}")
+    speed = q["speed"]
+    for batch, figures in speed["batches"].items():
+        rows.append(
+            f"  {'inference at batch ' + batch + ', fp32 / int8':<38} {figures['fp32_ms']:>6.1f} / {figures['int8_ms']:.1f} ms  "
+            f"{figures['speedup']:.2f}x  >= {q['speed_gate']['min_speedup']:g}"
+        )
+    rows.append(f"  speed measured on {speed['machine']}: it holds for this machine")
     rows.append(f"  size {report.fp32_size_bytes / 1e6:.2f} MB -> {report.size_bytes / 1e6:.2f} MB")
     rows.append(f"wrote {report.path}")
     return rows

@@ -15,16 +15,20 @@ import contextlib
 import io
 import logging
 import os
+import platform
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
 from export.errors import ExportError
+from export.graph_prep import prepare_for_quantization
 from export.versions import default_opset, stamp_lowest_versions
 from runtime.deprecation import moved_names
 from runtime.errors import CamError, first_line
@@ -76,6 +80,31 @@ class FidelityGate:
         return [f"{name} {value:.3f} < {bound:g} ({option})" for name, value, bound, option in checks if not value >= bound]
 
 
+@dataclass(frozen=True)
+class SpeedGate:
+    """How much faster than its fp32 model an INT8 model must run, here, to be written.
+
+    Measured at export on the exporting machine (`measure_speed`): the figure holds for that CPU and
+    its onnxruntime build, not for another. INT8 gains nothing where onnxruntime has no fast integer
+    kernels for a network's layers (depthwise-separable convolutions on many CPUs), and then a
+    slower and less faithful model must not replace the fp32 one.
+    """
+
+    min_speedup: float = 1.0  # fp32 time / INT8 time at batch 32 (and batch 1 where it is the worse)
+    batches: tuple[int, ...] = (1, 32)
+    repeats: int = 5  # interleaved runs of each model per batch size; the medians are compared
+
+    def failure(self, speed: dict) -> str | None:
+        """The phrase that refuses the model, or None: the worst speed-up over the batch sizes measured."""
+        batch, figures = min(speed["batches"].items(), key=lambda item: item[1]["speedup"])
+        if figures["speedup"] >= self.min_speedup:
+            return None
+        ratio = figures["speedup"]
+        how = f"{1 / ratio:.2f}x slower than" if ratio < 1 else f"only {ratio:.2f}x as fast as"
+        return f"INT8 is {how} fp32 on this CPU at batch {batch} (--min-speedup {self.min_speedup:g})"
+
+
+NO_SPEED_GATE = SpeedGate(min_speedup=0.0)  # measure, never refuse: tests, studies, benchmarks
 NO_GATE = FidelityGate(
     min_top1_agreement=0.0, min_median_box_iou=0.0, min_median_cam_correlation=-1.0
 )  # report, never refuse: studies, benchmarks
@@ -107,6 +136,7 @@ class Int8Options:
     data: CalibrationData
     settings: QuantizationSettings = field(default_factory=QuantizationSettings)
     gate: FidelityGate = field(default_factory=FidelityGate)
+    speed_gate: SpeedGate = field(default_factory=SpeedGate)
     out: str | os.PathLike | None = None  # default: beside the fp32 model, NAME.int8.onnx
 
 
@@ -227,16 +257,23 @@ def _quiet_root_logger():
 
 def quantize_file(
     fp32_path: Path, out: Path, calibration: Sequence[ImageInput], spec: Preprocess, settings: QuantizationSettings
-) -> list[str]:
-    """Write the QDQ model of `fp32_path` to `out` (no metadata yet); returns the conv nodes kept in float.
+) -> tuple[list[str], list[str]]:
+    """Write the QDQ model of `fp32_path` to `out` (no metadata yet); returns the conv nodes kept in
+    float and one line per exact rewrite of the graph (`export.graph_prep`).
 
-    Shape inference and graph optimization first (onnxruntime's recommended pre-processing), then
+    The graph is prepared first (-inf padding folded into max pooling; non-finite constants refused
+    with ExportError), then shape inference and graph optimization (onnxruntime's recommended pre-processing), then
     calibration on `calibration` in passes of `calibration_stride` images. (onnxruntime's own
     CalibMaxIntermediateOutputs is not used: in 1.31 its MinMax calibrator drops every full chunk.)
     """
     with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work, contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
-        prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        graph, prepared = onnx.load(fp32_path), Path(work) / "prepared.onnx"
+        try:
+            changes = prepare_for_quantization(graph)
+        except ExportError as err:
+            raise ExportError(f"{fp32_path}: {err}") from None
+        onnx.save_model(graph, Path(work) / "graph.onnx", save_as_external_data=False)
+        quant_pre_process(str(Path(work) / "graph.onnx"), str(prepared))
         kept_float = _last_convs(prepared, settings.float_tail)
         quantize_static(
             str(prepared),
@@ -251,7 +288,7 @@ def quantize_file(
             nodes_to_exclude=kept_float,
             extra_options={"CalibStridedMinMax": calibration_stride(len(calibration))},  # despite its name, used by every method
         )
-    return kept_float
+    return kept_float, changes
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -320,6 +357,37 @@ def measure_fidelity(
     return fidelity
 
 
+def measure_speed(reference: CamSession, candidate: CamSession, gate: SpeedGate) -> dict[str, Any]:
+    """Median inference time of the fp32 and INT8 models at each batch size, interleaved run by run
+    (so both see the same machine state), on random inputs of the model's size; and the machine."""
+    rng = np.random.default_rng(0)
+    batches: dict[str, dict[str, float]] = {}
+    for batch in gate.batches:
+        x = rng.standard_normal((batch, reference.preprocessing.channels, *reference.input_size)).astype(np.float32)
+        times: dict[str, list[float]] = {"fp32": [], "int8": []}
+        for session in (reference, candidate):  # warm-up: the first call allocates
+            session.infer(x)
+        for _ in range(gate.repeats):
+            for key, session in (("fp32", reference), ("int8", candidate)):
+                start = time.perf_counter()
+                session.infer(x)
+                times[key].append(time.perf_counter() - start)
+        fp32, int8 = (float(np.median(times[key])) * 1e3 for key in ("fp32", "int8"))
+        batches[str(batch)] = {"fp32_ms": fp32, "int8_ms": int8, "speedup": fp32 / int8}
+    return {"batches": batches, "machine": machine_description(), "repeats": gate.repeats}
+
+
+def machine_description() -> str:
+    """The CPU the speed was measured on (Linux's model name where known) and its core count."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores, onnxruntime {onnxruntime_version()} on the CPU"
+
+
 def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str | os.PathLike | None = None) -> Int8Report:
     """Quantize the gapcam model at `fp32_path`, measure it against the fp32 model, and write it to
     `options.out` (default NAME.int8.onnx beside `name` or `fp32_path`) only if it passes the gate.
@@ -333,7 +401,7 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
     with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work:
         candidate_path = Path(work) / "model.int8.onnx"
         try:
-            kept_float = quantize_file(fp32_path, candidate_path, data.calibration, reference.preprocessing, settings)
+            kept_float, graph_changes = quantize_file(fp32_path, candidate_path, data.calibration, reference.preprocessing, settings)
         except ExportError:
             raise
         except Exception as err:  # onnxruntime's quantization tools raise many unrelated types
@@ -347,6 +415,7 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
             "activations": "uint8 per tensor",
             "calibration": {"method": settings.method, "images": len(data.calibration), "source": data.source},
             "float_nodes": kept_float,
+            "graph_preparation": graph_changes,  # exact rewrites before calibration (export.graph_prep)
             "fp32_sha256": sha256_file(fp32_path),
             "onnxruntime": onnxruntime_version(),
         }
@@ -354,13 +423,12 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
         candidate = CamSession(candidate_path, providers=[CPU])
         fidelity = measure_fidelity(reference, candidate, data.held_out, data.held_out_labels, data.held_out_boxes)
         fidelity["source"] = data.source
-        failed = options.gate.failures(fidelity)
-        if failed:
-            raise ExportError(
-                f"{out}: the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: "
-                f"{'; '.join(failed)}; nothing written"
-            )
-        quantization.update(fidelity=fidelity, gate=asdict(options.gate))
+        speed = measure_speed(reference, candidate, options.speed_gate)
+        failed, slow = options.gate.failures(fidelity), options.speed_gate.failure(speed)
+        reasons = [f"the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: {'; '.join(failed)}"] if failed else []
+        if failed or slow:  # both gates' figures, so that a user sees everything that stands in the way at once
+            raise ExportError(f"{out}: {'; and '.join([*reasons, *([slow] if slow else [])])}; nothing written")
+        quantization.update(fidelity=fidelity, gate=asdict(options.gate), speed=speed, speed_gate=asdict(options.speed_gate))
         with atomic_path(out) as tmp:
             _write_metadata(proto, reference.info, quantization, tmp)
     return Int8Report(out, out.stat().st_size, fp32_path.stat().st_size, quantization)

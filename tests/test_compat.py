@@ -233,11 +233,12 @@ def test_a_manifest_that_misstates_the_requirement_is_refused(packed, tmp_path):
 
 @pytest.mark.slow  # export imports torch
 def test_int8_models_lose_the_tools_domains_and_record_their_requirement(tiny_onnx, tmp_path, shape_images):
-    from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
+    from export.int8 import NO_GATE, NO_SPEED_GATE, CalibrationData, Int8Options, quantize_model
     from runtime.evaluation.shapes import render_split
 
     held_out = list(render_split(24, seed=3, split="test").images)
-    options = Int8Options(CalibrationData(list(shape_images.images), held_out, source="test"), gate=NO_GATE, out=tmp_path / "m.int8.onnx")
+    data = CalibrationData(list(shape_images.images), held_out, source="test")
+    options = Int8Options(data, gate=NO_GATE, speed_gate=NO_SPEED_GATE, out=tmp_path / "m.int8.onnx")
     report = quantize_model(tiny_onnx, options)
     model = onnx.load(report.path)
     assert [(e.domain, e.version) for e in model.opset_import] == [("", 18)] and model.ir_version == 8

@@ -79,15 +79,13 @@ def images(tmp_path_factory, shape_images):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, exported_onnx, shape_images):
     """The bundled model, and a fresh export of the tiny model at the default opset, fp32 and INT8."""
-    from export.int8 import NO_GATE, CalibrationData, Int8Options, quantize_model
+    from export.int8 import NO_GATE, NO_SPEED_GATE, CalibrationData, Int8Options, quantize_model
     from runtime.evaluation.shapes import render_split
 
     folder = tmp_path_factory.mktemp("compat-models")
     held_out = list(render_split(24, seed=3, split="test").images)
-    int8 = quantize_model(
-        exported_onnx,
-        Int8Options(CalibrationData(list(shape_images.images), held_out, source="test"), gate=NO_GATE, out=folder / "tiny.int8.onnx"),
-    )
+    data = CalibrationData(list(shape_images.images), held_out, source="test")
+    int8 = quantize_model(exported_onnx, Int8Options(data, gate=NO_GATE, speed_gate=NO_SPEED_GATE, out=folder / "tiny.int8.onnx"))
     return {"bundled": "shapes", "fp32": exported_onnx, "int8": int8.path}
 
 

@@ -1,6 +1,7 @@
 """INT8 export: quantized models are gapcam models like any other, measured against fp32 and gated."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -14,10 +15,12 @@ from PIL import Image
 
 from export import ExportError, export_checkpoint
 from export.int8 import (
+    NO_SPEED_GATE,
     CalibrationData,
     FidelityGate,
     Int8Options,
     QuantizationSettings,
+    SpeedGate,
     calibration_stride,
     folder_calibration,
     measure_fidelity,
@@ -36,9 +39,13 @@ from zoo import pack, triton_repository
 
 CPU_ONLY = [CPU]
 TINY_GATE = FidelityGate(min_top1_agreement=0.8)
+TINY_GATES = {"gate": TINY_GATE, "speed_gate": NO_SPEED_GATE}  # and no timing decides a test's outcome
 
 
 def export_cli(*args, cwd):
+    """`python -m export ARGS`; with --int8 the speed gate only measures (`--min-speedup 0`) unless ARGS
+    set it: a test's outcome must not depend on this machine's timings."""
+    args = (*args, "--min-speedup", 0) if "--int8" in args and "--min-speedup" not in args else args
     return subprocess.run([sys.executable, "-m", "export", *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
@@ -62,7 +69,7 @@ def exported_int8(tiny_checkpoint, tmp_path_factory):
     to 0.8 for it (the demo model passes the defaults, docs/int8.md)."""
     out = tmp_path_factory.mktemp("int8") / "shapes.onnx"
     data = recipe_calibration(tiny_checkpoint, calibration_images=20, held_out_images=40)
-    return export_checkpoint(tiny_checkpoint, out, int8=Int8Options(data, gate=TINY_GATE))
+    return export_checkpoint(tiny_checkpoint, out, int8=Int8Options(data, **TINY_GATES))
 
 
 def test_int8_model_is_a_gapcam_model_like_any_other(exported_int8, shape_images):
@@ -116,6 +123,46 @@ def test_gate_refuses_with_the_failing_figure_and_writes_nothing(tiny_checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither model, no temporary file
 
 
+def test_speed_is_measured_at_batch_1_and_32_and_recorded(exported_int8):
+    q = CamSession(exported_int8.int8.path, providers=CPU_ONLY).info.quantization
+    speed = q["speed"]
+    assert set(speed["batches"]) == {"1", "32"} and speed["repeats"] == 5 and "cores" in speed["machine"]
+    for figures in speed["batches"].values():
+        assert figures["fp32_ms"] > 0 and figures["int8_ms"] > 0
+        assert figures["speedup"] == pytest.approx(figures["fp32_ms"] / figures["int8_ms"])
+    assert q["speed_gate"]["min_speedup"] == 0.0
+
+
+def test_speed_gate_refuses_a_model_not_fast_enough_and_writes_nothing(tiny_checkpoint, tmp_path):
+    """No INT8 model is 1000x as fast as its fp32 one: the gate refuses, naming the measured figure."""
+    out = tmp_path / "fast.onnx"
+    done = export_cli(
+        tiny_checkpoint, "-o", out, "--int8", "--calibration-images", 20, "--min-top1-agreement", 0, "--min-speedup", 1000, cwd=tmp_path
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert re.search(
+        r"INT8 is (\d+\.\d+x slower than|only \d+\.\d+x as fast as) fp32 on this CPU at batch (1|32) \(--min-speedup 1000\); "
+        r"nothing written",
+        done.stderr,
+    ), done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    both = export_cli(
+        tiny_checkpoint, "-o", out, "--int8", "--calibration-images", 20, "--min-cam-correlation", 1, "--min-speedup", 1000, cwd=tmp_path
+    )
+    assert both.returncode == 1 and len(both.stderr.strip().splitlines()) == 1  # every failing figure of both gates, in one line
+    assert "fails its fidelity gate" in both.stderr and "(--min-cam-correlation)" in both.stderr and "(--min-speedup 1000)" in both.stderr
+
+
+def test_speed_gate_reads_the_worst_batch():
+    gate = SpeedGate(min_speedup=1.0)
+    speed = {"batches": {"1": {"speedup": 2.0}, "32": {"speedup": 1 / 1.35}}}
+    assert gate.failure(speed) == "INT8 is 1.35x slower than fp32 on this CPU at batch 32 (--min-speedup 1)"
+    assert SpeedGate(min_speedup=1.5).failure({"batches": {"1": {"speedup": 1.2}, "32": {"speedup": 3.0}}}) == (
+        "INT8 is only 1.20x as fast as fp32 on this CPU at batch 1 (--min-speedup 1.5)"
+    )
+    assert gate.failure({"batches": {"1": {"speedup": 1.0}, "32": {"speedup": 2.5}}}) is None
+
+
 def test_cli_prints_the_fidelity_table(tiny_checkpoint, tmp_path):
     done = export_cli(
         tiny_checkpoint,
@@ -161,7 +208,7 @@ def test_images_the_caller_gives_quantize_as_the_cli_path_does(tiny_checkpoint, 
     train, val = SHAPES.read_split(options, "train"), SHAPES.read_split(options, "val")
     source = "recipe shapes: training split (calibration), validation split (held out)"
     data = sampled_calibration(train.images, val.images, source, 20, 40, held_out_labels=val.labels, held_out_boxes=val.boxes)
-    given = export_checkpoint(tiny_checkpoint, tmp_path / "given.onnx", int8=Int8Options(data, gate=TINY_GATE)).int8
+    given = export_checkpoint(tiny_checkpoint, tmp_path / "given.onnx", int8=Int8Options(data, **TINY_GATES)).int8
     done = export_cli(
         tiny_checkpoint,
         "-o",
@@ -178,6 +225,8 @@ def test_images_the_caller_gives_quantize_as_the_cli_path_does(tiny_checkpoint, 
     assert done.returncode == 0, done.stderr
     ours = CamSession(given.path, providers=CPU_ONLY).info.quantization
     theirs = CamSession(tmp_path / "cli.int8.onnx", providers=CPU_ONLY).info.quantization
+    timings = ours.pop("speed"), theirs.pop("speed")  # measured, so never equal twice; their shape is
+    assert [set(s["batches"]) for s in timings] == [{"1", "32"}] * 2
     assert ours == theirs and ours["calibration"]["images"] == 20 and "classification_accuracy" in ours["fidelity"]
     weights = [
         {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
@@ -241,7 +290,7 @@ def test_fer_recipe_model_calibrates_on_its_training_rows(tmp_path):
     data = recipe_calibration(tmp_path / "fer.pt", calibration_images=30)
     assert len(data.calibration) == 30 and len(data.held_out) == 35  # PublicTest rows are FER's validation split
     assert data.held_out_boxes is None and data.held_out_labels is not None
-    report = export_checkpoint(tmp_path / "fer.pt", int8=Int8Options(data, gate=TINY_GATE))  # two epochs: near ties, as above
+    report = export_checkpoint(tmp_path / "fer.pt", int8=Int8Options(data, **TINY_GATES))  # two epochs: near ties, as above
     assert report.int8.path == tmp_path / "fer.int8.onnx"
     assert CamSession(report.int8.path).preprocessing.color == "L"
     missing = export_cli(tmp_path / "fer.pt", "-o", tmp_path / "x.onnx", "--int8", "--data", tmp_path / "nowhere", cwd=tmp_path)
@@ -275,7 +324,7 @@ def test_an_unreadable_calibration_image_is_named_and_nothing_is_written(tiny_ch
     (folder / "part0" / "im000.png").write_bytes(b"not a png")
     data = CalibrationData(calibration=[folder / "part0" / "im000.png"], held_out=sorted(folder.rglob("*.png"))[1:], source="photos")
     with pytest.raises(ExportError, match="calibration image: .*im000.png"):
-        export_checkpoint(tiny_checkpoint, tmp_path / "out" / "m.onnx", int8=Int8Options(data, gate=TINY_GATE))
+        export_checkpoint(tiny_checkpoint, tmp_path / "out" / "m.onnx", int8=Int8Options(data, **TINY_GATES))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

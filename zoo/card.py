@@ -33,6 +33,12 @@ def _precision_lines(manifest: Manifest) -> list[str]:
         if key not in ("images", "source"):
             shown = ", ".join(f"{k} {_figure(v)}" for k, v in value.items()) if isinstance(value, dict) else _figure(value)
             lines.append(f"| {key} | {shown} |")
+    speed = q.get("speed", {})
+    if speed:  # INT8 models from before the speed gate have none
+        lines += ["", f"Speed against the fp32 model, measured at export on {speed.get('machine', '')} (it holds for that machine):", ""]
+        lines += ["| batch | fp32 | int8 | speed-up |", "| --- | --- | --- | --- |"]
+        for batch, figures in speed.get("batches", {}).items():
+            lines.append(f"| {batch} | {figures['fp32_ms']:.2f} ms | {figures['int8_ms']:.2f} ms | {figures['speedup']:.2f}x |")
     return [*lines, ""]
 
 
