@@ -349,6 +349,7 @@ def test_zoo_pack_records_precision_and_fidelity(exported_int8, tmp_path):
     assert packed.manifest.quantization["fidelity"]["top1_agreement"] >= TINY_GATE.min_top1_agreement
     card = (packed.folder / "README.md").read_text()
     assert "## Precision: int8" in card and "| top1_agreement |" in card and "percentile calibration on 20 images" in card
+    assert "Speed against the fp32 model, measured at export on" in card and "| 32 |" in card  # the speed gate's figures
     fp32 = pack(exported_int8.path, "tiny-fp32", "0.1.0", tmp_path)
     assert fp32.manifest.precision == "fp32" and "## Precision" not in (fp32.folder / "README.md").read_text()
     assert CamSession(packed.archive).info.precision == "int8"
