@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from export import export_model
-from export.int8 import NO_GATE, NO_SPEED_GATE, CalibrationData, Int8Options, quantize_model
+from export.int8 import NO_GATE, NO_SPEED_GATE, CalibrationData, Int8Options, cpu_name, quantize_model
 from runtime import CamSession, ModelInfo, explain_outputs
 from runtime.evaluation.shapes import render_split
 from runtime.inference.providers import CPU, installed_versions
@@ -377,13 +377,6 @@ def int8_rows(recipe, onnx_path: Path, folder: Path, repeats: int) -> list[str]:
 
 def versions() -> str:
     return ", ".join(installed_versions(("numpy", "Pillow", "onnxruntime-gpu", "onnxruntime", "torch", "torchcam", "grad-cam")))
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main(target: Path | None) -> None:

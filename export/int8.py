@@ -377,15 +377,17 @@ def measure_speed(reference: CamSession, candidate: CamSession, gate: SpeedGate)
     return {"batches": batches, "machine": machine_description(), "repeats": gate.repeats}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine_description() -> str:
-    """The CPU the speed was measured on (Linux's model name where known) and its core count."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores, onnxruntime {onnxruntime_version()} on the CPU"
+    """The CPU the speed was measured on, its core count and the onnxruntime build."""
+    return f"{cpu_name()}, {os.cpu_count()} cores, onnxruntime {onnxruntime_version()} on the CPU"
 
 
 def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str | os.PathLike | None = None) -> Int8Report:
@@ -426,8 +428,9 @@ def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str
         speed = measure_speed(reference, candidate, options.speed_gate)
         failed, slow = options.gate.failures(fidelity), options.speed_gate.failure(speed)
         reasons = [f"the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: {'; '.join(failed)}"] if failed else []
-        if failed or slow:  # both gates' figures, so that a user sees everything that stands in the way at once
-            raise ExportError(f"{out}: {'; and '.join([*reasons, *([slow] if slow else [])])}; nothing written")
+        reasons += [slow] if slow else []
+        if reasons:  # both gates' figures, so that a user sees everything that stands in the way at once
+            raise ExportError(f"{out}: {'; and '.join(reasons)}; nothing written")
         quantization.update(fidelity=fidelity, gate=asdict(options.gate), speed=speed, speed_gate=asdict(options.speed_gate))
         with atomic_path(out) as tmp:
             _write_metadata(proto, reference.info, quantization, tmp)

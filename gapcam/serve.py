@@ -241,6 +241,7 @@ def serve(
             raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
         name = triton_model_name(session)
         check_socket_path(name)
+        os.environ["LD_LIBRARY_PATH"] = stub_library_path()  # the server and its stubs inherit it
         triton, launched = Triton(config=_triton_config(endpoints)), False
         try:
             triton.bind(
@@ -284,7 +285,6 @@ def serve(
 
 
 def _triton_config(endpoints: Endpoints) -> TritonConfig:
-    os.environ["LD_LIBRARY_PATH"] = stub_library_path()  # the server and its stubs inherit it
     return TritonConfig(
         http_address=endpoints.host,
         http_port=endpoints.http_port,
