@@ -6,24 +6,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
-from PIL import Image
 
 from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
 from runtime.evaluation.datasets import cub_ground_truth, folder_ground_truth, is_cub, shapes_ground_truth
 from runtime.evaluation.localization import evaluate_localization, write_localization_report
+from runtime.faces.session import FaceSession
 from runtime.formats.files import atomic_path
 from runtime.inference.session import CamSession
 from runtime.inputs.image import IMAGE_SUFFIXES, collect_images, load_image
 from runtime.maps.boxes import THRESHOLD_STEP
 from runtime.maps.methods import METHODS
-from runtime.maps.results import CamResult
-from runtime.pipeline import BoundedWriter, prefetched_batches
 from runtime.reports.overlay import COLORMAPS
-from runtime.reports.report import HtmlReport, ResultLog, explain_figure, report_card
+from runtime.reports.report import HtmlReport, ResultLog, explain_figure
+from runtime.runs import RunOptions, explain_images, explain_video, unique_names, video_suffix
+from runtime.video.frames import VideoSource, is_video
 
 model_argument = click.argument("model")
 provider_option = click.option(
@@ -57,21 +56,31 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def overlay_names(images: list[str]) -> list[str]:
-    """One PNG name per image, from its file name; repeated names get their position as a prefix."""
-    stems = [Path(image).stem for image in images]
-    return [f"{stem}.png" if stems.count(stem) == 1 else f"{i:04d}_{stem}.png" for i, stem in enumerate(stems)]
-
-
 @main.command("predict")
 @model_argument
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True))
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), default="cam_out", show_default=True, help="Folder for overlays and reports."
 )
 @click.option("--topk", default=1, show_default=True, type=click.IntRange(min=1), help="Explain the k most probable classes.")
 @click.option("--threshold", type=click.FloatRange(0, 1), help="CAM box threshold, as a share of the CAM's max [default: the model's].")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images per inference call.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images (or frames) per inference call.")
+@click.option(
+    "--faces/--no-faces",
+    "find_faces",
+    default=None,
+    help="Find every face first and explain each (gapcam[faces]) [default: the model's metadata says; FER models: yes].",
+)
+@click.option("--camera", help="Explain a live source (gapcam[video]): a camera index such as 0, or an rtsp:// or http(s):// URL.")
+@click.option("--every", default=1, show_default=True, type=click.IntRange(min=1), help="Videos: explain every N-th frame.")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Videos: explain at most F frames a second.")
+@click.option(
+    "--smooth",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Videos: weight of the past in each face's moving average of probabilities and maps (0: none).",
+)
 @method_option
 @colormap_option
 @alpha_option
@@ -85,59 +94,49 @@ def predict(
     topk: int,
     threshold: float | None,
     batch_size: int,
+    find_faces: bool | None,
+    camera: str | None,
+    every: int,
+    fps: float | None,
+    smooth: float,
     method: str,
     colormap: str,
     alpha: float,
     providers: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Classify images (files, or every image in folders) and draw where MODEL looked.
+    """Classify images, videos or a camera (files, or every image in folders) and draw where MODEL looked.
 
-    Writes one overlay PNG per image, results.json, results.jsonl and a self-contained report.html.
-    A file named on the command line must be readable (else nothing is written); an unreadable
-    file found in a folder is reported and skipped.
+    Writes one overlay PNG per image, one annotated video per video (OUT/clip.mp4, one results line
+    per frame), results.json, results.jsonl and a self-contained report.html. A model trained on
+    face crops finds every face first. A file named on the command line must be readable (else
+    nothing is written); an unreadable file found in a folder is reported and skipped.
     """
     session = CamSession(model, providers=list(providers) or None, box_threshold=threshold)
     if topk > len(session.labels):
         raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
-    paths, named, skipped = collect_images(inputs)
-    if not paths:
-        raise CamError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in {', '.join(inputs)}")
+    if not inputs and camera is None:
+        raise CamError("give images, videos or folders, or --camera SOURCE")
+    faces = FaceSession(session) if (session.info.face_crops if find_faces is None else find_faces) else None
+    options = RunOptions(session, faces, topk, method, batch_size, alpha, colormap, every, fps, smooth)
+    videos = [item for item in inputs if Path(item).is_file() and is_video(item)]
+    paths, named, skipped = collect_images([item for item in inputs if item not in videos])
+    if inputs and not paths and not videos:
+        raise CamError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) or videos in {', '.join(inputs)}")
     for path in sorted(named):
         load_image(path)  # fail before writing anything
+    for video in videos:
+        VideoSource(video).close()  # likewise: a video that cannot be opened is refused up front
     out = Path(out_dir)
-    names = overlay_names(paths)
     report, log = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {METHODS[method].summary}"), ResultLog(out)
-
-    def write(index: int, picture: Image.Image, result: CamResult) -> tuple[dict[str, Any], str]:
-        shown = session.overlay(picture, result.cams_scaled[0], alpha=alpha, colormap=colormap, box=result.box, label=result.label)
-        with atomic_path(out / names[index]) as tmp:
-            shown.save(tmp, format="PNG", compress_level=1)  # 3x faster to write than the default level 6
-        return {"file": paths[index], "overlay": names[index], **result.to_dict()}, report_card(paths[index], picture, shown, result)
-
-    def keep(written: tuple[dict[str, Any], str]) -> None:
-        log.add(written[0])
-        report.add(written[1])
-
-    table: list[str] = []  # printed once the progress bar (on stderr) is done, so that the two never interleave
-    with (
-        click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar,
-        BoundedWriter(keep, limit=2 * batch_size) as writer,
-    ):
-        for batch in prefetched_batches(paths, batch_size, load_image):
-            kept: list[int] = []
-            pictures: list[Image.Image] = []
-            for index, decoded in batch:
-                try:
-                    pictures.append(decoded.result())
-                    kept.append(index)
-                except CamError as err:
-                    skipped.append((paths[index], str(err)))
-            results = session.run(pictures, topk=topk, method=method) if pictures else []
-            for index, picture, result in zip(kept, pictures, results, strict=True):
-                writer.submit(write, index, picture, result)
-                table.append(f"{paths[index]:<40} {result.label:<16} {result.prob:>6.3f}  {result.box}")
-            bar.update(len(batch))
+    table = explain_images(options, paths, out, log, report, skipped) if paths else []
+    errors: list[str] = []
+    sources = [*videos, *([camera] if camera is not None else [])]
+    targets = unique_names([*videos, *(["camera"] if camera is not None else [])], video_suffix)
+    for source, target in zip(sources, targets, strict=True):
+        frames, error = explain_video(options, source, out / target, log, live=source == camera)
+        table.append(f"{source:<40} {plural(frames, 'frame')} -> {out / target}")
+        errors += [error] if error else []
     log.finish(
         {
             "model": str(session.path),
@@ -145,24 +144,26 @@ def predict(
             "labels": session.labels,
             "method": method,
             "method_summary": METHODS[method].summary,
+            "faces": faces is not None,
             "skipped": [{"file": f, "error": e} for f, e in skipped],
+            "errors": errors,
         }
     )
     report.finish(skipped)
     for _, reason in skipped:
         click.echo(f"skipped {reason}", err=True)
-    if session.info.face_crops:
-        click.echo(
-            f"note: {model} was trained on face crops: give it one cropped face per image (a whole scene is read as one face)", err=True
-        )
+    if session.info.face_crops and faces is None:
+        click.echo(f"note: {model} was trained on face crops and --no-faces reads each whole image as one face", err=True)
     if as_json:
         click.echo((out / "results.json").read_text(encoding="utf-8"))
-        return
-    click.echo("\n".join([f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)", *table]))
-    click.echo(
-        f"wrote {plural(log.count, 'overlay')}, results.json, results.jsonl and report.html to {out}"
-        + (f"; skipped {len(skipped)}" if skipped else "")
-    )
+    else:
+        click.echo("\n".join([f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)", *table]))
+        click.echo(
+            f"wrote {plural(log.count, 'result')}, results.json, results.jsonl and report.html to {out}"
+            + (f"; skipped {len(skipped)}" if skipped else "")
+        )
+    if errors:
+        raise CamError("; ".join(errors))
 
 
 @main.command("eval")

@@ -74,27 +74,39 @@ def overlay(
         raise CamError(f"alpha must be within [0, 1], got {alpha}")
     if np.ndim(cam) != 2:
         raise CamError(f"cam must be a 2-D map, got shape {np.shape(cam)}")
-    table = colormap_table(colormap)
     base = to_color(load_image(image), "RGB")
-    width, height = base.size
+    out = blend_map(base, cam, alpha, colormap)
+    if box is not None or label:
+        draw_labeled_box(out, box, label, box_color)
+    return out
+
+
+def blend_map(base: Image.Image, cam: npt.NDArray[np.floating[Any]], alpha: float, colormap: str) -> Image.Image:
+    """`cam` in the colormap, resized to `base` (an RGB image) as 8-bit levels and blended over it."""
+    table = colormap_table(colormap)
     levels = Image.fromarray(to_levels(cam), "L")
     if levels.size != base.size:
         levels = levels.resize(base.size, Image.Resampling.BILINEAR)
     levels.putpalette(table.tobytes())  # "L" becomes "P" with the colormap as palette
-    out = Image.blend(base, levels.convert("RGB"), alpha)
-    if box is not None or label:
-        draw = ImageDraw.Draw(out)
-        line = max(1, round(min(width, height) / 100))
-        if box is not None:
-            x0, y0, x1, y1 = (int(v) for v in box)
-            draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=box_color, width=line)
-        if label:
-            # Above the box where there is room, else just inside its bottom edge: never over the object.
-            left, top, right, bottom = draw.textbbox((0, 0), label)
-            text_w, text_h = math.ceil(right - left) + 2, math.ceil(bottom - top) + 2  # Pillow's bbox may be fractional
-            x0, y0, x1, y1 = (int(v) for v in box) if box is not None else (0, text_h, width, height)
-            x = min(max(0, x0), max(0, width - text_w))
-            y = y0 - text_h if y0 >= text_h else min(max(0, y1 - text_h), height - text_h)
-            draw.rectangle((x, y, x + text_w, y + text_h), fill=(0, 0, 0))
-            draw.text((x + 1 - left, y + 1 - top), label, fill=box_color)
-    return out
+    return Image.blend(base, levels.convert("RGB"), alpha)
+
+
+def draw_labeled_box(
+    image: Image.Image, box: Sequence[int] | None, label: str | None, color: tuple[int, int, int] = (255, 255, 255)
+) -> None:
+    """A box outline (line width a hundredth of the image's shorter side) and a label on a black
+    plate, drawn on `image` in place: above the box where there is room, else just inside its bottom
+    edge, never over the object."""
+    draw, (width, height) = ImageDraw.Draw(image), image.size
+    line = max(1, round(min(width, height) / 100))
+    if box is not None:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=color, width=line)
+    if label:
+        left, top, right, bottom = draw.textbbox((0, 0), label)
+        text_w, text_h = math.ceil(right - left) + 2, math.ceil(bottom - top) + 2  # Pillow's bbox may be fractional
+        x0, y0, x1, y1 = (int(v) for v in box) if box is not None else (0, text_h, width, height)
+        x = min(max(0, x0), max(0, width - text_w))
+        y = y0 - text_h if y0 >= text_h else min(max(0, y1 - text_h), height - text_h)
+        draw.rectangle((x, y, x + text_w, y + text_h), fill=(0, 0, 0))
+        draw.text((x + 1 - left, y + 1 - top), label, fill=color)

@@ -16,6 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from runtime.faces.session import Face
 from runtime.formats.files import atomic_path
 from runtime.inference.session import CamSession
 from runtime.inputs.image import ImageInput, load_image, to_color
@@ -66,13 +67,22 @@ def jpeg_data_uri(image: Image.Image) -> str:
 def report_card(name: str, picture: Image.Image, overlay: Image.Image, result: CamResult) -> str:
     """One image's card in the HTML report: input and overlay thumbnails (embedded, so the file
     stands alone), the explained classes with their probabilities, and the box."""
-    labels = "".join(
-        f"<li>{html.escape(label)} <b>{result.probs[c]:.3f}</b></li>" for c, label in zip(result.classes, result.labels, strict=True)
-    )
+    items = [f"{html.escape(label)} <b>{result.probs[c]:.3f}</b>" for c, label in zip(result.classes, result.labels, strict=True)]
+    return _card(name, picture, overlay, items, f"box {[int(v) for v in result.box]}")
+
+
+def face_report_card(name: str, picture: Image.Image, overlay: Image.Image, faces: Sequence[Face]) -> str:
+    """A photo's card when its faces were explained: one line per face (label, probability, face box)."""
+    items = [f"{html.escape(face.label)} <b>{face.prob:.3f}</b> at {list(face.face_box)}" for face in faces]
+    return _card(name, picture, overlay, items, f"{len(faces)} face{'' if len(faces) == 1 else 's'}")
+
+
+def _card(name: str, picture: Image.Image, overlay: Image.Image, items: Sequence[str], caption: str) -> str:
+    lines = "".join(f"<li>{item}</li>" for item in items)
     image, shown = jpeg_data_uri(_fit(to_color(picture, "RGB"), THUMB)), jpeg_data_uri(_fit(overlay, THUMB))
     return (
         f'<figure><div class="pair"><img src="{image}" alt="input"><img src="{shown}" alt="CAM"></div>'
-        f"<figcaption><code>{html.escape(name)}</code><ol>{labels}</ol>box {[int(v) for v in result.box]}</figcaption></figure>\n"
+        f"<figcaption><code>{html.escape(name)}</code><ol>{lines}</ol>{caption}</figcaption></figure>\n"
     )
 
 

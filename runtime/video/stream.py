@@ -1,0 +1,145 @@
+"""`stream`: a video file or a live source through a gapcam model, one `FrameResult` per frame.
+
+Frames are decoded ahead (runtime.video.frames) and batched into inference calls: a file's frames
+`batch_size` at a time, a live source's one at a time (the newest), since waiting to fill a batch
+would add its latency to every frame. A face model (a `FaceSession`) finds, tracks and classifies
+every face of every frame; any other model explains the whole frame.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from runtime.errors import CamError
+from runtime.faces.session import Face, FaceSession, face_overlay
+from runtime.inference.session import CamSession
+from runtime.maps.results import CamResult, explain_outputs
+from runtime.reports.overlay import overlay
+from runtime.video.frames import Frame, VideoSource
+from runtime.video.tracking import FaceTracker, Smoother
+
+
+@dataclass
+class FrameResult:
+    """One frame and the model's answer: its faces (face models), or its whole-frame result."""
+
+    frame: Frame
+    faces: list[Face] | None = None  # a face model's faces in this frame (empty: none), else None
+    result: CamResult | None = None  # the whole frame's answer where faces are not looked for
+
+    def to_dict(self) -> dict[str, Any]:
+        """results.jsonl's line for the frame: frame number, time in seconds, and faces or results."""
+        answer = {"faces": [face.to_dict() for face in self.faces]} if self.faces is not None else self._result().to_dict()
+        return {"frame": self.frame.index, "time": self.frame.time, **answer}
+
+    def _result(self) -> CamResult:
+        if self.result is None:
+            raise CamError("a frame result holds faces or a result")
+        return self.result
+
+
+def stream(
+    session: CamSession | FaceSession,
+    source: str | int | os.PathLike[str] | VideoSource,
+    *,
+    batch_size: int = 8,
+    every: int = 1,
+    fps: float | None = None,
+    smooth: float = 0.0,
+    topk: int = 1,
+    method: str = "cam",
+    live: bool | None = None,
+) -> Generator[FrameResult, None, None]:
+    """Each kept frame's `FrameResult`, in order, as soon as its batch is explained.
+
+    `source`: a video file, a camera index, a stream URL, or an open `VideoSource` (then `every`,
+    `fps` and `live` are its own). `smooth` in [0, 1): the weight of the past in each track's moving
+    average (runtime.video.tracking; 0: none). Where decoding stops early (a truncated file), every
+    frame decoded before it is yielded, then CamError says where it stopped.
+    """
+    if batch_size < 1:
+        raise CamError(f"batch_size must be at least 1, got {batch_size}")
+    explainer = FrameExplainer(session, topk=topk, method=method, smooth=smooth)
+    frames = source if isinstance(source, VideoSource) else VideoSource(source, every=every, fps=fps, live=live)
+    try:
+        size = 1 if frames.live else batch_size
+        batch: list[Frame] = []
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == size:
+                yield from explainer.explain(batch)
+                batch = []
+        if batch:
+            yield from explainer.explain(batch)
+        if frames.error:
+            raise CamError(frames.error)
+    finally:
+        if frames is not source:
+            frames.close()
+
+
+class FrameExplainer:
+    """Batches of frames -> `FrameResult`s, keeping the face tracks and moving averages between batches."""
+
+    def __init__(self, session: CamSession | FaceSession, *, topk: int = 1, method: str = "cam", smooth: float = 0.0):
+        self.faces = session if isinstance(session, FaceSession) else None
+        self.session = session.session if isinstance(session, FaceSession) else session
+        self.topk, self.method = topk, method
+        self.tracker = FaceTracker()
+        self.smoother = Smoother(smooth) if smooth else None
+
+    def explain(self, frames: list[Frame]) -> list[FrameResult]:
+        pictures = [frame.image for frame in frames]
+        if self.faces is not None:
+            found = [self.faces.find(picture) for picture in pictures]
+            tracks = [self.tracker.update([face_box for face_box, _ in faces]) for faces in found]
+            inputs = [picture.crop(crop) for picture, faces in zip(pictures, found, strict=True) for _, crop in faces]
+        else:
+            tracks, inputs = [[0] for _ in frames], pictures  # the whole frame is one track
+        results = iter(self._explain(inputs, [track for ids in tracks for track in ids]))
+        if self.faces is None:
+            return [FrameResult(frame, result=next(results)) for frame in frames]
+        return [
+            FrameResult(
+                frame,
+                faces=[Face(face_box, crop_box, next(results), track) for (face_box, crop_box), track in zip(faces, ids, strict=True)],
+            )
+            for frame, faces, ids in zip(frames, found, tracks, strict=True)
+        ]
+
+    def _explain(self, inputs: list[Image.Image], tracks: list[int]) -> list[CamResult]:
+        """One inference call for all the batch's inputs; each track's outputs smoothed, then explained."""
+        if not inputs:
+            return []
+        logits, maps = self.session.model_outputs(inputs, self.method)
+        if self.smoother is not None:
+            ((key, values),) = maps.items()
+            for i, track in enumerate(tracks):
+                logits[i], values[i] = self.smoother.update(track, logits[i], values[i])
+            self.smoother.forget(self.tracker.tracks if self.faces is not None else [0])
+        return explain_outputs(
+            self.session.info,
+            logits,
+            [(picture.height, picture.width) for picture in inputs],
+            class_maps=maps.get("class_maps"),
+            features=maps.get("features"),
+            topk=self.topk,
+            method=self.method,
+            box_threshold=self.session.box_threshold,
+        )
+
+
+def annotate(frame: FrameResult, *, alpha: float = 0.5, colormap: str = "jet") -> Image.Image:
+    """The frame as the annotated video shows it: each face's heatmap, box and label, or the whole
+    frame's heatmap, CAM box and label."""
+    if frame.faces is not None:
+        return face_overlay(frame.frame.image, frame.faces, alpha=alpha, colormap=colormap)
+    result = frame._result()
+    return overlay(
+        frame.frame.image, result.cams_scaled[0], alpha=alpha, colormap=colormap, box=result.box, label=f"{result.label} {result.prob:.2f}"
+    )
