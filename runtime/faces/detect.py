@@ -49,8 +49,12 @@ class HaarFaceDetector:
             )
         self._cv2 = require("faces")
         path = Path(cascade) if Path(cascade).is_file() else Path(self._cv2.data.haarcascades) / str(cascade)
-        self._cascade = self._cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
+        try:
+            self._cascade = self._cv2.CascadeClassifier(str(path))
+            loaded = not self._cascade.empty()
+        except (self._cv2.error, SystemError):  # OpenCV's parser raises on malformed XML
+            loaded = False
+        if not loaded:
             raise CamError(f"{cascade}: not an OpenCV cascade file (or not one of those OpenCV ships)")
         self.scale_factor, self.min_neighbors, self.min_face, self.max_side = scale_factor, min_neighbors, min_face, max_side
         self._lock = threading.Lock()
