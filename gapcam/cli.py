@@ -39,9 +39,14 @@ class Subcommand:
 SUBCOMMANDS = {
     "train": Subcommand("train.__main__", "main", "Train a GAP-CAM model: gapcam train RECIPE (shapes, fer, chest-xray, folder, cub)."),
     "export": Subcommand("export.__main__", "main", "A checkpoint or torch model to ONNX, parity checked (--int8 for CPUs)."),
-    "run": Subcommand("runtime.__main__", "predict", "Classify images and draw where the model looked: overlays and a report."),
+    "run": Subcommand("runtime.__main__", "predict", "Classify images, videos or a camera and draw where the model looked."),
     "eval": Subcommand("runtime.__main__", "eval_command", "Localization metrics of a model on shapes or a folder with boxes."),
     "explain": Subcommand("runtime.__main__", "explain", "One image's CAMs side by side, as a figure."),
+    "faithfulness": Subcommand(
+        "runtime.__main__",
+        "faithfulness",
+        "Whether a model's maps show what it used: ROAD, Average Drop, deletion/insertion, on any images.",
+    ),
     "zoo": Subcommand("zoo.__main__", "main", "Package, verify, publish, list and fetch models; write Triton repositories."),
     "serve": Subcommand("gapcam.serve", "main", "Serve a model on a Triton Inference Server (PyTriton)."),
 }

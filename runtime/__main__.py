@@ -11,7 +11,17 @@ import click
 
 from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
-from runtime.evaluation.datasets import cub_ground_truth, folder_ground_truth, is_cub, shapes_ground_truth
+from runtime.evaluation.datasets import ImageSet, ground_truth, read_images
+from runtime.evaluation.faithfulness import (
+    BASELINES,
+    PERCENTILES,
+    ROAD_NOISE,
+    FaithfulnessSettings,
+    evaluate_faithfulness,
+    parse_percentiles,
+    summary_lines,
+    write_faithfulness_report,
+)
 from runtime.evaluation.localization import evaluate_localization, write_localization_report
 from runtime.faces.session import FaceSession
 from runtime.formats.files import atomic_path
@@ -129,7 +139,8 @@ def predict(
         VideoSource(video).close()  # likewise: a video that cannot be opened is refused up front
     out = Path(out_dir)
     report, log = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {METHODS[method].summary}"), ResultLog(out)
-    table = explain_images(options, paths, out, log, report, skipped) if paths else []
+    table, faceless = explain_images(options, paths, out, log, report, skipped) if paths else ([], 0)
+    overlays = log.count
     errors: list[str] = []
     sources = [*videos, *([camera] if camera is not None else [])]
     targets = unique_names([*videos, *(["camera"] if camera is not None else [])], video_suffix)
@@ -154,12 +165,19 @@ def predict(
         click.echo(f"skipped {reason}", err=True)
     if session.info.face_crops and faces is None:
         click.echo(f"note: {model} was trained on face crops and --no-faces reads each whole image as one face", err=True)
+    if faceless:
+        click.echo(
+            f"note: no face found in {faceless} of {plural(overlays, 'image')}; "
+            "if they are face crops already, --no-faces reads each whole image as one face",
+            err=True,
+        )
+    videos_written = f", {plural(len(sources), 'annotated video')}" if sources else ""
     if as_json:
         click.echo((out / "results.json").read_text(encoding="utf-8"))
     else:
         click.echo("\n".join([f"{'file':<40} {'label':<16} {'prob':>6}  box (x0, y0, x1, y1)", *table]))
         click.echo(
-            f"wrote {plural(log.count, 'result')}, results.json, results.jsonl and report.html to {out}"
+            f"wrote {plural(overlays, 'overlay')}{videos_written}, results.json, results.jsonl and report.html to {out}"
             + (f"; skipped {len(skipped)}" if skipped else "")
         )
     if errors:
@@ -179,6 +197,12 @@ def predict(
     help="Grid of CAM thresholds for MaxBoxAcc.",
 )
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="localization", show_default=True)
+@click.option(
+    "--faithfulness",
+    "with_faithfulness",
+    is_flag=True,
+    help="Also the faithfulness metrics of the method (ROAD, Average Drop, deletion/insertion; slower): faithfulness.json and .png.",
+)
 @method_option
 @provider_option
 @json_option
@@ -190,6 +214,7 @@ def eval_command(
     seed: int,
     threshold_step: float,
     out_dir: str,
+    with_faithfulness: bool,
     method: str,
     providers: tuple[str, ...],
     as_json: bool,
@@ -198,19 +223,18 @@ def eval_command(
     it ships (its test split; masks from segmentations/ when present), or a folder with boxes.csv
     (path,x0,y0,x1,y1,label) and optional masks/<image stem>.png."""
     session = CamSession(model, providers=list(providers) or None)
-    if data == "shapes":
-        truth = shapes_ground_truth(count, seed, session.input_size[0])
-    elif Path(data).is_dir() and is_cub(Path(data)):
-        truth = cub_ground_truth(Path(data), session.labels)
-    elif Path(data).is_dir():
-        truth = folder_ground_truth(Path(data), session.labels)
-    else:
-        raise CamError(f"{data}: not `shapes` and not a folder with boxes.csv")
+    truth = ground_truth(data, session.labels, count, seed, session.input_size[0])
     with click.progressbar(length=len(truth.images), label="evaluating", file=sys.stderr) as bar:
         metrics = evaluate_localization(session, truth, method=method, threshold_step=threshold_step, progress=bar.update)
-    written = write_localization_report(metrics, Path(out_dir), f"{Path(str(session.path)).name} on {data}")
+    title = f"{Path(str(session.path)).name} on {data}"
+    written = write_localization_report(metrics, Path(out_dir), title)
+    if with_faithfulness:
+        with click.progressbar(length=len(truth.images), label="faithfulness", file=sys.stderr) as bar:
+            faithful = evaluate_faithfulness(session, ImageSet.of(truth), [method], progress=bar.update)
+        written += write_faithfulness_report(faithful, Path(out_dir), title)
     if as_json:
-        click.echo(json.dumps({key: value for key, value in metrics.items() if not key.startswith("box_accuracy_curve")}, indent=2))
+        shown = {key: value for key, value in metrics.items() if not key.startswith("box_accuracy_curve")}
+        click.echo(json.dumps({**shown, **({"faithfulness": faithful} if with_faithfulness else {})}, indent=2))
         return
     click.echo(f"{metrics['images']} images, method {method}, box threshold {metrics['box_threshold']:.2f}")
     click.echo(f"classification accuracy          {metrics['classification_accuracy']:.4f}")
@@ -224,6 +248,8 @@ def eval_command(
         f"(" + ", ".join(f"@{d} {best['value']:.4f}" for d, best in metrics["max_box_accuracy_v2"].items()) + ")"
     )
     click.echo(f"PxAP                             {metrics['pxap']:.4f}" if metrics["pxap"] is not None else "PxAP: no masks")
+    if with_faithfulness:
+        click.echo("\n".join(summary_lines(faithful)))
     click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
@@ -260,6 +286,72 @@ def explain(
     for c, label in zip(result.classes, result.labels, strict=True):
         click.echo(f"{label:<16} {result.probs[c]:.4f}")
     click.echo(f"wrote {target}")
+
+
+@main.command("faithfulness")
+@model_argument
+@click.argument("data")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="faithfulness", show_default=True)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    type=click.Choice(list(METHODS)),
+    help="Explanation method(s) to score, repeatable (runtime.maps.methods) [default: all].",
+)
+@click.option("--count", default=300, show_default=True, type=click.IntRange(min=1), help="Images of the built-in shapes test split.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the built-in shapes test split.")
+@click.option(
+    "--percentiles",
+    default=",".join(map(str, PERCENTILES)),
+    show_default=True,
+    help="ROAD: percents of pixels removed, comma-separated, each within (0, 100).",
+)
+@click.option("--noise", default=ROAD_NOISE, show_default=True, type=float, help="ROAD: std of the imputation noise (model input units).")
+@click.option("--noise-seed", default=0, show_default=True, help="ROAD: seed of the imputation noise.")
+@click.option("--steps", default=20, show_default=True, type=int, help="Deletion and insertion: intervals of the curves.")
+@click.option("--baseline", type=click.Choice(BASELINES), default="constant", show_default=True, help="Deletion and insertion baseline.")
+@click.option("--batch-size", default=64, show_default=True, type=int, help="Images per map call; perturbed inputs per inference call.")
+@provider_option
+@json_option
+@cli_errors
+def faithfulness(
+    model: str,
+    data: str,
+    out_dir: str,
+    methods: tuple[str, ...],
+    count: int,
+    seed: int,
+    percentiles: str,
+    noise: float,
+    noise_seed: int,
+    steps: int,
+    baseline: str,
+    batch_size: int,
+    providers: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Whether MODEL's maps show what it used, from the model alone: ROAD, Average Drop and
+    Increase, deletion and insertion AUC per method, and the pointing game where DATA has boxes.
+
+    DATA: `shapes`, a folder with boxes.csv, CUB_200_2011/, or any folder of images (labelled by
+    class folders named for the model's labels, else the predicted class is explained). Writes
+    faithfulness.json (with the definitions) and faithfulness.png to --out.
+    """
+    settings = FaithfulnessSettings(parse_percentiles(percentiles), noise, noise_seed, steps, baseline, batch_size)
+    session = CamSession(model, providers=list(providers) or None)
+    images = read_images(data, session.labels, count, seed, session.input_size[0])
+    chosen = list(methods) or list(METHODS)
+    with click.progressbar(length=len(images.images) * len(chosen), label="perturbing", file=sys.stderr) as bar:
+        metrics = evaluate_faithfulness(session, images, chosen, settings, progress=bar.update)
+    metrics = {"model": str(session.path), "data": data, **metrics}
+    written = write_faithfulness_report(metrics, Path(out_dir), f"{Path(str(session.path)).name} on {data}")
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    click.echo(f"{metrics['images']} images, the {metrics['explained']} explained")
+    click.echo("\n".join(summary_lines(metrics)))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def video_suffix(source: str) -> str:
 
 def explain_images(
     options: RunOptions, paths: list[str], out: Path, log: ResultLog, report: HtmlReport, skipped: list[tuple[str, str]]
-) -> list[str]:
-    """Overlay PNGs, results and report cards for every image; the lines of the printed table."""
+) -> tuple[list[str], int]:
+    """Overlay PNGs, results and report cards for every image: (the lines of the printed table, the
+    number of images where faces were looked for and none was found)."""
     names = unique_names(paths, lambda _: ".png")
     session = options.session
 
@@ -81,6 +82,7 @@ def explain_images(
         report.add(written[1])
 
     table: list[str] = []  # printed once the progress bar (on stderr) is done, so that the two never interleave
+    faceless = 0
     with (
         click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar,
         BoundedWriter(keep, limit=2 * options.batch_size) as writer,
@@ -102,8 +104,9 @@ def explain_images(
             for index, picture, answer in zip(kept, pictures, answers, strict=True):
                 writer.submit(write, index, picture, answer)
                 table.append(f"{paths[index]:<40} {summary(answer)}")
+                faceless += answer == []
             bar.update(len(batch))
-    return table
+    return table, faceless
 
 
 def summary(answer: CamResult | list[Face]) -> str:

@@ -17,6 +17,7 @@ from runtime import CamSession
 from runtime.errors import CamError
 from runtime.faces import DEFAULT_MARGIN, FaceSession, HaarFaceDetector, face_crop_box
 from runtime.maps.boxes import box_iou
+from runtime.maps.methods import METHODS
 from runtime.optional import require
 
 FER = "fer2013-minixception"
@@ -149,6 +150,7 @@ def test_gapcam_run_finds_faces_for_a_face_model_and_writes_them_to_results(tmp_
     assert "label" not in results["empty.png"]  # no whole-frame guess
     assert Image.open(tmp_path / "out" / "group.png").size == (640, 480)
     assert "no face" in done.stdout
+    assert "note: no face found in 1 of 2 images; if they are face crops already, --no-faces" in done.stderr
 
 
 def test_no_faces_reads_the_whole_image_and_faces_works_for_any_model(tmp_path, tiny_onnx):
@@ -169,3 +171,9 @@ def test_no_faces_reads_the_whole_image_and_faces_works_for_any_model(tmp_path, 
 def test_opencv_loads_only_when_faces_or_frames_are_looked_for():
     code = "import sys, runtime, runtime.faces, runtime.video, runtime.__main__; print('cv2' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_registered_method_explains_faces(faces, method):
+    (face,) = faces.run(astronaut(), method=method)[0]
+    assert face.label == "happy" and face.cam.shape == (face.crop_box[3] - face.crop_box[1],) * 2

@@ -71,3 +71,45 @@ def test_eigencam_is_class_agnostic_and_methods_are_checked(session, shape_image
     np.testing.assert_array_equal(alone.boxes[0], result.boxes[1])
     with pytest.raises(CamError, match="method"):
         session.run(shape_images.images[0], method="lime")
+
+
+def test_scorecam_matches_pytorch_grad_cam_and_torchcam(exported_session, tiny_model, shape_images, monkeypatch):
+    """pytorch-grad-cam's ScoreCAM, its masks upsampled with align_corners=False as gapcam's (and torchcam's)
+    are, gives our maps within 1e-4; torchcam's, which scales the maps before upsampling them, within 1e-3."""
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam.methods import ScoreCAM as TorchcamScoreCAM
+
+    images = list(shape_images.images[:3])
+    classes = np.array([[1], [3], [0]])
+    ours = np.stack([r.cams_raw[0] for r in exported_session.run(images, classes=classes, method="scorecam")])
+    x = torch.from_numpy(exported_session.to_batch(images))
+    model = LogitsOnly(tiny_model).eval()
+    monkeypatch.setattr(torch.nn, "UpsamplingBilinear2d", lambda size: torch.nn.Upsample(size=size, mode="bilinear", align_corners=False))
+    extractor = at_feature_size(ScoreCAM(model=model, target_layers=[tiny_model.cam_conv]), ours.shape)
+    theirs = extractor(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes[:, 0]])
+    np.testing.assert_allclose(normalize_maps(ours), theirs, atol=1e-4)
+    with TorchcamScoreCAM(model, tiny_model.cam_conv, input_shape=tuple(x.shape[1:])) as torchcam_extractor:
+        with torch.no_grad():
+            scores = model(x)
+        torchcams = torchcam_extractor(class_idx=[int(c) for c in classes[:, 0]], scores=scores)[0].numpy()
+    np.testing.assert_allclose(normalize_maps(ours), torchcams, atol=1e-3)
+
+
+def test_reciprocam_is_the_papers_algorithm_on_the_torch_model(exported_session, tiny_model, shape_images):
+    """The authors' algorithm (training_extensions' recipro_cam.py) on the torch model: each position's
+    features spread by the 3x3 Gaussian into an otherwise empty map, through the model's own pooling and fc."""
+    images = list(shape_images.images[:3])
+    ours = exported_session.run(images, topk=2, method="reciprocam")
+    kernel = torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float32) / 16
+    with torch.no_grad():
+        _, features = tiny_model(torch.from_numpy(exported_session.to_batch(images)))
+        for result, f in zip(ours, features, strict=True):
+            channels, h, w = f.shape
+            mosaic = torch.zeros(h * w, channels, h + 2, w + 2)
+            for b in range(h * w):
+                i, j = divmod(b, w)
+                mosaic[b, :, i : i + 3, j : j + 3] = f[:, i, j, None, None] * kernel
+            probs = torch.softmax(tiny_model.fc(mosaic[:, :, 1:-1, 1:-1].mean(dim=(2, 3))), dim=1)
+            reference = probs[:, torch.from_numpy(result.classes)].T.reshape(-1, h, w).numpy()
+            np.testing.assert_allclose(result.cams_raw, reference, atol=1e-5)

@@ -7,7 +7,10 @@ from click.testing import CliRunner
 from runtime import CamError, explain_outputs
 from runtime.__main__ import main as runtime_main
 from runtime.maps.cam import class_activation_maps
+from runtime.maps.forward import ModelAccess, head_logits
 from runtime.maps.methods import METHODS, Method, get_method, register
+
+BUILTIN = ["cam", "gradcam", "eigencam", "scorecam", "reciprocam"]
 
 
 @pytest.fixture()
@@ -20,11 +23,13 @@ def scratch_registry(monkeypatch):
 
 
 def test_builtin_methods_and_their_one_validation():
-    assert list(METHODS) == ["cam", "gradcam", "eigencam"]
+    assert list(METHODS) == BUILTIN
     assert get_method("gradcam") is METHODS["gradcam"]
     for bad in ("lime", "", None, 3):
-        with pytest.raises(CamError, match=r"method must be one of \['cam', 'gradcam', 'eigencam'\]"):
+        with pytest.raises(CamError, match=rf"method must be one of \[{', '.join(repr(name) for name in BUILTIN)}\]"):
             get_method(bad)
+    with pytest.raises(CamError, match="exactly one of from_features and from_model"):
+        Method("both", "neither", from_features=class_activation_maps, from_model=lambda f, c, m: f)
 
 
 def test_a_name_is_registered_once(scratch_registry):
@@ -40,7 +45,8 @@ def test_class_maps_and_features_give_the_same_maps(name, session, shape_images)
     logits, features, cams = session.infer(batch, ("logits", "features", "cams"))
     classes = np.argsort(-logits, axis=1)[:, :2]
     method = get_method(name)
-    from_features = method.maps(classes, features=features, weight=session.info.fc_weight)
+    model = ModelAccess(session.info, batch, session.logits)
+    from_features = method.maps(classes, features=features, weight=session.info.fc_weight, model=model)
     assert from_features.shape == (3, 2, *features.shape[2:]) and from_features.dtype == np.float32
     if method.from_class_maps is None:
         assert method.outputs(has_class_maps=True) == ("logits", "features")
@@ -68,13 +74,39 @@ def test_a_registered_method_runs_everywhere_a_method_is_chosen(scratch_registry
 
 
 def test_the_cli_and_serving_offer_the_registry():
-    for command in ("explain", "eval"):
-        help_text = CliRunner().invoke(runtime_main, [command, "--help"]).output
-        assert "[cam|gradcam|eigencam]" in help_text
+    for command in ("explain", "eval", "faithfulness"):
+        help_text = CliRunner().invoke(runtime_main, [command, "--help"], terminal_width=400).output
+        assert f"[{'|'.join(BUILTIN)}]" in help_text
     pytest.importorskip("pytriton")
     from gapcam.serve import main as serve_main
 
-    assert "[cam|gradcam|eigencam]" in CliRunner().invoke(serve_main, ["--help"]).output
+    assert f"[{'|'.join(BUILTIN)}]" in CliRunner().invoke(serve_main, ["--help"], terminal_width=400).output
+
+
+def test_methods_that_need_the_model_say_so(session, shape_images):
+    """Score-CAM runs the model: explain_outputs needs the inputs and the forward pass, and with them gives what
+    CamSession.run gives. ReciproCAM needs only the metadata's tail, which is the graph's."""
+    images = list(shape_images.images[:3])
+    batch = session.to_batch(images)
+    logits, features = session.infer(batch)
+    np.testing.assert_allclose(head_logits(features, session.info), logits, rtol=1e-4, atol=1e-5)
+    sizes = [image.shape[:2] for image in images]
+    with pytest.raises(CamError, match="'scorecam' runs the model on masked inputs: give inputs and forward"):
+        explain_outputs(session.info, logits, sizes, features=features, method="scorecam")
+    with pytest.raises(CamError, match="'reciprocam' needs the model's features"):
+        explain_outputs(session.info, logits, sizes, class_maps=session.infer(batch, ("cams",))[0], method="reciprocam")
+    calls = []
+
+    def forward(inputs):
+        calls.append(len(inputs))
+        return session.logits(inputs)
+
+    elsewhere = explain_outputs(session.info, logits, sizes, features=features, method="scorecam", inputs=batch, forward=forward)
+    masks = 3 * session.info.feature_channels  # one masked input per image and feature map, 64 per call
+    assert calls == [min(64, masks - start) for start in range(0, masks, 64)]
+    for ours, run in zip(elsewhere, session.run(images, method="scorecam"), strict=True):
+        np.testing.assert_allclose(ours.cams_raw, run.cams_raw, rtol=1e-5, atol=1e-7)
+    assert get_method("scorecam").runs_model and not get_method("reciprocam").runs_model
 
 
 def test_serving_explains_with_the_chosen_method(session, shape_images):

@@ -1,5 +1,6 @@
 """Images with true boxes (and masks) to measure localization on: the built-in shapes split, a
-folder of class folders with a `boxes.csv`, and CUB-200-2011 as it is distributed."""
+folder of class folders with a `boxes.csv`, and CUB-200-2011 as it is distributed; and any folder
+of images, labelled by its class folders or not at all, to measure faithfulness on."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from PIL import Image
 from runtime.errors import CamError
 from runtime.evaluation.shapes import render_split
 from runtime.formats.files import read_text_file
-from runtime.inputs.image import ImageInput
+from runtime.inputs.image import IMAGE_SUFFIXES, ImageInput
 
 
 @dataclass
@@ -69,16 +70,19 @@ def read_boxes_csv(table: Path, labels: Sequence[str]) -> dict[str, tuple[int, l
     return rows
 
 
+def has_boxes(folder: Path) -> bool:
+    """Whether `folder_ground_truth` finds a boxes.csv for `folder` (its own, or its parent's for a split)."""
+    return (folder / "boxes.csv").is_file() or (folder.parent / "boxes.csv").is_file()
+
+
 def folder_ground_truth(folder: Path, labels: Sequence[str]) -> GroundTruth:
     """FOLDER/boxes.csv (see `read_boxes_csv`), and optional masks FOLDER/masks/<image stem>.png
     (non-zero = object). A split of an image-folder tree (DIR/test) may instead use its parent's
     DIR/boxes.csv, whose paths start with the split (`test/cat/1.jpg`): its rows under FOLDER count."""
-    root, prefix = folder, ""
-    if not (folder / "boxes.csv").is_file() and (folder.parent / "boxes.csv").is_file():
-        root, prefix = folder.parent, folder.name + "/"
-    table = root / "boxes.csv"
-    if not table.is_file():
+    if not has_boxes(folder):
         raise CamError(f"{folder}: no boxes.csv (columns path,x0,y0,x1,y1,label)")
+    root, prefix = (folder, "") if (folder / "boxes.csv").is_file() else (folder.parent, folder.name + "/")
+    table = root / "boxes.csv"
     rows = {name: row for name, row in read_boxes_csv(table, labels).items() if name.startswith(prefix)}
     if not rows:
         raise CamError(f"{table}: no rows" + (f" for images under {prefix}" if prefix else ""))
@@ -157,3 +161,63 @@ def cub_ground_truth(folder: Path, labels: Sequence[str], split: str = "test", m
         truth.boxes.append(np.array([[x, y, x + width, y + height]]))
         truth.masks.append(np.asarray(Image.open(mask_path).convert("L")) > 127 if masks and mask_path.is_file() else None)
     return truth
+
+
+def ground_truth(data: str, labels: Sequence[str], count: int, seed: int, size: int) -> GroundTruth:
+    """`shapes` (the built-in test split: `count` images of `size` pixels from `seed`), a CUB tree,
+    or a folder with boxes.csv. Raises CamError naming `data` for anything else."""
+    if data == "shapes":
+        return shapes_ground_truth(count, seed, size)
+    folder = Path(data)
+    if folder.is_dir() and is_cub(folder):
+        return cub_ground_truth(folder, labels)
+    if folder.is_dir():
+        return folder_ground_truth(folder, labels)
+    raise CamError(f"{data}: not `shapes` and not a folder with boxes.csv")
+
+
+@dataclass
+class ImageSet:
+    """Images to explain, with what is known of them: their classes (None: explain the predicted
+    ones) and their true boxes (None: no pointing game)."""
+
+    names: list[str]
+    images: list[ImageInput]
+    labels: npt.NDArray[np.int64] | None
+    boxes: list[npt.NDArray[np.number[Any]]] | None
+
+    @classmethod
+    def of(cls, truth: GroundTruth) -> ImageSet:
+        return cls(truth.names, truth.images, truth.labels, truth.boxes)
+
+
+def image_folder(folder: Path, labels: Sequence[str]) -> ImageSet:
+    """Every image under `folder`, labelled by the folder it lies in when every image lies in a
+    folder named for one of the model's labels (FOLDER/<label>/...), else unlabelled.
+
+    Raises CamError naming the folder when it holds no images, or when some images lie in label
+    folders and others do not (a class folder the model does not know, or images beside them).
+    """
+    found = sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+    if not found:
+        raise CamError(f"{folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    classes = [path.relative_to(folder).parts[0] if len(path.relative_to(folder).parts) > 1 else "" for path in found]
+    names = [str(path.relative_to(folder)) for path in found]
+    known = [c in labels for c in classes]
+    if not any(known):
+        return ImageSet(names, list(found), None, None)
+    if not all(known):
+        others = sorted({c or "(the folder itself)" for c in classes if c not in labels})
+        raise CamError(f"{folder}: images in {others} are not in folders named for the model's labels {list(labels)}")
+    return ImageSet(names, list(found), np.array([list(labels).index(c) for c in classes], dtype=np.int64), None)
+
+
+def read_images(data: str, labels: Sequence[str], count: int, seed: int, size: int) -> ImageSet:
+    """`ground_truth(data, ...)` where `data` has true boxes (shapes, CUB, boxes.csv), else every
+    image of the folder `data` (`image_folder`). Raises CamError naming `data` for anything else."""
+    folder = Path(data)
+    if data == "shapes" or (folder.is_dir() and (is_cub(folder) or has_boxes(folder))):
+        return ImageSet.of(ground_truth(data, labels, count, seed, size))
+    if folder.is_dir():
+        return image_folder(folder, labels)
+    raise CamError(f"{data}: not `shapes` and not a folder of images")

@@ -18,7 +18,7 @@ from runtime.faces.crops import DEFAULT_MARGIN, Box, face_crop_box
 from runtime.faces.detect import FaceDetector, HaarFaceDetector
 from runtime.inference.session import CamSession
 from runtime.inputs.image import ImageInput, image_list, load_image, to_color
-from runtime.maps.results import CamResult, ClassChoice, explain_outputs
+from runtime.maps.results import CamResult, ClassChoice
 from runtime.reports.overlay import blend_map, draw_labeled_box
 
 MAX_FACES = 64  # faces kept per image (the largest): a crowd photo cannot make an unbounded batch
@@ -136,17 +136,7 @@ class FaceSession:
         if not crops:
             return [[] for _ in pictures]
         logits, maps = self.session.model_outputs(crops, method)
-        results = explain_outputs(
-            self.session.info,
-            logits,
-            [(crop.height, crop.width) for crop in crops],
-            class_maps=maps.get("class_maps"),
-            features=maps.get("features"),
-            classes=classes,
-            topk=topk,
-            method=method,
-            box_threshold=self.session.box_threshold,
-        )
+        results = self.session.explain(logits, maps, [(crop.height, crop.width) for crop in crops], classes, topk, method)
         answers = iter(results)
         return [[Face(face_box, crop_box, next(answers)) for face_box, crop_box in faces] for faces in found]
 

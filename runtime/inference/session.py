@@ -155,25 +155,60 @@ class CamSession:
         classes=None explains the top-k predicted classes; an index, a label, or a list of them
         explains those classes for every image; an [N, k] index array chooses per image.
         method: a name in `runtime.maps.methods.METHODS`: "cam" (the paper's), "gradcam" (equal to
-        ReLU(CAM) / (h w) for this head) or "eigencam" (class-agnostic). A method that can use the
-        graph's class maps does where the model has them (less to copy from a GPU than the features).
+        ReLU(CAM) / (h w) for this head), "eigencam" (class-agnostic), "scorecam" (runs the model on
+        one masked input per feature map, in batched calls) or "reciprocam". A method that can use
+        the graph's class maps does where the model has them (less to copy from a GPU).
         The work after inference is `runtime.maps.results.explain_outputs`.
         """
-        explainer = get_method(method)
         pictures = [load_image(item) for item in image_list(images)]
-        names = explainer.outputs(self.has_class_maps)
-        logits, maps_from = self.infer(self.to_batch(pictures), names)
-        outputs = {"class_maps" if names[1] == CLASS_MAPS_NAME else "features": maps_from}
+        logits, maps = self.model_outputs(pictures, method)
+        return self.explain(logits, maps, [(picture.height, picture.width) for picture in pictures], classes, topk, method)
+
+    def explain(
+        self,
+        logits: npt.NDArray[np.float32],
+        maps: dict[str, npt.NDArray[np.float32]],
+        image_sizes: Sequence[tuple[int, int]],
+        classes: ClassChoice = None,
+        topk: int = 1,
+        method: str = "cam",
+    ) -> list[CamResult]:
+        """`model_outputs`' logits and maps -> one `CamResult` per image of (H, W) `image_sizes`, with
+        this session's box threshold and forward pass (`explain_outputs`)."""
         return explain_outputs(
             self.info,
             logits,
-            [(picture.height, picture.width) for picture in pictures],
-            **outputs,
+            image_sizes,
+            class_maps=maps.get("class_maps"),
+            features=maps.get("features"),
+            inputs=maps.get("inputs"),
             classes=classes,
             topk=topk,
             method=method,
             box_threshold=self.box_threshold,
+            forward=self.logits,
         )
+
+    def logits(self, batch: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """The logits [N, num_classes] of a model input batch, in one inference call: the forward
+        pass of the methods and metrics that perturb inputs (Score-CAM, faithfulness)."""
+        return self.infer(batch, OUTPUT_NAMES[:1])[0]
+
+    def model_outputs(
+        self, images: ImageInput | Sequence[ImageInput], method: str = "cam"
+    ) -> tuple[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]]:
+        """One inference call: the logits [N, num_classes] and the maps `method` is made from, keyed as
+        `explain_outputs` takes them (`class_maps` or `features`, and `inputs`, the batch, for a method
+        that runs the model). For callers that combine outputs before explaining them, such as a
+        video's temporal smoothing."""
+        explainer = get_method(method)
+        names = explainer.outputs(self.has_class_maps)
+        batch = self.to_batch(images)
+        logits, maps_from = self.infer(batch, names)
+        return logits, {
+            "class_maps" if names[1] == CLASS_MAPS_NAME else "features": maps_from,
+            **({"inputs": batch} if explainer.runs_model else {}),
+        }
 
     def overlay(self, image: ImageInput, cam: npt.NDArray[np.floating[Any]], **options: Any) -> Image.Image:
         """A heatmap of `cam` blended over `image` (jet by default); see `runtime.reports.overlay.overlay`."""

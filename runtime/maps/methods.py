@@ -5,8 +5,10 @@ a method by name from `METHODS` and validate it once, with `get_method`. Adding 
 `register(Method(...))` here (or in a user's code): nothing else in gapcam names methods.
 
 A method makes raw maps [N, k, h, w] for class indices [N, k], from the graph's all-class CAMs
-(`cams` output, when the model has it and the method can use it: less to copy from a GPU) or from
-the features and the fc weights.
+(`cams` output, when the model has it and the method can use it: less to copy from a GPU), from
+the features and the fc weights, or, for a method that needs more of the model (Score-CAM runs it
+on masked inputs, ReciproCAM runs its tail on masked features), from the features and a
+`ModelAccess` (`runtime.maps.forward`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from runtime.deprecation import warn_deprecated
 from runtime.errors import CamError
 from runtime.formats.onnx_model import CLASS_MAPS_NAME, OUTPUT_NAMES
 from runtime.maps.cam import class_activation_maps, eigencam_maps, gradcam_maps
+from runtime.maps.forward import ModelAccess, reciprocam_maps, scorecam_maps
 
 _Floats = npt.NDArray[np.floating[Any]]  # features and fc weights: float32, or any float dtype a caller has
 FromFeatures = Callable[[_Floats, _Floats, npt.NDArray[np.int64]], npt.NDArray[np.float32]]  # (features, fc weight, classes) -> maps
 FromClassMaps = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]  # the chosen classes' CAMs [N, k, h, w] -> maps
+FromModel = Callable[[_Floats, npt.NDArray[np.int64], ModelAccess], npt.NDArray[np.float32]]  # (features, classes, model) -> maps
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,16 @@ class Method:
 
     name: str  # what users pass: CamSession.run(method=...), --method
     summary: str  # one line for help texts and reports
-    from_features: FromFeatures  # maps from the features [N, K, h, w], fc weight [C, K], classes [N, k]
+    from_features: FromFeatures | None = None  # maps from the features [N, K, h, w], fc weight [C, K], classes [N, k]
     from_class_maps: FromClassMaps | None = None  # maps from the graph's CAMs of the classes, where it can
     exact_for_gap: bool = True  # equal to the method's own (gradient or hook) definition for a GAP + linear head (eval reports it)
     class_specific: bool = True  # False: one map per image, repeated for each explained class
+    from_model: FromModel | None = None  # instead of from_features: maps from the features, classes and a ModelAccess
+    runs_model: bool = False  # from_model calls the model's forward pass (more inference calls than one per batch)
+
+    def __post_init__(self) -> None:
+        if (self.from_features is None) == (self.from_model is None):
+            raise CamError(f"method {self.name!r}: give exactly one of from_features and from_model")
 
     def outputs(self, has_class_maps: bool) -> tuple[str, str]:
         """The two graph outputs to fetch: logits, and the class maps or the features to make maps from."""
@@ -50,11 +60,17 @@ class Method:
         features: npt.ArrayLike | None = None,
         weight: _Floats | None = None,
         class_maps: npt.ArrayLike | None = None,
+        model: ModelAccess | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Raw maps [N, k, h, w] float32 for class indices [N, k], from features (with the fc weight)
-        or from the model's all-class maps [N, num_classes, h, w]. Raises CamError when the method
-        cannot be made from what is given."""
-        if features is not None and weight is not None:
+        """Raw maps [N, k, h, w] float32 for class indices [N, k], from features (with the fc weight,
+        or with `model` for a `from_model` method) or from the model's all-class maps
+        [N, num_classes, h, w]. Raises CamError when the method cannot be made from what is given."""
+        if self.from_model is not None:
+            if features is None or model is None:
+                raise CamError(f"method {self.name!r} needs the model's features and the model itself (CamSession.run gives both)")
+            features = np.asarray(features)
+            return self.from_model(features, np.asarray(classes, dtype=np.int64).reshape(len(features), -1), model)
+        if features is not None and weight is not None and self.from_features is not None:
             features = np.asarray(features)
             return self.from_features(features, weight, np.asarray(classes, dtype=np.int64).reshape(len(features), -1))
         if class_maps is not None:
@@ -112,6 +128,21 @@ register(
         "Eigen-CAM (Muhammad and Yeasin 2020): first principal component of the features, class-agnostic",
         from_features=_class_agnostic,
         class_specific=False,
+    )
+)
+register(
+    Method(
+        "scorecam",
+        "Score-CAM (Wang et al. 2020): ReLU(sum_k a_k f_k), a = softmax over k of the class logit of the input masked by f_k",
+        from_model=scorecam_maps,
+        runs_model=True,
+    )
+)
+register(
+    Method(
+        "reciprocam",
+        "ReciproCAM (Byun and Lee 2022): the class probability of the model's tail on the features kept at each position",
+        from_model=reciprocam_maps,
     )
 )
 

@@ -22,6 +22,7 @@ from runtime.errors import CamError
 from runtime.formats.onnx_model import ModelInfo
 from runtime.maps.boxes import bounded_boxes
 from runtime.maps.cam import scale_like_upsampled, upsample_bilinear
+from runtime.maps.forward import Forward, ModelAccess
 from runtime.maps.methods import get_method
 
 # None (the top-k predicted), an index or a label, a sequence of them, or per-image indices [N, k].
@@ -142,13 +143,18 @@ def explain_outputs(
     topk: int = 1,
     method: str = "cam",
     box_threshold: float | None = None,
+    inputs: npt.ArrayLike | None = None,
+    forward: Forward | None = None,
 ) -> list[CamResult]:
     """One `CamResult` per image from a gapcam model's outputs, wherever they were computed.
 
     logits: [N, num_classes]; class_maps: the model's `cams` output [N, num_classes, h, w], or
-    features: its `features` output [N, K, h, w] (Eigen-CAM needs features); image_sizes: (H, W) of
-    each original image. `classes`, `topk` and `method` as in `CamSession.run`; `box_threshold`
-    defaults to the model's. Raises CamError for outputs that do not fit the model or each other.
+    features: its `features` output [N, K, h, w] (Eigen-CAM, Score-CAM and ReciproCAM need
+    features); image_sizes: (H, W) of each original image. `classes`, `topk` and `method` as in
+    `CamSession.run`; `box_threshold` defaults to the model's. A method that runs the model
+    (`Method.runs_model`: Score-CAM) also needs `inputs`, the model input batch [N, C, H, W], and
+    `forward`, one inference call from such a batch to its logits. Raises CamError for outputs that
+    do not fit the model or each other.
     """
     explainer = get_method(method)
     logits = np.asarray(logits, dtype=np.float32)
@@ -158,7 +164,8 @@ def explain_outputs(
         )
     threshold = info.box_threshold if box_threshold is None else box_threshold
     indices = choose_classes(classes, logits, info.labels, topk)
-    raw = explainer.maps(indices, features=features, weight=info.fc_weight, class_maps=class_maps)  # Eigen-CAM needs features
+    model = ModelAccess(info, None if inputs is None else np.asarray(inputs, dtype=np.float32), forward)
+    raw = explainer.maps(indices, features=features, weight=info.fc_weight, class_maps=class_maps, model=model)
     probs = softmax(logits)
     results = []
     for i, size in enumerate(image_sizes):

@@ -18,7 +18,7 @@ from PIL import Image
 from runtime.errors import CamError
 from runtime.faces.session import Face, FaceSession, face_overlay
 from runtime.inference.session import CamSession
-from runtime.maps.results import CamResult, explain_outputs
+from runtime.maps.results import CamResult
 from runtime.reports.overlay import overlay
 from runtime.video.frames import Frame, VideoSource
 from runtime.video.tracking import FaceTracker, Smoother
@@ -118,19 +118,12 @@ class FrameExplainer:
             return []
         logits, maps = self.session.model_outputs(inputs, self.method)
         if self.smoother is not None:
-            ((key, values),) = maps.items()
+            key = "class_maps" if "class_maps" in maps else "features"  # what the maps are made from; never the inputs
             for i, track in enumerate(tracks):
-                logits[i], values[i] = self.smoother.update(track, logits[i], values[i])
+                logits[i], maps[key][i] = self.smoother.update(track, logits[i], maps[key][i])
             self.smoother.forget(self.tracker.tracks if self.faces is not None else [0])
-        return explain_outputs(
-            self.session.info,
-            logits,
-            [(picture.height, picture.width) for picture in inputs],
-            class_maps=maps.get("class_maps"),
-            features=maps.get("features"),
-            topk=self.topk,
-            method=self.method,
-            box_threshold=self.session.box_threshold,
+        return self.session.explain(
+            logits, maps, [(picture.height, picture.width) for picture in inputs], topk=self.topk, method=self.method
         )
 
 
