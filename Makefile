@@ -103,6 +103,26 @@ fer-package: $(STAMP)
 	cp build/fer2013-minixception-1.0.0.zip runtime/models/
 	$(MAKE) bundled-index
 
+# The `fer` package's own pipeline, for the face benchmark's comparison only (benchmarks/fer_package_pipeline.py), in a venv
+# of its own: never gapcam's, and neither install nor test needs it. Only what `fer.fer` imports for FER(mtcnn=False):
+# TensorFlow's CPU build (tf.lite runs fer's default model; the Interpreter is deprecated, so <2.22), OpenCV (<5: 5.0 ships
+# neither the Haar cascades nor CascadeClassifier), requests, Pillow and pkg_resources (setuptools<82, which removed it);
+# fer itself with --no-deps: no opencv-contrib, facenet-pytorch (torch, for MTCNN only), moviepy, ffmpeg-python or pandas.
+FER_VENV := .venv-fer
+FER_PY := $(FER_VENV)/bin/python
+FER_STAMP := $(FER_VENV)/.installed-$(shell cksum Makefile | cut -d' ' -f1)
+
+.PHONY: fer-venv
+fer-venv: $(FER_STAMP)
+
+$(FER_STAMP):
+	test -x $(FER_PY) || $(PYTHON) -m venv $(FER_VENV)
+	$(FER_PY) -m pip install --quiet --upgrade pip
+	$(FER_PY) -m pip install --quiet 'tensorflow-cpu<2.22' 'opencv-python-headless<5' requests Pillow 'setuptools<82'
+	$(FER_PY) -m pip install --quiet --no-deps 'fer==$(FER_VERSION)'
+	rm -f $(FER_VENV)/.installed-*
+	touch $(FER_STAMP)
+
 # The index of the packages bundled with gapcam (the default index), from the archives there, each verified.
 bundled-index: $(STAMP)
 	rm -f runtime/models/index.json
