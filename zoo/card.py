@@ -22,7 +22,7 @@ def _precision_lines(manifest: Manifest) -> list[str]:
         "",
         f"{q.get('format', '')} quantization with onnxruntime {q.get('onnxruntime', '')}: {q.get('weights', '')} weights, "
         f"{q.get('activations', '')} activations, {calibration.get('method', '')} calibration on {calibration.get('images', '')} images "
-        f"({calibration.get('source', '')}); conv layers kept in float: {len(q.get('float_nodes', []))}.",
+        f"({calibration.get('source', '')}); layers kept in float: {len(q.get('float_nodes', []))}.",
         "",
         f"Fidelity to the fp32 model (sha256 `{q.get('fp32_sha256', '')}`) on {fidelity.get('images', '')} held-out images:",
         "",
