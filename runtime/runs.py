@@ -14,6 +14,7 @@ import click
 from PIL import Image
 
 from runtime.errors import CamError
+from runtime.faces.detect import HaarFaceDetector
 from runtime.faces.session import Face, FaceSession, face_overlay
 from runtime.formats.files import atomic_path
 from runtime.inference.session import CamSession
@@ -124,7 +125,8 @@ def explain_video(options: RunOptions, source: str, target: Path, log: ResultLog
 
     A live source runs until it ends, the window is closed, or Ctrl-C; what was seen is kept.
     """
-    model = options.faces if options.faces is not None else options.session
+    faces = options.faces
+    model = options.session if faces is None else FaceSession(faces.session, HaarFaceDetector.for_streams(), margin=faces.margin)
     with VideoSource(source, every=options.every, fps=options.fps, live=live or None) as frames:
         rate = frames.fps / options.every if options.fps is None else min(options.fps, frames.fps / options.every)
         window = Window.open(f"gapcam: {frames.name}") if frames.live else None

@@ -122,7 +122,7 @@ def test_a_large_photo_is_searched_at_a_bounded_size_and_boxes_come_back_in_its_
     searched = HaarFaceDetector().detect(big.resize((640, 640), Image.Resampling.BILINEAR))
     found = HaarFaceDetector().detect(big)
     assert len(found) == len(searched) >= 1
-    assert np.abs(found / 4 - searched).max() <= 1  # found at 640 a side, reported in the photo's pixels
+    assert np.abs(found / 4 - searched).max() <= 2  # found at 640 a side, reported in the photo's pixels
 
 
 def test_without_opencv_face_detection_says_which_extra_to_install(monkeypatch):
