@@ -81,6 +81,7 @@ clean:
 
 bench: $(STAMP)
 	$(PY) benchmarks/runtime_bench.py docs/benchmarks.md
+	$(PY) benchmarks/face_video_bench.py docs/benchmarks.md
 
 # Which onnxruntime release runs gapcam's graphs at each opset (the table in runtime/compat.py).
 bench-compat: $(STAMP)
