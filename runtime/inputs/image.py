@@ -20,7 +20,9 @@ import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from runtime.errors import CamError
-from runtime.formats.files import limit_from_environment
+from runtime.inputs.dicom import DEFAULT_WINDOW, DICOM_SUFFIXES, dicom_size, has_preamble, read_dicom
+from runtime.inputs.limits import MAX_IMAGE_PIXELS, max_image_pixels  # noqa: F401 (their home before limits.py; callers import them here)
+from runtime.inputs.limits import check_pixels as _check_pixels
 
 # A path, a PIL image, a uint8 array, or an encoded image file's bytes (bytes, bytearray or a memoryview of them).
 ImageInput: TypeAlias = str | os.PathLike[str] | Image.Image | npt.NDArray[np.uint8] | bytes | bytearray | memoryview
@@ -33,8 +35,7 @@ RESIZE_METHODS = {
 }
 COLOR_MODES = {"L": 1, "RGB": 3}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # what torchvision's pretrained weights expect
-MAX_IMAGE_PIXELS = 100_000_000  # gapcam's own decompression-bomb limit; GAPCAM_MAX_IMAGE_PIXELS overrides it
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}  # what folder scans pick up
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", *DICOM_SUFFIXES}  # what folder scans pick up
 
 
 @dataclass(frozen=True)
@@ -87,30 +88,13 @@ class Preprocess:
             raise CamError(f"preprocess: malformed description {data!r} ({err})") from None
 
 
-def max_image_pixels() -> int:
-    """The most pixels gapcam decodes in one image: $GAPCAM_MAX_IMAGE_PIXELS, else MAX_IMAGE_PIXELS.
-
-    An image file's header can declare any size: a 48 KB PNG can say 400 megapixels. Pillow warns
-    at 89 megapixels and refuses at twice that; between the two a single file could cost gigabytes,
-    so gapcam refuses above its own limit, before decoding anything.
-    """
-    return limit_from_environment("GAPCAM_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, "pixels")
-
-
-def _check_pixels(width: int, height: int, source: str) -> None:
-    limit = max_image_pixels()
-    if width * height > limit:
-        raise CamError(
-            f"{source}: {width}x{height} is {width * height / 1e6:.0f} megapixels, more than gapcam's limit of "
-            f"{limit / 1e6:g} (set GAPCAM_MAX_IMAGE_PIXELS to allow larger images)"
-        )
-    if width < 1 or height < 1:
-        raise CamError(f"{source}: the image is empty ({width}x{height})")
-
-
-def load_image(image: ImageInput) -> Image.Image:
+def load_image(image: ImageInput, *, dicom_window: int | None = DEFAULT_WINDOW) -> Image.Image:
     """Decode a path, an encoded file's bytes, a PIL image or a uint8 array (HxW, HxWx1, HxWx3,
     HxWx4) into a PIL image.
+
+    A DICOM file (named .dcm or .dicom, or any file with the DICOM preamble) is read by
+    `runtime.inputs.dicom.read_dicom` (extra `dicom`): windowed with its VOI LUT or window at index
+    `dicom_window` (None: no window), as an 8-bit "L" or "RGB" image.
 
     Raises CamError naming the file or array when it is missing, unreadable, empty, larger than
     `max_image_pixels()`, or of another type.
@@ -128,14 +112,19 @@ def load_image(image: ImageInput) -> Image.Image:
         path = Path(image)
         if not path.is_file():
             raise CamError(f"{path}: no such image file")
-        return _decode(path, str(path))
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            return read_dicom(path, str(path), window=dicom_window)
+        return _decode(path, str(path), dicom_window)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return _decode(io.BytesIO(image), f"image bytes ({len(image)} bytes)")
+        return _decode(io.BytesIO(image), f"image bytes ({len(image)} bytes)", dicom_window)
     raise CamError(f"image: expected a path, encoded bytes, a PIL image or a uint8 array, got {type(image).__name__}")
 
 
-def _decode(source: Path | BinaryIO, name: str) -> Image.Image:
-    """An image file (a path, or its bytes in a stream) decoded, its size checked from the header first."""
+def _decode(source: Path | BinaryIO, name: str, dicom_window: int | None = DEFAULT_WINDOW) -> Image.Image:
+    """An image file (a path, or its bytes in a stream) decoded, its size checked from the header first.
+
+    A file Pillow does not identify is looked at once more for the DICOM preamble (four bytes at
+    128), so ordinary images cost nothing more to decode."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # gapcam's own limit applies
@@ -148,7 +137,11 @@ def _decode(source: Path | BinaryIO, name: str) -> Image.Image:
                 return img
     except Image.DecompressionBombError as err:  # not an OSError: Pillow's own hard limit
         raise CamError(f"{name}: refused as a decompression bomb ({err})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except UnidentifiedImageError as err:
+        if has_preamble(source):
+            return read_dicom(source, name, window=dicom_window)
+        raise CamError(f"{name}: not a readable image ({err.__class__.__name__}: {err})") from None
+    except (OSError, ValueError, SyntaxError) as err:
         raise CamError(f"{name}: not a readable image ({err.__class__.__name__}: {err})") from None
 
 
@@ -169,6 +162,8 @@ def image_size(image: ImageInput) -> tuple[int, int]:
     else:
         source = Path(image)
         name = str(source)
+        if source.suffix.lower() in DICOM_SUFFIXES and source.is_file():
+            return dicom_size(source, name)
     try:
         with Image.open(source) as img:
             width, height = img.size
@@ -176,7 +171,11 @@ def image_size(image: ImageInput) -> tuple[int, int]:
                 width, height = height, width
     except FileNotFoundError:
         raise CamError(f"{name}: no such image file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except UnidentifiedImageError as err:
+        if has_preamble(source):
+            return dicom_size(source, name)
+        raise CamError(f"{name}: not a readable image ({err.__class__.__name__}: {err})") from None
+    except (OSError, ValueError, SyntaxError) as err:
         raise CamError(f"{name}: not a readable image ({err.__class__.__name__}: {err})") from None
     return width, height
 
@@ -240,15 +239,18 @@ def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     return list(images)
 
 
-def preprocess(images: ImageInput | Sequence[ImageInput], spec: Preprocess) -> npt.NDArray[np.float32]:
-    """One or many images -> float32 [N, C, H, W], exactly what the model sees.
+def preprocess(
+    images: ImageInput | Sequence[ImageInput], spec: Preprocess, *, dicom_window: int | None = DEFAULT_WINDOW
+) -> npt.NDArray[np.float32]:
+    """One or many images -> float32 [N, C, H, W], exactly what the model sees (DICOM files
+    windowed as `load_image` does with `dicom_window`).
 
     Raises CamError for an empty sequence or any image `load_image` refuses.
     """
     items = image_list(images)
     if not items:
         raise CamError("preprocess: no images given")
-    batch = [normalize(np.asarray(resize(load_image(item), spec)), spec) for item in items]
+    batch = [normalize(np.asarray(resize(load_image(item, dicom_window=dicom_window), spec)), spec) for item in items]
     return np.stack(batch)
 
 
