@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from runtime_bench import PEAK, child
+from runtime_bench import PEAK, child, median_seconds
 
 from export.int8 import NO_GATE, NO_SPEED_GATE, CalibrationData, Int8Options, cpu_name, quantize_model
 from face_scenes import astronaut_face, lfw_face, scene  # test data: real faces in made scenes
@@ -67,13 +66,7 @@ def frames_with(count: int, variants: int = 4) -> list[Image.Image]:
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return 1e3 * median_seconds(fn, repeats)
 
 
 def int8_model(folder: Path) -> tuple[Path, Path, dict]:

@@ -119,8 +119,8 @@ def test_the_haar_detector_refuses_bad_settings_and_files_in_one_line(tmp_path):
 
 def test_a_large_photo_is_searched_at_a_bounded_size_and_boxes_come_back_in_its_pixels():
     big = astronaut().resize((2560, 2560), Image.Resampling.BILINEAR)
-    searched = HaarFaceDetector().detect(big.resize((640, 640), Image.Resampling.BILINEAR))
-    found = HaarFaceDetector().detect(big)
+    searched = HaarFaceDetector(max_side=640).detect(big.resize((640, 640), Image.Resampling.BILINEAR))
+    found = HaarFaceDetector(max_side=640).detect(big)
     assert len(found) == len(searched) >= 1
     assert np.abs(found / 4 - searched).max() <= 2  # found at 640 a side, reported in the photo's pixels
 
@@ -177,3 +177,29 @@ def test_opencv_loads_only_when_faces_or_frames_are_looked_for():
 def test_every_registered_method_explains_faces(faces, method):
     (face,) = faces.run(astronaut(), method=method)[0]
     assert face.label == "happy" and face.cam.shape == (face.crop_box[3] - face.crop_box[1],) * 2
+
+
+def test_the_faces_of_a_12_megapixel_group_photo_are_all_found():
+    image, boxes = scene((4000, 3000), [(astronaut_face(150), (300 + 1200 * (i % 3), 500 + 1200 * (i // 3))) for i in range(6)])
+    found = HaarFaceDetector().detect(image)
+    assert len(found) == 6 and all(max(box_iou(f, box) for f in found) > 0.3 for box in boxes)
+
+
+class Detector:
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def detect(self, image):
+        return self.boxes
+
+
+def test_a_detector_of_your_own_is_checked_clipped_and_sorted():
+    image = astronaut()
+    (face,) = FaceSession(FER, Detector([[150.4, 40.0, 300.6, 190.2]])).run(image)[0]
+    assert face.face_box == (150, 40, 301, 190)
+    crossing = FaceSession(FER, Detector([[-30, -20, 100, 90], [400, 400, 400, 480], [200, 100, 480, 600]])).run(image)[0]
+    assert [f.face_box for f in crossing] == [(200, 100, 480, 512), (0, 0, 100, 90)]  # clipped, empty dropped, largest first
+    assert FaceSession(FER, Detector([])).run(image) == [[]]
+    for bad in ([[1, 2, 3, 4, 0.9]], [[0, 0, float("nan"), 10]], None, [[1, 2], [3]]):
+        with pytest.raises(CamError, match=r"face detector: expected finite boxes \[n, 4\]"):
+            FaceSession(FER, Detector(bad)).run(image)

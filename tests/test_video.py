@@ -17,10 +17,13 @@ from face_scenes import astronaut_face, batch_sizes, scene
 from runtime.errors import CamError
 from runtime.faces import FaceSession
 from runtime.maps.boxes import box_iou
+from runtime.optional import require
 from runtime.video import FaceTracker, Smoother, VideoSource, VideoWriter, annotate, is_video, stream
+from runtime.video import frames as frames_module
 from runtime.video.stream import FrameExplainer
 
 FER = "fer2013-minixception"
+cv2 = require("video")
 SIZE, FPS, FRAMES, SIDE = (320, 240), 10.0, 24, 100
 
 
@@ -67,7 +70,11 @@ def test_every_and_fps_subsample_frames(clip):
     with VideoSource(path, every=3) as source:
         assert [f.index for f in source] == list(range(0, FRAMES, 3))
     with VideoSource(path, fps=2.5) as source:  # one frame in four of a 10 fps video
-        assert [f.index for f in source] == list(range(0, FRAMES, 4))
+        assert [f.index for f in source] == list(range(0, FRAMES, 4)) and source.kept_rate == 2.5
+    with VideoSource(path, fps=4) as source:  # at most 4 a second: one in three, 3.33 a second
+        assert [f.index for f in source] == list(range(0, FRAMES, 3)) and source.kept_rate == pytest.approx(10 / 3)
+    with VideoSource(path, every=2, fps=100) as source:
+        assert source.kept_rate == 5.0
     with pytest.raises(CamError, match="every"):
         VideoSource(path, every=0)
     with pytest.raises(CamError, match="fps"):
@@ -79,8 +86,39 @@ def test_the_decoder_runs_ahead_only_as_far_as_its_queue(clip):
     with VideoSource(path, ahead=4) as source:
         frames = iter(source)
         next(frames)
-        time.sleep(0.5)  # the decoder fills its queue, then waits
-        assert source.decoded <= 1 + 4 + 1  # the frame taken, the queue, the one waiting for room
+        deadline = time.monotonic() + 10
+        while not source._queue.full() and time.monotonic() < deadline:  # the decoder fills its queue...
+            time.sleep(0.01)
+        time.sleep(0.3)  # ...then waits for room
+        assert source._queue.full() and source.decoded == 1 + 4  # the frame taken and the queue's; the next waits for room
+
+
+def test_a_consumer_that_stops_early_stops_the_decoder(clip):
+    path, _ = clip
+    source = VideoSource(path, ahead=2)
+    for _ in source:
+        break
+    source._thread.join(timeout=5)
+    assert not source._thread.is_alive()
+    source.close()
+
+
+def test_a_failure_inside_the_decoder_ends_the_stream_with_one_line_naming_the_frame(clip, faces, monkeypatch):
+    path, _ = clip
+    decoded = iter(range(10**6))
+    to_image = frames_module.Image.fromarray
+
+    def failing(pixels):
+        if next(decoded) == 5:
+            raise MemoryError("out of memory")
+        return to_image(pixels)
+
+    monkeypatch.setattr(frames_module.Image, "fromarray", failing)
+    seen = []
+    with pytest.raises(CamError, match=r"clip.mp4: decoding failed at frame 5: out of memory"):
+        for result in stream(faces, path):
+            seen.append(result.frame.index)
+    assert seen == [0, 1, 2, 3, 4]
 
 
 def test_the_moving_face_is_found_in_every_frame_and_keeps_its_track(clip, faces):
@@ -189,7 +227,7 @@ def test_a_live_source_drops_frames_rather_than_fall_behind(tmp_path, faces):
             seen.append(result.frame.index)
             time.sleep(0.1)  # a consumer three frames slower than the source
     assert seen == sorted(set(seen)) and len(seen) < 20  # the newest frame each time, never a backlog
-    assert seen[-1] >= 25  # and it keeps up with the stream's end
+    assert seen[-1] == 29  # and the stream's last frame is never dropped
 
 
 def test_the_writer_leaves_nothing_behind_when_a_run_fails(tmp_path):
@@ -203,6 +241,14 @@ def test_the_writer_leaves_nothing_behind_when_a_run_fails(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(CamError, match="write videos as"):
         VideoWriter(tmp_path / "out.gif", 10, SIZE)
+    with pytest.raises(CamError, match="no frames to write"), VideoWriter(target, 10, SIZE):
+        pass
+    assert list(tmp_path.iterdir()) == []
+    video = VideoWriter(target, 10, SIZE)
+    video.write(Image.new("RGB", SIZE))
+    video.commit()
+    with pytest.raises(CamError, match="written already"):
+        video.write(Image.new("RGB", SIZE))
 
 
 def run_cli(*args, cwd):
@@ -267,3 +313,42 @@ def test_frame_explainer_without_faces_in_a_batch_makes_no_inference_call(faces,
 
     empty = [Frame(i, i / 10, Image.new("RGB", SIZE, (90, 90, 90))) for i in range(3)]
     assert [r.faces for r in FrameExplainer(faces).explain(empty)] == [[], [], []]
+
+
+def test_gapcam_run_writes_at_the_rate_it_keeps_so_the_video_lasts_as_long_as_its_source(tmp_path, clip):
+    path, _ = clip
+    done = run_cli(FER, str(path), "--out", "out", "--fps", "4", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with VideoSource(tmp_path / "out" / "clip.mp4") as annotated:
+        assert annotated.fps == pytest.approx(10 / 3, rel=1e-3) and annotated.frame_count == 8  # 2.4 s, as the source
+
+
+def test_gapcam_run_refuses_a_camera_and_a_video_without_frames_before_writing_anything(tmp_path):
+    astronaut_face(64).save(tmp_path / "face.png")
+    camera = run_cli(FER, "face.png", "--camera", "97", "--out", "out", cwd=tmp_path)
+    assert camera.returncode == 1 and camera.stderr.strip() == "Error: camera 97: cannot be opened"
+    assert not (tmp_path / "out").exists()
+    empty_video = cv2.VideoWriter(str(tmp_path / "empty.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, SIZE)
+    empty_video.release()
+    empty = run_cli(FER, "empty.avi", "--out", "out", cwd=tmp_path)
+    assert empty.returncode == 1 and empty.stderr.strip().splitlines()[-1] in (
+        "Error: empty.avi: no frames decoded",
+        "Error: empty.avi: not a video OpenCV can decode (unknown format, or truncated before its index)",
+    )
+    assert not (tmp_path / "out" / "empty.avi").exists()
+
+
+def test_smoothing_refuses_methods_that_rerun_the_model(tmp_path, clip, faces):
+    path, _ = clip
+    with pytest.raises(CamError, match="smooth: scorecam runs the model"):
+        next(stream(faces, path, smooth=0.5, method="scorecam"))
+    done = run_cli(FER, str(path), "--smooth", "0.5", "--method", "scorecam", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 1 and "--smooth" not in done.stderr and "smooth: scorecam runs the model" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stream_url_is_shown_without_its_credentials():
+    from runtime.video.frames import without_credentials
+
+    assert without_credentials("rtsp://admin:secret@10.0.0.5:554/stream") == "rtsp://10.0.0.5:554/stream"
+    assert without_credentials("http://cam.local/live.mjpg") == "http://cam.local/live.mjpg"

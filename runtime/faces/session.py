@@ -15,7 +15,7 @@ from PIL import Image
 
 from runtime.errors import CamError
 from runtime.faces.crops import DEFAULT_MARGIN, Box, face_crop_box
-from runtime.faces.detect import FaceDetector, HaarFaceDetector
+from runtime.faces.detect import FaceDetector, HaarFaceDetector, sorted_boxes
 from runtime.inference.session import CamSession
 from runtime.inputs.image import ImageInput, image_list, load_image, to_color
 from runtime.maps.results import CamResult, ClassChoice
@@ -114,14 +114,24 @@ class FaceSession:
         self.margin, self.max_faces = margin, max_faces
 
     def find(self, picture: Image.Image) -> list[tuple[Box, Box]]:
-        """(face box, crop box) of each face in a decoded image, largest first, at most `max_faces`."""
+        """(face box, crop box) of each face in a decoded image, largest first, at most `max_faces`.
+
+        Any detector's boxes are checked ([n, 4] finite x0, y0, x1, y1), rounded, clipped to the
+        image and sorted here; an empty one is dropped."""
+        try:
+            raw = np.asarray(self.detector.detect(picture), dtype=np.float64)
+        except (TypeError, ValueError):
+            raw = np.full((1,), np.nan)  # ragged or not numbers: refused below
+        if raw.size == 0:
+            return []
+        if raw.ndim != 2 or raw.shape[1] != 4 or not np.isfinite(raw).all():
+            raise CamError(f"face detector: expected finite boxes [n, 4] (x0, y0, x1, y1), got an array of shape {list(raw.shape)}")
         size = (picture.height, picture.width)
-        found = []
-        for row in np.asarray(self.detector.detect(picture)).reshape(-1, 4)[: self.max_faces]:
-            x0, y0, x1, y1 = (int(v) for v in row)
-            face_box = (x0, y0, x1, y1)
-            found.append((face_box, face_crop_box(face_box, size, self.margin)))
-        return found
+        boxes = sorted_boxes(raw, picture.size)[: self.max_faces]
+        return [
+            (face_box, face_crop_box(face_box, size, self.margin))
+            for face_box in ((int(a), int(b), int(c), int(d)) for a, b, c, d in boxes)
+        ]
 
     def run(
         self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int = 1, method: str = "cam"
@@ -130,7 +140,7 @@ class FaceSession:
         call; `classes`, `topk` and `method` as in `CamSession.run` (per-face arrays are not taken)."""
         if isinstance(classes, np.ndarray) and classes.ndim == 2:
             raise CamError("classes: a per-image array does not apply to faces; give labels or indices")
-        pictures = [load_image(item) for item in image_list(images)]
+        pictures = [self.session.load_image(item) for item in image_list(images)]
         found = [self.find(picture) for picture in pictures]
         crops = [picture.crop(crop) for picture, faces in zip(pictures, found, strict=True) for _, crop in faces]
         if not crops:

@@ -18,10 +18,13 @@ from PIL import Image
 from runtime.errors import CamError
 from runtime.faces.session import Face, FaceSession, face_overlay
 from runtime.inference.session import CamSession
+from runtime.maps.methods import get_method
 from runtime.maps.results import CamResult
 from runtime.reports.overlay import overlay
 from runtime.video.frames import Frame, VideoSource
 from runtime.video.tracking import FaceTracker, Smoother
+
+BATCH_PIXELS = 32 * 640 * 480  # a file's frames per inference call: `batch_size`, fewer where frames are large
 
 
 @dataclass
@@ -59,7 +62,8 @@ def stream(
 
     `source`: a video file, a camera index, a stream URL, or an open `VideoSource` (then `every`,
     `fps` and `live` are its own). `smooth` in [0, 1): the weight of the past in each track's moving
-    average (runtime.video.tracking; 0: none). Where decoding stops early (a truncated file), every
+    average of logits and maps (runtime.video.tracking; 0: none). A file's frames go `batch_size` to
+    an inference call (fewer where they are large: at most BATCH_PIXELS pixels). Where decoding stops early (a truncated file), every
     frame decoded before it is yielded, then CamError says where it stopped.
     """
     if batch_size < 1:
@@ -67,7 +71,8 @@ def stream(
     explainer = FrameExplainer(session, topk=topk, method=method, smooth=smooth)
     frames = source if isinstance(source, VideoSource) else VideoSource(source, every=every, fps=fps, live=live)
     try:
-        size = 1 if frames.live else batch_size
+        width, height = frames.size
+        size = 1 if frames.live else max(1, min(batch_size, BATCH_PIXELS // max(1, width * height)))
         batch: list[Frame] = []
         for frame in frames:
             batch.append(frame)
@@ -83,12 +88,20 @@ def stream(
             frames.close()
 
 
+def check_smoothing(smooth: float, method: str) -> None:
+    """Smoothing averages the outputs a method is made from; a method that reruns the model on each
+    frame's inputs cannot be averaged that way: refused in one line."""
+    if smooth and get_method(method).runs_model:
+        raise CamError(f"smooth: {method} runs the model on each frame's own inputs, so its maps cannot be averaged over time")
+
+
 class FrameExplainer:
     """Batches of frames -> `FrameResult`s, keeping the face tracks and moving averages between batches."""
 
     def __init__(self, session: CamSession | FaceSession, *, topk: int = 1, method: str = "cam", smooth: float = 0.0):
         self.faces = session if isinstance(session, FaceSession) else None
         self.session = session.session if isinstance(session, FaceSession) else session
+        check_smoothing(smooth, method)
         self.topk, self.method = topk, method
         self.tracker = FaceTracker()
         self.smoother = Smoother(smooth) if smooth else None

@@ -63,8 +63,8 @@ class FaceTracker:
 class Smoother:
     """Exponential moving averages per track: `state = keep * state + (1 - keep) * new`.
 
-    `keep` in [0, 1): 0 is no smoothing; 0.6 gives the current frame 40 % of the weight. A track's
-    average forgets tracks that `forget` ends (FaceTracker's ids are never reused).
+    `keep` in [0, 1): 0 is no smoothing; 0.6 gives the current frame 40 % of the weight. `forget`
+    drops the averages of tracks that ended (FaceTracker's ids are never reused).
     """
 
     def __init__(self, keep: float):
@@ -85,4 +85,5 @@ class Smoother:
 
     def forget(self, live_tracks: Sequence[int]) -> None:
         """Drop the averages of tracks that are no longer followed."""
-        self._state = {track: state for track, state in self._state.items() if track in set(live_tracks)}
+        live = set(live_tracks)
+        self._state = {track: state for track, state in self._state.items() if track in live}

@@ -21,7 +21,7 @@ FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv"
 
 
 class VideoWriter:
-    """Write RGB frames of one size at `fps` to `path` (.mp4, .avi, .mov, .mkv; GIFs are written as .mp4)."""
+    """Write RGB frames of one size at `fps` to `path` (.mp4, .avi, .mov, .mkv)."""
 
     def __init__(self, path: str | os.PathLike[str], fps: float, size: tuple[int, int]):
         cv2 = require("video")
@@ -31,7 +31,7 @@ class VideoWriter:
             raise CamError(f"{self.path}: write videos as {', '.join(sorted(FOURCC))}")
         if not fps > 0 or min(size) < 1:
             raise CamError(f"{self.path}: needs a positive frame rate and size, got {fps} fps and {size}")
-        self.size, self.frames = size, 0
+        self.size, self.frames, self._done = size, 0, False
         self._exit = contextlib.ExitStack()
         self._tmp = self._exit.enter_context(atomic_path(self.path))
         self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()]), float(fps), size)
@@ -40,19 +40,26 @@ class VideoWriter:
             raise CamError(f"{self.path}: OpenCV cannot write this video")
 
     def write(self, image: Image.Image) -> None:
+        if self._done:
+            raise CamError(f"{self.path}: written already; open a new VideoWriter")
         if image.size != self.size:
             raise CamError(f"{self.path}: frame {self.frames} is {image.size}, the video is {self.size}")
         self._writer.write(self._cv2.cvtColor(np.asarray(image.convert("RGB")), self._cv2.COLOR_RGB2BGR))
         self.frames += 1
 
     def commit(self) -> None:
-        """Finish the file and move it onto `path`."""
+        """Finish the file and move it onto `path`; a video without a frame is refused, not written."""
+        if self.frames == 0:
+            self.abort()
+            raise CamError(f"{self.path}: no frames to write")
         self._writer.release()
+        self._done = True
         self._exit.close()
 
     def abort(self) -> None:
         """Drop the temporary file; `path` is left as it was."""
         self._writer.release()
+        self._done = True
         self._exit.__exit__(CamError, CamError("aborted"), None)
 
     def __enter__(self) -> VideoWriter:
