@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -204,3 +206,18 @@ def test_parity_fails_on_a_model_that_outputs_nan(tmp_path):
     with pytest.raises(ExportError, match=r"parity failed \(relative logits inf"):
         export_model(model, info, tmp_path / "nan.onnx")
     assert not (tmp_path / "nan.onnx").exists()
+
+
+def test_the_metadata_says_whether_inputs_are_face_crops_recipe_first_then_the_caller(tiny_checkpoint, tmp_path):
+    from train.recipes import FER, RECIPES
+
+    assert FER.face_crops and not RECIPES["shapes"].face_crops  # the fer recipe's exports find faces first
+    assert not CamSession(export_checkpoint(tiny_checkpoint, tmp_path / "recipe.onnx").path).info.face_crops
+    assert CamSession(export_checkpoint(tiny_checkpoint, tmp_path / "faces.onnx", face_crops=True).path).info.face_crops
+    done = subprocess.run(
+        [sys.executable, "-m", "export", str(tiny_checkpoint), "--out", str(tmp_path / "cli.onnx"), "--faces"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert CamSession(tmp_path / "cli.onnx").info.face_crops

@@ -4,6 +4,7 @@ video and its results, and bad files; real faces moving through videos made here
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -352,3 +353,26 @@ def test_a_stream_url_is_shown_without_its_credentials():
 
     assert without_credentials("rtsp://admin:secret@10.0.0.5:554/stream") == "rtsp://10.0.0.5:554/stream"
     assert without_credentials("http://cam.local/live.mjpg") == "http://cam.local/live.mjpg"
+
+
+def test_ctrl_c_stops_a_live_run_cleanly_and_keeps_what_was_seen(tmp_path):
+    path = tmp_path / "cam.mp4"
+    write_clip(path, frames=150, fps=25.0)  # six seconds, delivered in their own time
+    run = subprocess.Popen(
+        [sys.executable, "-m", "runtime", FER, "--camera", str(path), "--out", "out"], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "out").glob(".camera.mp4.*")) and time.monotonic() < deadline:  # the video is being written
+            time.sleep(0.05)
+        time.sleep(1.0)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 0, stderr
+    with VideoSource(tmp_path / "out" / "camera.mp4") as written:
+        assert 10 <= written.frame_count < 150
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert 1 <= len(lines) <= written.frame_count and json.loads(lines[-1])["faces"]
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary file left
