@@ -26,13 +26,14 @@ from runtime.evaluation.localization import evaluate_localization, write_localiz
 from runtime.faces.session import FaceSession
 from runtime.formats.files import atomic_path
 from runtime.inference.session import CamSession
-from runtime.inputs.image import IMAGE_SUFFIXES, collect_images, load_image
+from runtime.inputs.image import IMAGE_SUFFIXES, collect_images
 from runtime.maps.boxes import THRESHOLD_STEP
 from runtime.maps.methods import METHODS
 from runtime.reports.overlay import COLORMAPS
 from runtime.reports.report import HtmlReport, ResultLog, explain_figure
 from runtime.runs import RunOptions, explain_images, explain_video, unique_names, video_suffix
 from runtime.video.frames import VideoSource, is_video
+from runtime.video.stream import check_smoothing
 
 model_argument = click.argument("model")
 provider_option = click.option(
@@ -48,6 +49,25 @@ method_option = click.option(
 colormap_option = click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="jet", show_default=True)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout, for scripts.")
 alpha_option = click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Heatmap opacity.")
+
+
+def parse_dicom_window(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    """--dicom-window: an index >= 0, or `none`."""
+    if value.strip().lower() == "none":
+        return None
+    if not value.strip().isdigit():
+        raise click.BadParameter(f"expected a window index (0, 1, ...) or none, got {value!r}")
+    return int(value)
+
+
+dicom_window_option = click.option(
+    "--dicom-window",
+    default="0",
+    show_default=True,
+    callback=parse_dicom_window,
+    help="DICOM files: which VOI LUT or window to show them through (0: the file's first, as a viewer opens it), "
+    "or none (the image's own range). See docs/dicom.md.",
+)
 
 
 class ModelFirst(DefaultGroup):
@@ -89,8 +109,16 @@ def plural(count: int, noun: str) -> str:
     default=0.0,
     show_default=True,
     type=click.FloatRange(0, 1, max_open=True),
-    help="Videos: weight of the past in each face's moving average of probabilities and maps (0: none).",
+    help="Videos: weight of the past in each face's moving average of logits and maps (0: none).",
 )
+@click.option(
+    "--deletion-curves",
+    "with_curves",
+    is_flag=True,
+    help="Images: draw in each report card the deletion and insertion curves of its first class (as `faithfulness` "
+    "measures them, 20 steps, constant baseline: 40 more inference inputs per image). Not with faces.",
+)
+@dicom_window_option
 @method_option
 @colormap_option
 @alpha_option
@@ -109,6 +137,8 @@ def predict(
     every: int,
     fps: float | None,
     smooth: float,
+    with_curves: bool,
+    dicom_window: int | None,
     method: str,
     colormap: str,
     alpha: float,
@@ -122,21 +152,32 @@ def predict(
     face crops finds every face first. A file named on the command line must be readable (else
     nothing is written); an unreadable file found in a folder is reported and skipped.
     """
-    session = CamSession(model, providers=list(providers) or None, box_threshold=threshold)
+    session = CamSession(model, providers=list(providers) or None, box_threshold=threshold, dicom_window=dicom_window)
     if topk > len(session.labels):
         raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
     if not inputs and camera is None:
         raise CamError("give images, videos or folders, or --camera SOURCE")
-    faces = FaceSession(session) if (session.info.face_crops if find_faces is None else find_faces) else None
-    options = RunOptions(session, faces, topk, method, batch_size, alpha, colormap, every, fps, smooth)
+    finds_faces = session.info.face_crops if find_faces is None else find_faces
+    if with_curves and finds_faces:
+        raise CamError(
+            "--deletion-curves perturbs whole model inputs, not the faces found in photos: add --no-faces (each image one input)"
+        )
+    faces = FaceSession(session) if finds_faces else None
+    curves = FaithfulnessSettings(batch_size=batch_size) if with_curves else None
+    options = RunOptions(session, faces, topk, method, batch_size, alpha, colormap, every, fps, smooth, curves)
     videos = [item for item in inputs if Path(item).is_file() and is_video(item)]
     paths, named, skipped = collect_images([item for item in inputs if item not in videos])
     if inputs and not paths and not videos:
         raise CamError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) or videos in {', '.join(inputs)}")
+    if with_curves and not paths:
+        raise CamError("--deletion-curves draws in report.html's image cards, and this run has no images (videos and cameras have none)")
     for path in sorted(named):
-        load_image(path)  # fail before writing anything
+        session.load_image(path)  # fail before writing anything
     for video in videos:
         VideoSource(video).close()  # likewise: a video that cannot be opened is refused up front
+    if camera is not None:
+        VideoSource(camera, live=True).close()  # and a camera (it is opened again to run)
+    check_smoothing(smooth, method)
     out = Path(out_dir)
     report, log = HtmlReport(out / "report.html", f"gapcam: {Path(str(session.path)).name}, {METHODS[method].summary}"), ResultLog(out)
     table, faceless = explain_images(options, paths, out, log, report, skipped) if paths else ([], 0)
@@ -156,6 +197,7 @@ def predict(
             "method": method,
             "method_summary": METHODS[method].summary,
             "faces": faces is not None,
+            "curves": None if curves is None else {"steps": curves.steps, "baseline": curves.baseline},
             "skipped": [{"file": f, "error": e} for f, e in skipped],
             "errors": errors,
         }
@@ -259,6 +301,7 @@ def eval_command(
 @click.option("--all-classes", is_flag=True, help="One CAM per class (else the --topk most probable).")
 @click.option("--topk", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", type=click.Path(dir_okay=False), help="Figure path [default: IMAGE stem + _explain.png].")
+@dicom_window_option
 @method_option
 @colormap_option
 @alpha_option
@@ -270,16 +313,18 @@ def explain(
     all_classes: bool,
     topk: int,
     out: str | None,
+    dicom_window: int | None,
     method: str,
     colormap: str,
     alpha: float,
     providers: tuple[str, ...],
 ) -> None:
     """A figure with the CAM of each class beside the image, with its probability."""
-    session = CamSession(model, providers=list(providers) or None)
+    session = CamSession(model, providers=list(providers) or None, dicom_window=dicom_window)
     classes = list(range(len(session.labels))) if all_classes else None
-    result = session.run(image, classes=classes, topk=min(topk, len(session.labels)), method=method)[0]
-    figure = explain_figure(session, image, result, colormap=colormap, alpha=alpha)
+    picture = session.load_image(image)
+    result = session.run(picture, classes=classes, topk=min(topk, len(session.labels)), method=method)[0]
+    figure = explain_figure(session, picture, result, colormap=colormap, alpha=alpha)
     target = Path(out) if out else Path(f"{Path(image).stem}_explain.png")
     with atomic_path(target) as tmp:
         figure.save(tmp, format="PNG")

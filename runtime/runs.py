@@ -4,6 +4,7 @@ batches, the annotated video written atomically). Both write into one `ResultLog
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,11 +15,11 @@ import click
 from PIL import Image
 
 from runtime.errors import CamError
+from runtime.evaluation.faithfulness import FaithfulnessSettings, explained_curves
 from runtime.faces.detect import HaarFaceDetector
 from runtime.faces.session import Face, FaceSession, face_overlay
 from runtime.formats.files import atomic_path
 from runtime.inference.session import CamSession
-from runtime.inputs.image import load_image
 from runtime.maps.results import CamResult
 from runtime.pipeline import BoundedWriter, prefetched_batches
 from runtime.reports.report import HtmlReport, ResultLog, face_report_card, report_card
@@ -42,6 +43,7 @@ class RunOptions:
     every: int = 1
     fps: float | None = None
     smooth: float = 0.0
+    curves: FaithfulnessSettings | None = None  # set: each image's card shows its deletion and insertion curves (--deletion-curves)
 
 
 def unique_names(inputs: Sequence[str], suffix: Callable[[str], str]) -> list[str]:
@@ -65,12 +67,15 @@ def explain_images(
     names = unique_names(paths, lambda _: ".png")
     session = options.session
 
-    def write(index: int, picture: Image.Image, answer: CamResult | list[Face]) -> tuple[dict[str, Any], str]:
+    def write(
+        index: int, picture: Image.Image, answer: CamResult | list[Face], curves: dict[str, Any] | None
+    ) -> tuple[dict[str, Any], str]:
         if isinstance(answer, CamResult):
             shown = session.overlay(
                 picture, answer.cams_scaled[0], alpha=options.alpha, colormap=options.colormap, box=answer.box, label=answer.label
             )
-            record, card = answer.to_dict(), report_card(paths[index], picture, shown, answer)
+            record, card = answer.to_dict(), report_card(paths[index], picture, shown, answer, curves)
+            record.update({} if curves is None else {"curves": curves})
         else:
             shown = face_overlay(picture, answer, alpha=options.alpha, colormap=options.colormap)
             record, card = {"faces": [face.to_dict() for face in answer]}, face_report_card(paths[index], picture, shown, answer)
@@ -88,7 +93,7 @@ def explain_images(
         click.progressbar(length=len(paths), label="explaining", file=sys.stderr) as bar,
         BoundedWriter(keep, limit=2 * options.batch_size) as writer,
     ):
-        for batch in prefetched_batches(paths, options.batch_size, load_image):
+        for batch in prefetched_batches(paths, options.batch_size, session.load_image):
             kept: list[int] = []
             pictures: list[Image.Image] = []
             for index, decoded in batch:
@@ -98,12 +103,16 @@ def explain_images(
                 except CamError as err:
                     skipped.append((paths[index], str(err)))
             answers: Sequence[CamResult | list[Face]] = []
+            curves: list[dict[str, Any] | None] = [None] * len(pictures)
             if pictures and options.faces is not None:
                 answers = options.faces.run(pictures, topk=options.topk, method=options.method)
             elif pictures:
-                answers = session.run(pictures, topk=options.topk, method=options.method)
-            for index, picture, answer in zip(kept, pictures, answers, strict=True):
-                writer.submit(write, index, picture, answer)
+                answers = results = session.run(pictures, topk=options.topk, method=options.method)
+                if options.curves is not None:
+                    found = explained_curves(session, pictures, results, options.curves)
+                    curves = [found.image(i) for i in range(len(results))]
+            for index, picture, answer, curve in zip(kept, pictures, answers, curves, strict=True):
+                writer.submit(write, index, picture, answer, curve)
                 table.append(f"{paths[index]:<40} {summary(answer)}")
                 faceless += answer == []
             bar.update(len(batch))
@@ -121,50 +130,63 @@ def summary(answer: CamResult | list[Face]) -> str:
 
 def explain_video(options: RunOptions, source: str, target: Path, log: ResultLog, *, live: bool = False) -> tuple[int, str | None]:
     """Explain every kept frame of a video file (or a live source) and write the annotated video to
-    `target`, atomically: (frames written, the one-line error where decoding stopped early, else None).
+    `target`, atomically: (frames explained, the one-line error where decoding stopped early, else None).
 
+    A file's video is written at the rate `--every` and `--fps` keep; a live source's at its own
+    rate, each annotated frame held until the next (frames dropped to keep up are not lost time).
     A live source runs until it ends, the window is closed, or Ctrl-C; what was seen is kept.
     """
     faces = options.faces
-    model = options.session if faces is None else FaceSession(faces.session, HaarFaceDetector.for_streams(), margin=faces.margin)
+    model: CamSession | FaceSession = options.session
+    if faces is not None:  # video frames: the detector's stream settings (docs/faces.md)
+        model = FaceSession(faces.session, HaarFaceDetector.for_streams(), margin=faces.margin, max_faces=faces.max_faces)
     with VideoSource(source, every=options.every, fps=options.fps, live=live or None) as frames:
-        rate = frames.fps / options.every if options.fps is None else min(options.fps, frames.fps / options.every)
         window = Window.open(f"gapcam: {frames.name}") if frames.live else None
         error: str | None = None
-        with VideoWriter(target, rate, frames.size) as video:
-            closed = False  # the user closed the window
+        explained = 0
+        try:
+            with VideoWriter(target, frames.fps if frames.live else frames.kept_rate, frames.size) as video:
+                closed, last = False, -1  # the user closed the window; the last source frame written
 
-            def draw(frame: FrameResult) -> tuple[dict[str, Any], Image.Image]:
-                return {"file": source, **frame.to_dict()}, annotate(frame, alpha=options.alpha, colormap=options.colormap)
+                def draw(frame: FrameResult) -> tuple[FrameResult, dict[str, Any], Image.Image]:
+                    return frame, {"file": frames.name, **frame.to_dict()}, annotate(frame, alpha=options.alpha, colormap=options.colormap)
 
-            def keep(drawn: tuple[dict[str, Any], Image.Image]) -> None:
-                nonlocal closed
-                video.write(drawn[1])
-                log.add(drawn[0])
-                closed = closed or (window is not None and not window.show(drawn[1]))
+                def keep(drawn: tuple[FrameResult, dict[str, Any], Image.Image]) -> None:
+                    nonlocal closed, last, explained
+                    frame, record, shown = drawn
+                    for _ in range(frame.frame.index - last if frames.live and last >= 0 else 1):
+                        video.write(shown)
+                    last, explained = frame.frame.index, explained + 1
+                    log.add(record)
+                    closed = closed or (window is not None and not window.show(shown))
 
-            total = max(1, frames.frame_count // options.every) if frames.frame_count else 0  # 0: a bar without an end
-            results = stream(model, frames, batch_size=options.batch_size, smooth=options.smooth, topk=options.topk, method=options.method)
-            try:
-                with (
-                    click.progressbar(length=total, label=frames.name, file=sys.stderr) as bar,
-                    BoundedWriter(keep, limit=2 * options.batch_size) as writer,
-                ):
-                    try:
-                        for frame in results:
-                            writer.submit(draw, frame)
-                            bar.update(1)
-                            if closed:
-                                break
-                    except CamError as err:
-                        if frames.error is None or str(err) != frames.error:
-                            raise
-                        error = frames.error  # the frames decoded before it are written
-                    except KeyboardInterrupt:
-                        if not frames.live:
-                            raise  # a file's run stopped half-way writes no video
-            finally:
-                results.close()
-                if window is not None:
-                    window.close()
-        return video.frames, error
+                total = math.ceil(frames.frame_count * frames.kept_rate / frames.fps) if frames.frame_count else 0  # 0: no end
+                results = stream(
+                    model, frames, batch_size=options.batch_size, smooth=options.smooth, topk=options.topk, method=options.method
+                )
+                try:
+                    with (
+                        click.progressbar(length=total, label=frames.name, file=sys.stderr) as bar,
+                        BoundedWriter(keep, limit=2 * options.batch_size) as writer,
+                    ):
+                        try:
+                            for frame in results:
+                                writer.submit(draw, frame)
+                                bar.update(1)
+                                if closed:
+                                    break
+                        except CamError as err:
+                            if frames.error is None or str(err) != frames.error:
+                                raise
+                            error = frames.error  # the frames decoded before it are written
+                        except KeyboardInterrupt:
+                            if not frames.live:
+                                raise  # a file's run stopped half-way writes no video
+                finally:
+                    results.close()
+                if explained == 0:
+                    raise CamError(error or f"{frames.name}: no frames {'received' if frames.live else 'decoded'}")
+        finally:
+            if window is not None:
+                window.close()
+        return explained, error

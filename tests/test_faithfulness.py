@@ -3,6 +3,7 @@ tiny model end to end, the CLI, and (slow tier) the peers' own code on the torch
 ROAD and confidence drop/increase, torchcam's Average Drop/Increase and deletion/insertion."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from runtime.evaluation.datasets import ImageSet, image_folder, read_images
 from runtime.evaluation.faithfulness import (
     FaithfulnessSettings,
     evaluate_faithfulness,
+    explained_maps,
     parse_percentiles,
     perturbation_scores,
     pointing_hits,
@@ -65,6 +67,46 @@ def test_imputation_is_the_neighbours_weighted_mean():
         np.testing.assert_array_equal(change[:, ~mask], 0.0)
     drawn = np.concatenate([added[s][:, removed[s]].ravel() for s in range(2)])
     assert abs(drawn.std() - 0.5) < 0.05 and abs(drawn.mean()) < 0.05  # N(0, noise^2) on removed values only
+
+
+def direct_imputation(image, removed):
+    """The imputation's linear system, written out densely and solved in float64 (numpy's LAPACK)."""
+    height, width = removed.shape
+    index = -np.ones((height, width), int)
+    index[removed] = np.arange(removed.sum())
+    system, known = np.zeros((removed.sum(),) * 2), np.zeros((removed.sum(), len(image)))
+    for y, x in zip(*np.nonzero(removed), strict=True):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                yy, xx, weight = y + dy, x + dx, 1 / 6 if 0 in (dy, dx) else 1 / 12
+                if (dy, dx) == (0, 0) or not (0 <= yy < height and 0 <= xx < width):
+                    continue
+                system[index[y, x], index[y, x]] += weight
+                if removed[yy, xx]:
+                    system[index[y, x], index[yy, xx]] -= weight
+                else:
+                    known[index[y, x]] += weight * image[:, yy, xx]
+    filled = np.array(image, np.float64)
+    filled[:, removed] = np.linalg.solve(system, known).T
+    return filled
+
+
+@pytest.mark.parametrize(
+    ("shape", "tolerance"),
+    [((33, 47), 1e-5), ((40, 40), 1e-5), ((6, 90), 1e-4)],  # a strip filled from its one kept end is ill-conditioned: float32's floor
+)
+def test_imputation_equals_a_direct_solve(shape, tolerance):
+    """Large holes (the V-cycle's coarse grids at work), scattered ones, all but the top row, none: odd, even and elongated sizes."""
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(3, *shape)).astype(np.float32)
+    relevance = tie_free_map(shape, 5)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    blob = (yy - 12) ** 2 + (xx - 20) ** 2 < 150
+    removed = np.stack([blob, ~blob, removal_masks(relevance, [90], True)[0], rng.random(shape) < 0.3, yy > 0])
+    filled = linear_imputation(image, np.concatenate([removed, np.zeros((1, *shape), bool)]), 0.0, rng)
+    for mask, out in zip(removed, filled, strict=False):
+        np.testing.assert_allclose(out, direct_imputation(image, mask), atol=tolerance)
+    np.testing.assert_array_equal(filled[-1], image)  # nothing removed: nothing changes
 
 
 def test_blur_keeps_a_constant_and_smooths_an_edge():
@@ -235,6 +277,64 @@ def test_eval_adds_faithfulness_on_request(tiny_onnx, tmp_path):
     assert "ROAD-combined" in done.output and (tmp_path / "faithfulness.png").is_file()
     report = json.loads((tmp_path / "faithfulness.json").read_text())
     assert list(report["methods"]) == ["cam"] and report["images"] == 3 and report["methods"]["cam"]["pointing_game"] is not None
+
+
+def curves_in(page):
+    """Each card's curves as report.html draws them: {"fractions", "deletion", "insertion": numbers, "chart": the SVG}."""
+    found = []
+    for chart in re.findall(r'<svg class="curves".*?</svg>', page):
+        numbers = dict(re.findall(r'class="(deletion|insertion)"[^>]*data-values="([^"]*)"', chart))
+        numbers["fractions"] = re.search(r'data-fractions="([^"]*)"', chart).group(1)
+        found.append({key: [float(v) for v in text.split(",")] for key, text in numbers.items()} | {"chart": chart})
+    return found
+
+
+def test_folder_report_draws_each_images_deletion_curves(tiny_onnx, session, shape_images, tmp_path):
+    """--deletion-curves: each card's curves are faithfulness's own (perturbation_scores), per image, in batches; off by default."""
+    from runtime.__main__ import main
+
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        Image.fromarray(shape_images.images[i]).save(tmp_path / "images" / f"s{i}.png")
+    args = [str(tiny_onnx), str(tmp_path / "images"), "--method", "reciprocam", "--batch-size", "2"]
+    done = CliRunner().invoke(main, ["predict", *args, "--out", str(tmp_path / "curves"), "--deletion-curves"])
+    assert done.exit_code == 0, done.output
+    drawn = curves_in((tmp_path / "curves" / "report.html").read_text())
+    records = [json.loads(line) for line in (tmp_path / "curves" / "results.jsonl").read_text().splitlines()]
+    pictures = [Image.open(tmp_path / "images" / record["file"].rpartition("/")[2]) for record in records]
+    results = session.run(pictures, method="reciprocam")
+    maps, classes = explained_maps(results, session.input_size), np.array([r.classes[0] for r in results])
+    scores = perturbation_scores(session.logits, session.to_batch(pictures), maps, classes, FaithfulnessSettings(), range(3))
+    assert len(drawn) == len(records) == 3
+    for i, (chart, record) in enumerate(zip(drawn, records, strict=True)):
+        for kind in ("deletion", "insertion"):
+            np.testing.assert_allclose(chart[kind], getattr(scores, kind)[i], atol=1e-5)
+            np.testing.assert_allclose(record["curves"][kind], getattr(scores, kind)[i], atol=1e-5)
+        np.testing.assert_allclose(chart["fractions"], scores.fractions, atol=1e-6)
+        assert (
+            f"deletion AUC {scores.deletion_auc[i]:.3f}" in chart["chart"]
+            and f"insertion AUC {scores.insertion_auc[i]:.3f}" in chart["chart"]
+        )
+    assert json.loads((tmp_path / "curves" / "results.json").read_text())["curves"] == {"steps": 20, "baseline": "constant"}
+    plain = CliRunner().invoke(main, ["predict", *args, "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    assert not curves_in((tmp_path / "plain" / "report.html").read_text())
+    assert "curves" not in (tmp_path / "plain" / "results.jsonl").read_text()
+
+
+def test_deletion_curves_refuse_faces_and_runs_without_images(tiny_onnx, tmp_path):
+    from runtime.__main__ import main
+
+    (tmp_path / "clip.mp4").write_bytes(b"never opened: refused before")
+    for args, message in [
+        (["--faces", str(tmp_path / "clip.mp4")], "--deletion-curves perturbs whole model inputs, not the faces found in photos"),
+        ([str(tmp_path / "clip.mp4")], "--deletion-curves draws in report.html's image cards, and this run has no images"),
+        (["--camera", "0"], "this run has no images"),
+    ]:
+        failed = CliRunner().invoke(main, ["predict", str(tiny_onnx), *args, "--deletion-curves", "--out", str(tmp_path / "out")])
+        assert failed.exit_code != 0 and message in failed.output, failed.output
+        assert len(failed.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 def torch_setup(exported_session, tiny_model, shape_images, count=4):

@@ -19,7 +19,9 @@ data has labels, else the predicted one), taken at the model's input size and mi
   has its maximum in a true box; where the data has boxes.
 
 All perturbed inputs of the images go through the model in batched inference calls
-(`runtime.maps.forward.batched_logits`), made lazily: memory is bounded by the batch.
+(`runtime.maps.forward.batched_logits`), made lazily: memory is bounded by the batch. A folder
+run's report (`gapcam run --deletion-curves`) draws each image's deletion and insertion curves
+with `deletion_curves`, this module's own.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from runtime.inputs.image import load_image
 from runtime.maps.cam import normalize_maps, upsample_bilinear
 from runtime.maps.forward import DEFAULT_BATCH, Forward, batched_logits
 from runtime.maps.methods import get_method
+from runtime.maps.results import CamResult
 from runtime.reports.plot import line_chart
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)  # ROAD: percent of pixels removed (the paper's axis)
@@ -100,16 +103,41 @@ class FaithfulnessSettings:
 
 
 @dataclass
-class ImageScores:
+class Curves:
+    """Per image, the explained class's probability as its pixels, most relevant first, go to the
+    baseline (deletion) or are revealed from it (insertion), at `fractions` of the pixels changed."""
+
+    fractions: npt.NDArray[np.float64]  # [T] the share of pixels changed at each point of the curves
+    deletion: npt.NDArray[np.float64]  # [N, T]: starts at the input's probability
+    insertion: npt.NDArray[np.float64]  # [N, T]: ends there
+
+    @property
+    def deletion_auc(self) -> npt.NDArray[np.float64]:
+        return _area(self.deletion, self.fractions)
+
+    @property
+    def insertion_auc(self) -> npt.NDArray[np.float64]:
+        return _area(self.insertion, self.fractions)
+
+    def image(self, index: int) -> dict[str, Any]:
+        """Image `index`'s curves and areas, JSON-ready: what a folder run records and draws."""
+        return {
+            "fractions": self.fractions.tolist(),
+            "deletion": self.deletion[index].tolist(),
+            "insertion": self.insertion[index].tolist(),
+            "deletion_auc": float(self.deletion_auc[index]),
+            "insertion_auc": float(self.insertion_auc[index]),
+        }
+
+
+@dataclass
+class ImageScores(Curves):
     """Per image, the explained class's probability on the input and on each of its perturbations."""
 
     original: npt.NDArray[np.float64]  # [N]
     morf: npt.NDArray[np.float64]  # [N, P] ROAD, most relevant removed first, per percentile
     lerf: npt.NDArray[np.float64]  # [N, P] ROAD, least relevant removed first
     masked: npt.NDArray[np.float64]  # [N] the input times the map
-    fractions: npt.NDArray[np.float64]  # [T] the share of pixels changed at each point of the curves
-    deletion: npt.NDArray[np.float64]  # [N, T]
-    insertion: npt.NDArray[np.float64]  # [N, T]
 
     @property
     def road_combined(self) -> npt.NDArray[np.float64]:
@@ -125,14 +153,6 @@ class ImageScores:
     def increase(self) -> npt.NDArray[np.bool_]:
         rises: npt.NDArray[np.bool_] = self.masked > self.original
         return rises
-
-    @property
-    def deletion_auc(self) -> npt.NDArray[np.float64]:
-        return _area(self.deletion, self.fractions)
-
-    @property
-    def insertion_auc(self) -> npt.NDArray[np.float64]:
-        return _area(self.insertion, self.fractions)
 
 
 def _area(curves: npt.NDArray[np.float64], xs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -153,6 +173,84 @@ def baseline_of(image: npt.NDArray[np.float32], baseline: str) -> npt.NDArray[np
     return gaussian_blur(image) if baseline == "blur" else np.zeros_like(image)
 
 
+def explained_maps(results: Sequence[CamResult], size: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """[N, H, W] each result's map of its first explained class at the model input `size`, min-max
+    scaled to [0, 1]: the map that every metric perturbs the input by."""
+    return normalize_maps(upsample_bilinear(np.stack([result.cams_raw[0] for result in results]), size))
+
+
+def _curve_inputs(
+    image: npt.NDArray[np.float32], relevance: npt.NDArray[np.floating[Any]], counts: npt.NDArray[np.int64], baseline: str
+) -> Iterator[npt.NDArray[np.float32]]:
+    """The model inputs of one image's curves: the input, the all-baseline input, then the T - 2
+    deletion steps and the T - 2 insertion steps between them."""
+    height, width = relevance.shape
+    yield image[None]
+    base = baseline_of(image, baseline)
+    yield base[None]
+    ranks = np.empty(height * width, np.int64)
+    ranks[np.argsort(-relevance.ravel(), kind="stable")] = np.arange(height * width)  # 0: the most relevant
+    changed = (ranks[None] < counts[1:-1, None]).reshape(len(counts) - 2, 1, height, width)
+    yield np.where(changed, base, image)  # deletion: the most relevant pixels set to the baseline
+    yield np.where(changed, image, base)  # insertion: the most relevant pixels revealed
+
+
+def _probabilities(
+    forward: Forward, chunks: Iterator[npt.NDArray[np.float32]], classes: npt.NDArray[np.int64], batch_size: int
+) -> npt.NDArray[np.float64]:
+    """[N, items]: the softmax probability of each image's class on each of its model inputs, which
+    `chunks` gives image after image, the same number for each."""
+    logits = batched_logits(forward, chunks, batch_size)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)
+    n = len(classes)
+    chosen: npt.NDArray[np.float64] = probs.reshape(n, -1, probs.shape[1])[np.arange(n), :, classes]
+    return chosen
+
+
+def _curves(probs: npt.NDArray[np.float64], counts: npt.NDArray[np.int64]) -> Curves:
+    """The curves from the probabilities [N, 2 (T - 1)] of `_curve_inputs`' inputs."""
+    t = len(counts)
+    original, base, steps = probs[:, 0], probs[:, 1], probs[:, 2:]
+    deletion = np.column_stack([original, steps[:, : t - 2], base])
+    insertion = np.column_stack([base, steps[:, t - 2 :], original])
+    return Curves(counts / counts[-1], deletion, insertion)
+
+
+def deletion_curves(
+    forward: Forward,
+    inputs: npt.NDArray[np.float32],
+    saliency: npt.NDArray[np.floating[Any]],
+    classes: npt.NDArray[np.int64],
+    settings: FaithfulnessSettings,
+) -> Curves:
+    """The deletion and insertion curves alone, those of `perturbation_scores` (same arguments):
+    2 (T - 1) model inputs per image, in batches of `settings.batch_size`. A folder run's report shows them."""
+    counts = step_counts(saliency[0].size, settings.steps)
+    pairs = zip(inputs, saliency, strict=True)
+    chunks = (chunk for image, relevance in pairs for chunk in _curve_inputs(image, relevance, counts, settings.baseline))
+    return _curves(_probabilities(forward, chunks, classes, settings.batch_size), counts)
+
+
+def explained_curves(
+    session: CamSession, pictures: Sequence[Image.Image], results: Sequence[CamResult], settings: FaithfulnessSettings
+) -> Curves:
+    """`deletion_curves` of each picture's first explained class in `results` (`session.run`'s on
+    `pictures`), by that class's map."""
+    classes = np.array([result.classes[0] for result in results], dtype=np.int64)
+    return deletion_curves(session.logits, session.to_batch(pictures), explained_maps(results, session.input_size), classes, settings)
+
+
+def road_inputs(
+    image: npt.NDArray[np.float32], relevance: npt.NDArray[np.floating[Any]], settings: FaithfulnessSettings, index: int
+) -> npt.NDArray[np.float32]:
+    """[2P, C, H, W] ROAD's model inputs of image number `index` (which seeds its noise): MoRF at each
+    percentile, then LeRF."""
+    percentiles = list(settings.percentiles)
+    removed = np.concatenate([removal_masks(relevance, percentiles, True), removal_masks(relevance, percentiles, False)])
+    return linear_imputation(image, removed, settings.noise, np.random.default_rng([settings.seed, index]))
+
+
 def perturbation_scores(
     forward: Forward,
     inputs: npt.NDArray[np.float32],
@@ -164,38 +262,25 @@ def perturbation_scores(
     """Every perturbation metric's probabilities for inputs [N, C, H, W] (the model's), maps [N, H, W]
     in [0, 1] and explained classes [N]; `indices` number the images for ROAD's noise.
 
-    Per image: the input, 2P ROAD imputations, the input times the map, the all-baseline input
-    and 2 (T - 2) deletion and insertion steps, all through `forward` in batches of
-    `settings.batch_size`, made as they are needed.
+    Per image: the curves' 2 (T - 1) inputs (the input, the all-baseline input, the deletion and
+    insertion steps), 2P ROAD imputations and the input times the map, all through `forward` in
+    batches of `settings.batch_size`, made as they are needed.
     """
-    n, _, height, width = inputs.shape
-    percentiles = list(settings.percentiles)
-    counts = step_counts(height * width, settings.steps)
-    p, t = len(percentiles), len(counts)
+    counts = step_counts(saliency[0].size, settings.steps)
+    p, curve_items = len(settings.percentiles), 2 * (len(counts) - 1)
 
     def perturbed() -> Iterator[npt.NDArray[np.float32]]:
         for image, relevance, index in zip(inputs, saliency, indices, strict=True):
-            yield image[None]
-            removed = np.concatenate([removal_masks(relevance, percentiles, True), removal_masks(relevance, percentiles, False)])
-            yield linear_imputation(image, removed, settings.noise, np.random.default_rng([settings.seed, index]))
+            yield from _curve_inputs(image, relevance, counts, settings.baseline)
+            yield road_inputs(image, relevance, settings, index)
             yield (image * relevance)[None].astype(np.float32)
-            base = baseline_of(image, settings.baseline)
-            yield base[None]
-            ranks = np.empty(height * width, np.int64)
-            ranks[np.argsort(-relevance.ravel(), kind="stable")] = np.arange(height * width)  # 0: the most relevant
-            changed = (ranks[None] < counts[1:-1, None]).reshape(t - 2, 1, height, width)
-            yield np.where(changed, base, image)  # deletion: the most relevant pixels set to the baseline
-            yield np.where(changed, image, base)  # insertion: the most relevant pixels revealed
 
-    logits = batched_logits(forward, perturbed(), settings.batch_size)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float64)
-    probs /= probs.sum(axis=1, keepdims=True)
-    per_image = probs.reshape(n, -1, probs.shape[1])[np.arange(n), :, classes]  # [N, items]
-    original, road, masked, base = per_image[:, 0], per_image[:, 1 : 1 + 2 * p], per_image[:, 1 + 2 * p], per_image[:, 2 + 2 * p]
-    steps = per_image[:, 3 + 2 * p :]
-    deletion = np.column_stack([original, steps[:, : t - 2], base])
-    insertion = np.column_stack([base, steps[:, t - 2 :], original])
-    return ImageScores(original, road[:, :p], road[:, p:], masked, counts / (height * width), deletion, insertion)
+    probs = _probabilities(forward, perturbed(), classes, settings.batch_size)
+    curves = _curves(probs[:, :curve_items], counts)
+    road = probs[:, curve_items : curve_items + 2 * p]
+    return ImageScores(
+        curves.fractions, curves.deletion, curves.insertion, probs[:, 0], road[:, :p], road[:, p:], probs[:, curve_items + 2 * p]
+    )
 
 
 def pointing_hits(cam: npt.NDArray[np.floating[Any]], boxes: npt.NDArray[np.number[Any]]) -> bool:
@@ -242,7 +327,7 @@ def evaluate_faithfulness(
         for method in explainers:
             began = time.perf_counter()
             results = session.run(pictures, classes=classes, method=method.name)
-            saliency = normalize_maps(upsample_bilinear(np.stack([r.cams_raw[0] for r in results]), session.input_size))
+            saliency = explained_maps(results, session.input_size)
             seconds[method.name]["maps"] += time.perf_counter() - began
             began = time.perf_counter()
             explained = np.array([r.classes[0] for r in results], dtype=np.int64)

@@ -24,6 +24,7 @@ from runtime.maps.results import CamResult
 
 TILE = 224  # longest side of each tile in the explanation figure
 THUMB = 256  # longest side of images embedded in the HTML report
+CURVE_CHART = (400, 130)  # the deletion curves' inline SVG (width, height): as wide as a card's two thumbnails
 
 
 def _fit(image: Image.Image, side: int) -> Image.Image:
@@ -64,11 +65,46 @@ def jpeg_data_uri(image: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def report_card(name: str, picture: Image.Image, overlay: Image.Image, result: CamResult) -> str:
+def report_card(name: str, picture: Image.Image, overlay: Image.Image, result: CamResult, curves: Mapping[str, Any] | None = None) -> str:
     """One image's card in the HTML report: input and overlay thumbnails (embedded, so the file
-    stands alone), the explained classes with their probabilities, and the box."""
+    stands alone), the explained classes with their probabilities, and the box; with `curves`
+    (`Curves.image`'s), the first class's deletion and insertion curves below."""
     items = [f"{html.escape(label)} <b>{result.probs[c]:.3f}</b>" for c, label in zip(result.classes, result.labels, strict=True)]
-    return _card(name, picture, overlay, items, f"box {[int(v) for v in result.box]}")
+    return _card(name, picture, overlay, items, f"box {[int(v) for v in result.box]}", "" if curves is None else curve_chart(curves))
+
+
+def curve_chart(curves: Mapping[str, Any], size: tuple[int, int] = CURVE_CHART) -> str:
+    """Inline SVG of one image's deletion (red) and insertion (blue) curves: probability against the
+    share of pixels changed, both axes 0 to 1, with their areas. Each line carries its numbers in
+    `data-values` (and the chart the shares in `data-fractions`), six decimals, for scripts and tests."""
+    width, height = size
+    left, right, top, bottom = 28, 8, 8, 34
+
+    def points(values: Sequence[float]) -> str:
+        return " ".join(
+            f"{left + x * (width - left - right):.1f},{top + (1 - y) * (height - top - bottom):.1f}"
+            for x, y in zip(curves["fractions"], values, strict=True)
+        )
+
+    def numbers(values: Sequence[float]) -> str:
+        return ",".join(f"{value:.6f}" for value in values)
+
+    lines = "".join(
+        f'<polyline class="{kind}" fill="none" stroke="{color}" stroke-width="2" points="{points(curves[kind])}" '
+        f'data-values="{numbers(curves[kind])}"/>'
+        for kind, color in (("deletion", "#d62728"), ("insertion", "#1f77b4"))
+    )
+    base = height - bottom
+    return (
+        f'<svg class="curves" viewBox="0 0 {width} {height}" width="100%" role="img" data-fractions="{numbers(curves["fractions"])}">'
+        "<title>deletion and insertion curves of the first class</title>"
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{base - top}" fill="none" stroke="#999"/>'
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end" font-size="10">1</text>'
+        f'<text x="{left - 4}" y="{base}" text-anchor="end" font-size="10">0</text>{lines}'
+        f'<text x="{left}" y="{base + 12}" font-size="10">share of pixels changed, most relevant first: 0 to 1</text>'
+        f'<text x="{left}" y="{base + 25}" font-size="10"><tspan fill="#d62728">deletion AUC {curves["deletion_auc"]:.3f}</tspan> '
+        f'(lower is better), <tspan fill="#1f77b4">insertion AUC {curves["insertion_auc"]:.3f}</tspan> (higher)</text></svg>'
+    )
 
 
 def face_report_card(name: str, picture: Image.Image, overlay: Image.Image, faces: Sequence[Face]) -> str:
@@ -77,12 +113,12 @@ def face_report_card(name: str, picture: Image.Image, overlay: Image.Image, face
     return _card(name, picture, overlay, items, f"{len(faces)} face{'' if len(faces) == 1 else 's'}")
 
 
-def _card(name: str, picture: Image.Image, overlay: Image.Image, items: Sequence[str], caption: str) -> str:
+def _card(name: str, picture: Image.Image, overlay: Image.Image, items: Sequence[str], caption: str, chart: str = "") -> str:
     lines = "".join(f"<li>{item}</li>" for item in items)
     image, shown = jpeg_data_uri(_fit(to_color(picture, "RGB"), THUMB)), jpeg_data_uri(_fit(overlay, THUMB))
     return (
         f'<figure><div class="pair"><img src="{image}" alt="input"><img src="{shown}" alt="CAM"></div>'
-        f"<figcaption><code>{html.escape(name)}</code><ol>{lines}</ol>{caption}</figcaption></figure>\n"
+        f"<figcaption><code>{html.escape(name)}</code><ol>{lines}</ol>{caption}{chart}</figcaption></figure>\n"
     )
 
 
