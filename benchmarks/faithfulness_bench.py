@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+from runtime_bench import Logits, median_seconds  # the same timing and logits-only wrapper as make bench
 
 from export import export_model
 from export.int8 import cpu_name
@@ -76,17 +76,6 @@ COST_IMAGES = {"demo": 32, "resnet18": 8}
 FOLDER_IMAGES = {"demo": 256, "resnet18": 16}  # the folder runs' PNGs
 TABLE_SECTION = ("<!-- faithfulness_bench table: begin -->", "<!-- faithfulness_bench table: end -->")
 COST_SECTION = ("<!-- faithfulness_bench cost: begin -->", "<!-- faithfulness_bench cost: end -->")
-
-
-class Logits(torch.nn.Module):
-    """GapCam's logits alone, the output pytorch-grad-cam's metrics expect."""
-
-    def __init__(self, model: GapCam):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)[0]
 
 
 def random_model(architecture: Architecture) -> GapCam:
@@ -175,13 +164,7 @@ def table(target: Path | None) -> None:
 
 def median_rate(fn: Callable[[], object], images: int, repeats: int) -> float:
     """Images per second: `images` over the median of `repeats` timed calls, after a warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return images / statistics.median(times)
+    return images / median_seconds(fn, repeats)
 
 
 def cost_rows(name: str, session: CamSession, torch_model: GapCam, images: Sequence[np.ndarray], repeats: int) -> list[str]:
