@@ -341,17 +341,9 @@ def torch_setup(exported_session, tiny_model, shape_images, count=4):
     """The same inputs, explained classes and [0, 1] maps at input size for gapcam and the peers, and
     the torch model as the peers take it (its logits only)."""
     import torch
-    from torch import nn
 
     from runtime.maps.cam import normalize_maps, upsample_bilinear
-
-    class LogitsOnly(nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return self.model(x)[0]
+    from test_methods import LogitsOnly
 
     images = list(shape_images.images[:count])
     results = exported_session.run(images, classes=shape_images.labels[:count, None], method="cam")
