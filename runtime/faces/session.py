@@ -4,8 +4,9 @@ each face's CAM and box are mapped back onto the photo."""
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,14 +142,31 @@ class FaceSession:
         if isinstance(classes, np.ndarray) and classes.ndim == 2:
             raise CamError("classes: a per-image array does not apply to faces; give labels or indices")
         pictures = [self.session.load_image(item) for item in image_list(images)]
-        found = [self.find(picture) for picture in pictures]
+        return self.explain_found(pictures, [self.find(picture) for picture in pictures], classes, topk, method)
+
+    def explain_found(
+        self,
+        pictures: Sequence[Image.Image],
+        found: Sequence[Sequence[tuple[Box, Box]]],
+        classes: ClassChoice = None,
+        topk: int = 1,
+        method: str = "cam",
+        *,
+        tracks: Sequence[int] | None = None,
+        adjust: Callable[[npt.NDArray[np.float32], dict[str, npt.NDArray[np.float32]]], None] | None = None,
+    ) -> list[list[Face]]:
+        """Each picture's faces from its `find` boxes, all crops in one inference call (none: no call).
+        `adjust(logits, maps)` may change the model's outputs in place before they are explained (a
+        video's smoothing); `tracks` gives each face, in order, its track id."""
         crops = [picture.crop(crop) for picture, faces in zip(pictures, found, strict=True) for _, crop in faces]
         if not crops:
             return [[] for _ in pictures]
         logits, maps = self.session.model_outputs(crops, method)
-        results = self.session.explain(logits, maps, [(crop.height, crop.width) for crop in crops], classes, topk, method)
-        answers = iter(results)
-        return [[Face(face_box, crop_box, next(answers)) for face_box, crop_box in faces] for faces in found]
+        if adjust is not None:
+            adjust(logits, maps)
+        answers = iter(self.session.explain(logits, maps, [(crop.height, crop.width) for crop in crops], classes, topk, method))
+        ids = iter(tracks) if tracks is not None else itertools.repeat(None)
+        return [[Face(face_box, crop_box, next(answers), next(ids)) for face_box, crop_box in faces] for faces in found]
 
     def overlay(self, image: ImageInput, faces: Sequence[Face], **options: Any) -> Image.Image:
         """The whole photo with each face's heatmap, box, label and CAM box; see `face_overlay`."""

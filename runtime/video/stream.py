@@ -8,11 +8,14 @@ every face of every frame; any other model explains the whole frame.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from PIL import Image
 
 from runtime.errors import CamError
@@ -110,34 +113,25 @@ class FrameExplainer:
         pictures = [frame.image for frame in frames]
         if self.faces is not None:
             found = [self.faces.find(picture) for picture in pictures]
-            tracks = [self.tracker.update([face_box for face_box, _ in faces]) for faces in found]
-            inputs = [picture.crop(crop) for picture, faces in zip(pictures, found, strict=True) for _, crop in faces]
-        else:
-            tracks, inputs = [[0] for _ in frames], pictures  # the whole frame is one track
-        results = iter(self._explain(inputs, [track for ids in tracks for track in ids]))
-        if self.faces is None:
-            return [FrameResult(frame, result=next(results)) for frame in frames]
-        return [
-            FrameResult(
-                frame,
-                faces=[Face(face_box, crop_box, next(results), track) for (face_box, crop_box), track in zip(faces, ids, strict=True)],
+            tracks = [track for faces in found for track in self.tracker.update([face_box for face_box, _ in faces])]
+            answers = self.faces.explain_found(
+                pictures, found, topk=self.topk, method=self.method, tracks=tracks, adjust=functools.partial(self._smooth, tracks)
             )
-            for frame, faces, ids in zip(frames, found, tracks, strict=True)
-        ]
+            return [FrameResult(frame, faces=faces) for frame, faces in zip(frames, answers, strict=True)]
+        logits, maps = self.session.model_outputs(pictures, self.method)
+        self._smooth([0] * len(frames), logits, maps)  # the whole frame is one track
+        results = self.session.explain(logits, maps, [(p.height, p.width) for p in pictures], topk=self.topk, method=self.method)
+        return [FrameResult(frame, result=result) for frame, result in zip(frames, results, strict=True)]
 
-    def _explain(self, inputs: list[Image.Image], tracks: list[int]) -> list[CamResult]:
-        """One inference call for all the batch's inputs; each track's outputs smoothed, then explained."""
-        if not inputs:
-            return []
-        logits, maps = self.session.model_outputs(inputs, self.method)
-        if self.smoother is not None:
-            key = "class_maps" if "class_maps" in maps else "features"  # what the maps are made from; never the inputs
-            for i, track in enumerate(tracks):
-                logits[i], maps[key][i] = self.smoother.update(track, logits[i], maps[key][i])
-            self.smoother.forget(self.tracker.tracks if self.faces is not None else [0])
-        return self.session.explain(
-            logits, maps, [(picture.height, picture.width) for picture in inputs], topk=self.topk, method=self.method
-        )
+    def _smooth(self, tracks: list[int], logits: npt.NDArray[np.float32], maps: dict[str, npt.NDArray[np.float32]]) -> None:
+        """Each input's logits and the maps its method is made from (never the inputs), replaced in
+        place by its track's moving average; nothing without smoothing."""
+        if self.smoother is None:
+            return
+        key = "class_maps" if "class_maps" in maps else "features"
+        for i, track in enumerate(tracks):
+            logits[i], maps[key][i] = self.smoother.update(track, logits[i], maps[key][i])
+        self.smoother.forget(self.tracker.tracks if self.faces is not None else [0])
 
 
 def annotate(frame: FrameResult, *, alpha: float = 0.5, colormap: str = "jet") -> Image.Image:
