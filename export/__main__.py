@@ -41,6 +41,8 @@ INT8_ONLY = {
     "min-top1-agreement",
     "min-box-iou",
     "min-cam-correlation",
+    "min-positive-agreement",
+    "max-prob-difference",
     "min-speedup",
 }
 
@@ -67,6 +69,11 @@ INT8_ONLY = {
     "face_crops",
     default=None,
     help="The model's inputs are face crops, so apps find faces first [default: the recipe's; fer: yes].",
+)
+@click.option(
+    "--multilabel",
+    is_flag=True,
+    help="With --arch: a multi-label model (sigmoid outputs, each class present at probability 0.5 or more).",
 )
 @click.option("--int8", is_flag=True, help="Also write an INT8 model, OUT with .int8.onnx, if it passes its fidelity gate.")
 @click.option(
@@ -126,6 +133,20 @@ INT8_ONLY = {
     help="With --int8: gate on the median IoU of the boxes.",
 )
 @click.option(
+    "--min-positive-agreement",
+    type=click.FloatRange(0, 1),
+    default=FidelityGate.min_positive_set_agreement,
+    show_default=True,
+    help="With --int8, multi-label models: gate on the share of images with the same positive classes.",
+)
+@click.option(
+    "--max-prob-difference",
+    type=click.FloatRange(0, 1),
+    default=FidelityGate.max_prob_difference_p95,
+    show_default=True,
+    help="With --int8, multi-label models: gate on the 95th percentile of every class's probability difference.",
+)
+@click.option(
     "--min-speedup",
     type=click.FloatRange(min=0),
     default=SpeedGate.min_speedup,
@@ -155,6 +176,7 @@ def main(
     features,
     fc,
     face_crops: bool | None,
+    multilabel: bool,
     **quantization,
 ) -> None:
     """Export CHECKPOINT (from `python -m train`, or a torchvision state dict with --arch) to ONNX with
@@ -179,8 +201,11 @@ def main(
             opset=opset,
             int8=int8,
             face_crops=bool(face_crops),
+            activation="sigmoid" if multilabel else "softmax",
         )
     else:
+        if multilabel:
+            raise ExportError("--multilabel is for --arch models: a checkpoint says its own activation")
         report = export_checkpoint(checkpoint, out, opset, int8, face_crops)
     parity = report.parity
     click.echo(f"inputs:  {', '.join(report.inputs)}")
@@ -217,6 +242,8 @@ def int8_options(
     min_top1_agreement,
     min_box_iou,
     min_cam_correlation,
+    min_positive_agreement,
+    max_prob_difference,
     min_speedup,
 ) -> Int8Options | None:
     """The --int8 request from the command line, with its calibration data; None without --int8."""
@@ -244,7 +271,7 @@ def int8_options(
             reduce_range=reduce_range,
             max_float_layers=max_float_layers,
         ),
-        gate=FidelityGate(min_top1_agreement, min_box_iou, min_cam_correlation),
+        gate=FidelityGate(min_top1_agreement, min_box_iou, min_cam_correlation, min_positive_agreement, max_prob_difference),
         speed_gate=SpeedGate(min_speedup),
     )
 
@@ -265,6 +292,12 @@ def int8_summary(report: Int8Report) -> list[str]:
         f"  {'box IoU, median':<38} {fidelity['box_iou']['median']:>14.3f}  >= {gate['min_median_box_iou']:g}",
         f"  {'box IoU, 5th percentile / worst':<38} {fidelity['box_iou']['p05']:>6.3f} / {fidelity['box_iou']['min']:.3f}",
     ]
+    if "positive_set_agreement" in fidelity:
+        rows += [
+            f"  {'positive-set agreement':<38} {fidelity['positive_set_agreement']:>14.3f}  >= {gate['min_positive_set_agreement']:g}",
+            f"  {'probability difference, 95th pct':<38} {fidelity['prob_difference']['p95']:>14.4f}  "
+            f"<= {gate['max_prob_difference_p95']:g}",
+        ]
     for key, name in (("classification_accuracy", "classification accuracy"), ("gt_known_localization_accuracy", "GT-known localization")):
         if key in fidelity:
             rows.append(f"  {name + ', fp32 / int8':<38} {fidelity[key]['fp32']:>6.3f} / {fidelity[key]['int8']:.3f}")

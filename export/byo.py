@@ -117,10 +117,12 @@ def export_torch_model(
     opset: int = OPSET,
     int8: Int8Options | None = None,
     face_crops: bool = False,
+    activation: str = "softmax",
 ) -> ExportReport:
     """Export a torch classifier with a GAP + linear head as a gapcam ONNX file (same checks as a
     checkpoint); with `int8` (for example from `export.int8.folder_calibration`) its INT8 model too.
     `face_crops`: the model was trained on face crops, so applications detect faces first.
+    `activation`: "softmax", or "sigmoid" for a multi-label model (each class decided at 0.5).
 
     >>> net = torchvision.models.resnet50(weights="DEFAULT")
     >>> export_torch_model(net, net.layer4, net.fc, labels, Preprocess(224, 224, "RGB", mean, std), "resnet50.onnx")
@@ -145,6 +147,7 @@ def export_torch_model(
                 "exported_with": {"torch": str(torch.__version__), "onnx": onnx.__version__, "opset": opset},
             },
             face_crops=face_crops,
+            activation=activation,
         )
         return export_model(head, info, out, samples, opset, int8)
     finally:
@@ -166,6 +169,7 @@ def export_torchvision(
     opset: int = OPSET,
     int8: Int8Options | None = None,
     face_crops: bool = False,
+    activation: str = "softmax",
 ) -> ExportReport:
     """`python -m export WEIGHTS --arch NAME --labels FILE`: a torchvision architecture with a local state dict."""
     from torchvision import models
@@ -200,6 +204,7 @@ def export_torchvision(
         opset=opset,
         int8=int8,
         face_crops=face_crops,
+        activation=activation,
     )
 
 

@@ -81,15 +81,26 @@ class FidelityGate:
     min_top1_agreement: float = 0.98  # share of images whose top class is the fp32 model's
     min_median_box_iou: float = 0.9  # median IoU of the top class's box with the fp32 model's
     min_median_cam_correlation: float = 0.95  # median Pearson correlation of the top class's raw CAM
+    # multi-label models only: what each image's decisions and each class's probability keep
+    min_positive_set_agreement: float = 0.95  # share of images whose positive classes are exactly the fp32 model's
+    max_prob_difference_p95: float = 0.05  # 95th percentile of |p_int8 - p_fp32| over every image and class
 
     def failures(self, fidelity: dict) -> list[str]:
-        """One phrase per figure below its bound, naming the figure and the option that sets it."""
+        """One phrase per figure past its bound, naming the figure and the option that sets it."""
         checks = [
             ("top-1 agreement", fidelity["top1_agreement"], self.min_top1_agreement, "--min-top1-agreement"),
             ("median box IoU", fidelity["box_iou"]["median"], self.min_median_box_iou, "--min-box-iou"),
             ("median CAM correlation", fidelity["cam_correlation"]["median"], self.min_median_cam_correlation, "--min-cam-correlation"),
         ]
-        return [f"{name} {value:.3f} < {bound:g} ({option})" for name, value, bound, option in checks if not value >= bound]
+        if "positive_set_agreement" in fidelity:
+            checks.append(
+                ("positive-set agreement", fidelity["positive_set_agreement"], self.min_positive_set_agreement, "--min-positive-agreement")
+            )
+        failed = [f"{name} {value:.3f} < {bound:g} ({option})" for name, value, bound, option in checks if not value >= bound]
+        if "prob_difference" in fidelity and not fidelity["prob_difference"]["p95"] <= self.max_prob_difference_p95:
+            gap = fidelity["prob_difference"]["p95"]
+            failed.append(f"95th-percentile probability difference {gap:.3f} > {self.max_prob_difference_p95:g} (--max-prob-difference)")
+        return failed
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,11 @@ class SpeedGate:
 
 NO_SPEED_GATE = SpeedGate(min_speedup=0.0)  # measure, never refuse: tests, studies, benchmarks
 NO_GATE = FidelityGate(
-    min_top1_agreement=0.0, min_median_box_iou=0.0, min_median_cam_correlation=-1.0
+    min_top1_agreement=0.0,
+    min_median_box_iou=0.0,
+    min_median_cam_correlation=-1.0,
+    min_positive_set_agreement=0.0,
+    max_prob_difference_p95=1.0,
 )  # report, never refuse: studies, benchmarks
 
 
@@ -446,15 +461,20 @@ def measure_fidelity(
 ) -> dict:
     """How closely `candidate` (the INT8 model) follows `reference` (fp32) on `images`.
 
-    For the reference's top class of each image: top-1 agreement, the largest probability
-    difference (any class), the correlation of the raw CAMs and the IoU of the boxes (median, 5th
-    percentile, worst). With true `labels` and `boxes`: classification and GT-known localization
-    accuracy (box of the true class's CAM at the model's threshold, IoU >= 0.5) of both.
+    For the reference's first explained class of each image: top-1 agreement, the largest
+    probability difference (any class), the correlation of the raw CAMs and the IoU of the boxes
+    (median, 5th percentile, worst). For a multi-label model also the share of images with the same
+    positive classes, and the spread of every class's probability difference. With true `labels`
+    [N] and `boxes`: classification and GT-known localization accuracy (box of the true class's CAM
+    at the model's threshold, IoU >= 0.5) of both.
     """
     agree, prob_gap, correlations, ious = [], 0.0, [], []
+    same_positives: list[bool] = []
+    gaps: list[np.ndarray] = []
     correct: dict[str, list[bool]] = {"fp32": [], "int8": []}
     located: dict[str, list[bool]] = {"fp32": [], "int8": []}
-    truth = None if labels is None or boxes is None else (labels, boxes)  # measured against only where both are given
+    # measured against only where both are given, for one class per image
+    truth = None if labels is None or boxes is None or np.ndim(labels) != 1 else (labels, boxes)
     for start in range(0, len(images), batch_size):
         batch = [load_image(image) for image in images[start : start + batch_size]]  # decoded once for every run below
         ref = reference.run(batch)
@@ -462,8 +482,10 @@ def measure_fidelity(
         chosen = top if truth is None else np.concatenate([top, truth[0][start : start + len(batch), None]], axis=1)
         cand = candidate.run(batch, classes=chosen)
         for r, c in zip(ref, cand, strict=True):
-            agree.append(int(np.argmax(c.logits)) == r.classes[0])
-            prob_gap = max(prob_gap, float(np.abs(r.probs - c.probs).max()))
+            agree.append(int(np.argmax(c.logits)) == int(np.argmax(r.logits)))
+            gaps.append(np.abs(r.probs - c.probs))
+            prob_gap = max(prob_gap, float(gaps[-1].max()))
+            same_positives.append(set(r.positives.tolist()) == set(c.positives.tolist()))
             correlations.append(_correlation(r.cams_raw[0], c.cams_raw[0]))
             ious.append(box_iou(r.box, c.box))
         if truth is not None:
@@ -482,6 +504,10 @@ def measure_fidelity(
         "cam_correlation": _spread(correlations),
         "box_iou": _spread(ious),
     }
+    if reference.info.multilabel:
+        every_gap = np.concatenate(gaps)
+        fidelity["positive_set_agreement"] = float(np.mean(same_positives))
+        fidelity["prob_difference"] = {key: float(np.percentile(every_gap, q)) for key, q in (("median", 50), ("p95", 95), ("max", 100))}
     if truth is not None:
         fidelity["classification_accuracy"] = {k: float(np.mean(v)) for k, v in correct.items()}
         fidelity["gt_known_localization_accuracy"] = {k: float(np.mean(v)) for k, v in located.items()}
@@ -538,14 +564,16 @@ class _Trial:
             "cam_correlation_median": self.fidelity["cam_correlation"]["median"],
             "box_iou_median": self.fidelity["box_iou"]["median"],
             "speedup": {batch: figures["speedup"] for batch, figures in self.speed["batches"].items()},
+            **({"positive_set_agreement": self.fidelity["positive_set_agreement"]} if "positive_set_agreement" in self.fidelity else {}),
         }
 
 
 def _step_summary(step: dict) -> str:
     """A step of the search for float layers in words, as the refusal prints it."""
     speedups = step["speedup"]
+    positives = f"positive-set agreement {step['positive_set_agreement']:.3f}, " if "positive_set_agreement" in step else ""
     return (
-        f"top-1 agreement {step['top1_agreement']:.3f}, median CAM correlation {step['cam_correlation_median']:.4f}, "
+        f"{positives}top-1 agreement {step['top1_agreement']:.3f}, median CAM correlation {step['cam_correlation_median']:.4f}, "
         f"median box IoU {step['box_iou_median']:.3f}, speed-up {' / '.join(f'{s:.2f}x' for s in speedups.values())} at batch "
         f"{' / '.join(speedups)}"
     )

@@ -205,6 +205,8 @@ def export_checkpoint(
         box_threshold=checkpoint.localization.get("box_threshold", PAPER_BOX_THRESHOLD),
         architecture=model.arch.to_dict(),
         face_crops=recipe_of_checkpoint(checkpoint.provenance, checkpoint.labels).face_crops if face_crops is None else face_crops,
+        activation=checkpoint.activation,
+        thresholds=list(checkpoint.thresholds),
         source_sha256=sha256_file(checkpoint_path),
         gapcam_version=runtime.__version__,
         provenance={

@@ -8,8 +8,11 @@ an image that does not decode fails alone (its `error` says why), never the requ
 
 The Triton model (named after the gapcam model: its package name, or the file's stem):
     input   images   BYTES [-1, 1]       one encoded image file per row
-    output  probs    FP32  [-1, C]       softmax over the C labels
-            classes  INT64 [-1, k]       the k most probable classes, best first
+    output  probs    FP32  [-1, C]       softmax over the C labels (multi-label models: each label's sigmoid)
+            positive BOOL  [-1, C]       the classes the model finds present: the top class, or a multi-label
+                                         model's classes at or above their thresholds
+            classes  INT64 [-1, k]       the k most probable classes, best first; without --topk a multi-label
+                                         model's positive classes (its most probable where none is), then -1
             boxes    INT64 [-1, k, 4]    x0, y0, x1, y1 per class, end-exclusive, in the image's pixels
             cams     FP32  [-1, k, h, w] each class's raw map at feature resolution, of the method
                                          `--method` chose (scale with runtime.explain_outputs or as you like)
@@ -82,8 +85,9 @@ class CamInference:
     decode is answered in its own `error` row instead, and the others get their results.
     """
 
-    def __init__(self, session: CamSession, topk: int, method: str = "cam"):
+    def __init__(self, session: CamSession, topk: int | None, method: str = "cam"):
         self.session, self.topk, self.method = session, topk, get_method(method).name
+        self.slots = explained_slots(session, topk)
         probe = session.run(np.zeros((*session.input_size, session.preprocessing.channels), np.uint8), topk=topk, method=self.method)
         self.map_size = probe[0].cams_raw.shape[1:]  # the size a failed image's (zero) maps get
 
@@ -109,25 +113,37 @@ class CamInference:
         return responses
 
     def _row(self, result) -> dict[str, np.ndarray]:
-        return {
-            "probs": result.probs.astype(np.float32),
-            "classes": result.classes.astype(np.int64),
-            "boxes": result.boxes.astype(np.int64),
-            "cams": result.cams_raw.astype(np.float32),
-            "error": np.array([b""], dtype=np.object_),
-        }
+        """One image's outputs; explained classes fewer than the slots (a multi-label model's
+        positives) are followed by class -1, box -1 and a zero map, as a failed image's are."""
+        row = self._failed_row("")
+        count = len(result.classes)
+        row["probs"] = result.probs.astype(np.float32)
+        row["positive"][result.positives] = True
+        row["classes"][:count] = result.classes
+        row["boxes"][:count] = result.boxes
+        row["cams"][:count] = result.cams_raw
+        return row
 
     def _failed_row(self, error: str) -> dict[str, np.ndarray]:
         return {
             "probs": np.zeros(len(self.session.labels), np.float32),
-            "classes": np.full(self.topk, -1, np.int64),
-            "boxes": np.full((self.topk, 4), -1, np.int64),
-            "cams": np.zeros((self.topk, *self.map_size), np.float32),
+            "positive": np.zeros(len(self.session.labels), np.bool_),
+            "classes": np.full(self.slots, -1, np.int64),
+            "boxes": np.full((self.slots, 4), -1, np.int64),
+            "cams": np.zeros((self.slots, *self.map_size), np.float32),
             "error": np.array([error.encode()], dtype=np.object_),
         }
 
 
-OUTPUT_NAMES = ("probs", "classes", "boxes", "cams", "error")
+OUTPUT_NAMES = ("probs", "positive", "classes", "boxes", "cams", "error")
+
+
+def explained_slots(session: CamSession, topk: int | None) -> int:
+    """How many classes each image's `classes`, `boxes` and `cams` hold: `topk`; without it one, or
+    every class for a multi-label model (whose positive classes are any number)."""
+    if topk is not None:
+        return topk
+    return len(session.labels) if session.info.multilabel else 1
 
 
 def stub_library_path() -> str:
@@ -225,7 +241,7 @@ def drain(endpoints: Endpoints, token: str, name: str, timeout_s: float, immedia
 def serve(
     model: str,
     endpoints: Endpoints,
-    topk: int = 1,
+    topk: int | None = None,
     max_batch_size: int = 32,
     max_queue_delay_us: int = 2000,
     log: Callable[[str], None] = print,
@@ -237,7 +253,7 @@ def serve(
     get_method(method)
     with StopSignals() as stop:  # from the start: a signal while the model loads stops too
         session = CamSession(model)
-        if not 1 <= topk <= len(session.labels):
+        if topk is not None and not 1 <= topk <= len(session.labels):
             raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
         name = triton_model_name(session)
         check_socket_path(name)
@@ -248,7 +264,7 @@ def serve(
                 model_name=name,
                 infer_func=CamInference(session, topk, method),
                 inputs=[Tensor(name="images", dtype=np.bytes_, shape=(1,))],
-                outputs=_outputs(len(session.labels), topk),
+                outputs=_outputs(len(session.labels), explained_slots(session, topk)),
                 config=ModelConfig(max_batch_size=max_batch_size, batcher=DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us)),
                 strict=True,
             )
@@ -300,6 +316,7 @@ def _triton_config(endpoints: Endpoints) -> TritonConfig:
 def _outputs(classes: int, topk: int) -> list[Tensor]:
     return [
         Tensor(name="probs", dtype=np.float32, shape=(classes,)),
+        Tensor(name="positive", dtype=np.bool_, shape=(classes,)),
         Tensor(name="classes", dtype=np.int64, shape=(topk,)),
         Tensor(name="boxes", dtype=np.int64, shape=(topk, 4)),
         Tensor(name="cams", dtype=np.float32, shape=(topk, -1, -1)),
@@ -313,7 +330,11 @@ def _outputs(classes: int, topk: int) -> list[Tensor]:
 @click.option("--http-port", type=click.IntRange(1, 65535), default=Endpoints.http_port, show_default=True)
 @click.option("--grpc-port", type=click.IntRange(1, 65535), default=Endpoints.grpc_port, show_default=True)
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=Endpoints.metrics_port, show_default=True)
-@click.option("--topk", type=click.IntRange(min=1), default=1, show_default=True, help="Classes (with boxes and CAMs) returned per image.")
+@click.option(
+    "--topk",
+    type=click.IntRange(min=1),
+    help="Classes (with boxes and CAMs) returned per image [default: 1; multi-label models: their positive classes].",
+)
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Most images in one inference call.")
 @click.option(
     "--method", type=click.Choice(list(METHODS)), default="cam", show_default=True, help="Which map `cams` returns (runtime.maps.methods)."

@@ -11,6 +11,7 @@ import click
 
 from runtime.cli import DefaultGroup, cli_errors
 from runtime.errors import CamError
+from runtime.evaluation import chestxray14
 from runtime.evaluation.datasets import ImageSet, ground_truth, read_images
 from runtime.evaluation.faithfulness import (
     BASELINES,
@@ -92,7 +93,11 @@ def plural(count: int, noun: str) -> str:
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), default="cam_out", show_default=True, help="Folder for overlays and reports."
 )
-@click.option("--topk", default=1, show_default=True, type=click.IntRange(min=1), help="Explain the k most probable classes.")
+@click.option(
+    "--topk",
+    type=click.IntRange(min=1),
+    help="Explain the k most probable classes [default: the top class; multi-label models: every positive finding].",
+)
 @click.option("--threshold", type=click.FloatRange(0, 1), help="CAM box threshold, as a share of the CAM's max [default: the model's].")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Images (or frames) per inference call.")
 @click.option(
@@ -129,7 +134,7 @@ def predict(
     model: str,
     inputs: tuple[str, ...],
     out_dir: str,
-    topk: int,
+    topk: int | None,
     threshold: float | None,
     batch_size: int,
     find_faces: bool | None,
@@ -153,7 +158,7 @@ def predict(
     nothing is written); an unreadable file found in a folder is reported and skipped.
     """
     session = CamSession(model, providers=list(providers) or None, box_threshold=threshold, dicom_window=dicom_window)
-    if topk > len(session.labels):
+    if topk is not None and topk > len(session.labels):
         raise CamError(f"--topk {topk}: the model has {len(session.labels)} classes")
     if not inputs and camera is None:
         raise CamError("give images, videos or folders, or --camera SOURCE")
@@ -194,6 +199,8 @@ def predict(
             "model": str(session.path),
             "providers": session.providers,
             "labels": session.labels,
+            "activation": session.info.activation,
+            "thresholds": session.info.thresholds,
             "method": method,
             "method_summary": METHODS[method].summary,
             "faces": faces is not None,
@@ -265,6 +272,11 @@ def eval_command(
     it ships (its test split; masks from segmentations/ when present), or a folder with boxes.csv
     (path,x0,y0,x1,y1,label) and optional masks/<image stem>.png."""
     session = CamSession(model, providers=list(providers) or None)
+    if chestxray14.is_chestxray14(Path(data)):
+        if with_faithfulness:
+            raise CamError(f"{data}: --faithfulness is not measured on ChestX-ray14 (multi-label); run `faithfulness` on its images")
+        eval_chestxray14(session, Path(data), Path(out_dir), method, as_json)
+        return
     truth = ground_truth(data, session.labels, count, seed, session.input_size[0])
     with click.progressbar(length=len(truth.images), label="evaluating", file=sys.stderr) as bar:
         metrics = evaluate_localization(session, truth, method=method, threshold_step=threshold_step, progress=bar.update)
@@ -293,6 +305,18 @@ def eval_command(
     if with_faithfulness:
         click.echo("\n".join(summary_lines(faithful)))
     click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+def eval_chestxray14(session: CamSession, folder: Path, out_dir: Path, method: str, as_json: bool) -> None:
+    """`eval MODEL ChestX-ray14/`: Wang et al.'s localization table and the test list's AUROC."""
+    plan = chestxray14.plan_chestxray14(session, chestxray14.read_chestxray14(folder))
+    with click.progressbar(length=plan.runs, label="evaluating", file=sys.stderr) as bar:
+        metrics = chestxray14.evaluate_chestxray14(session, plan, method=method, progress=bar.update)
+    written = chestxray14.write_chestxray14_report(metrics, out_dir, f"{Path(str(session.path)).name} on ChestX-ray14")
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    click.echo("\n".join([*chestxray14.summary_lines(metrics), "wrote " + ", ".join(str(p) for p in written)]))
 
 
 @main.command("explain")

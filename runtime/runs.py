@@ -35,7 +35,7 @@ class RunOptions:
 
     session: CamSession
     faces: FaceSession | None  # set: find faces first and explain each
-    topk: int = 1
+    topk: int | None = None
     method: str = "cam"
     batch_size: int = 32
     alpha: float = 0.5
@@ -74,7 +74,7 @@ def explain_images(
             shown = session.overlay(
                 picture, answer.cams_scaled[0], alpha=options.alpha, colormap=options.colormap, box=answer.box, label=answer.label
             )
-            record, card = answer.to_dict(), report_card(paths[index], picture, shown, answer, curves)
+            record, card = answer.to_dict(), report_card(paths[index], picture, shown, answer, curves, session.info.multilabel)
             record.update({} if curves is None else {"curves": curves})
         else:
             shown = face_overlay(picture, answer, alpha=options.alpha, colormap=options.colormap)
@@ -113,14 +113,20 @@ def explain_images(
                     curves = [found.image(i) for i in range(len(results))]
             for index, picture, answer, curve in zip(kept, pictures, answers, curves, strict=True):
                 writer.submit(write, index, picture, answer, curve)
-                table.append(f"{paths[index]:<40} {summary(answer)}")
+                table.append(f"{paths[index]:<40} {summary(answer, session.info.multilabel)}")
                 faceless += answer == []
             bar.update(len(batch))
     return table, faceless
 
 
-def summary(answer: CamResult | list[Face]) -> str:
-    """One table line's answer: label, probability and box, or each face's."""
+def summary(answer: CamResult | list[Face], multilabel: bool = False) -> str:
+    """One table line's answer: label, probability and box, or each face's, or a multi-label model's findings."""
+    if isinstance(answer, CamResult) and multilabel:
+        found = "; ".join(
+            f"{label} {answer.probs[c]:.3f} at {list(box)}"
+            for c, label, box in zip(answer.classes, answer.labels, answer.boxes.tolist(), strict=True)
+        )
+        return found if len(answer.positives) else f"no finding above its threshold (most probable: {answer.label} {answer.prob:.3f})"
     if isinstance(answer, CamResult):
         return f"{answer.label:<16} {answer.prob:>6.3f}  {answer.box}"
     if not answer:

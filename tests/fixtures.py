@@ -239,3 +239,19 @@ def small_gapcam(num_classes: int = 3, cam_channels: int = 8, size: int = 32, se
         fc_bias=model.fc.bias.detach().numpy(),
     )
     return model, info
+
+
+def multilabel_copy(model_path: Path, out: Path, thresholds: list[float] | None = None) -> Path:
+    """A copy of a gapcam model that says it is multi-label (sigmoid activation, these per-class
+    thresholds; None: the default), for tests of what the runtime does with such models."""
+    import onnx
+
+    model = onnx.load(model_path)
+    props = {p.key: p.value for p in model.metadata_props}
+    props["gapcam.activation"] = json.dumps("sigmoid")
+    props["gapcam.thresholds"] = json.dumps(thresholds or [])
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, out)
+    return out

@@ -66,7 +66,8 @@ LEAF_MODULES = {  # the math and formats at the bottom import no session, store 
         "runtime.maps.forward",
     },
     # the methods that need more of the model are given its forward pass as a function: they open no session
-    "runtime/maps/forward.py": {"numpy", "runtime.errors", "runtime.formats.onnx_model", "runtime.maps.cam"},
+    "runtime/maps/forward.py": {"numpy", "runtime.errors", "runtime.formats.onnx_model", "runtime.maps.activations", "runtime.maps.cam"},
+    "runtime/maps/activations.py": {"numpy"},
     "runtime/formats/onnx_model.py": {"numpy", "runtime.maps.boxes", "runtime.inference.compat", "runtime.errors", "runtime.inputs.image"},
     "runtime/inference/compat.py": {"runtime.errors"},  # which onnxruntime runs which model: read before any session opens
     "runtime/formats/package.py": {"runtime.errors", "runtime.formats.files"},

@@ -15,7 +15,7 @@ from runtime.inputs.image import Preprocess
 from train import TrainError
 from train.models import BACKBONES, Architecture, BackboneInit, GapCam
 
-STRIDES = {"small_cnn": 4, "vgg16": 16, "resnet18": 32, "resnet50": 32, "mobilenet_v3_large": 32}
+STRIDES = {"small_cnn": 4, "vgg16": 16, "resnet18": 32, "resnet50": 32, "densenet121": 32, "mobilenet_v3_large": 32}
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))

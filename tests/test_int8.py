@@ -97,7 +97,14 @@ def test_metadata_records_settings_and_the_measured_fidelity(exported_int8):
     assert fidelity["top1_agreement"] >= TINY_GATE.min_top1_agreement and fidelity["box_iou"]["median"] >= 0.9
     assert 0 <= fidelity["max_prob_difference"] <= 1
     assert set(fidelity["gt_known_localization_accuracy"]) == {"fp32", "int8"}  # shapes has true boxes
-    assert q["gate"] == {"min_top1_agreement": 0.8, "min_median_box_iou": 0.9, "min_median_cam_correlation": 0.95}
+    assert q["gate"] == {
+        "min_top1_agreement": 0.8,
+        "min_median_box_iou": 0.9,
+        "min_median_cam_correlation": 0.95,
+        "min_positive_set_agreement": 0.95,  # multi-label models only
+        "max_prob_difference_p95": 0.05,
+    }
+    assert "positive_set_agreement" not in fidelity  # a softmax model
     assert q["fp32_sha256"] == sha256_file(exported_int8.path)
 
 

@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from fixtures import write_png_bomb
+from fixtures import multilabel_copy, write_png_bomb
 from process_tree import tree_memory_mb
 from runtime import CamSession
 
@@ -53,7 +53,7 @@ def shared_memory():
 class Server:
     """`python -m gapcam serve MODEL` in a subprocess, with its own PyTriton home."""
 
-    def __init__(self, model, home: Path, *options, new_session: bool = False):
+    def __init__(self, model, home: Path, *options, new_session: bool = False, topk: int | None = TOPK):
         self.http, self.grpc, self.metrics = free_ports(3)
         self.home, self.shm_before = home, shared_memory()
         self.log = open(home / "server.log", "w+")
@@ -67,8 +67,7 @@ class Server:
                 "gapcam",
                 "serve",
                 str(model),
-                "--topk",
-                str(TOPK),
+                *(["--topk", str(topk)] if topk is not None else []),
                 "--http-port",
                 str(self.http),
                 "--grpc-port",
@@ -213,6 +212,7 @@ def test_model_configuration(server, tiny_onnx):
     labels = len(CamSession(tiny_onnx).labels)
     assert [(o["name"], o["data_type"], o["dims"]) for o in config["output"]] == [
         ("probs", "TYPE_FP32", [labels]),
+        ("positive", "TYPE_BOOL", [labels]),
         ("classes", "TYPE_INT64", [TOPK]),
         ("boxes", "TYPE_INT64", [TOPK, 4]),
         ("cams", "TYPE_FP32", [TOPK, -1, -1]),
@@ -245,6 +245,34 @@ def test_hostile_images_fail_alone_and_the_server_goes_on(server, tiny_onnx, ima
     assert (
         (got["classes"][bad] == -1).all() and (got["boxes"][bad] == -1).all() and not got["probs"][bad].any() and not got["cams"][bad].any()
     )
+
+
+def test_a_multilabel_model_serves_its_positive_findings(tiny_onnx, images, tmp_path):
+    """Without --topk a multi-label model answers every class's sigmoid, which are positive, and a
+    box and map for each positive (its most probable class where none is), then -1 and zeros."""
+    single = CamSession(tiny_onnx)
+    sigmoids = 1 / (1 + np.exp(-np.stack([r.logits for r in single.run(images)]).astype(np.float64)))
+    thresholds = np.percentile(sigmoids, 80, axis=0).tolist()  # images differ in how many classes reach them
+    model = multilabel_copy(tiny_onnx, tmp_path / "multi.onnx", thresholds)
+    expected = CamSession(model).run(images)
+    running = Server(model, tmp_path, topk=None)
+    try:
+        with running.client() as client:
+            result = client.infer(running.name, request(images))
+            got, positive = answers(result), result.as_numpy("positive")
+    finally:
+        running.assert_stopped_cleanly(running.stop(signal.SIGTERM), 0.0)
+    labels = len(expected[0].probs)
+    assert got["classes"].shape == (len(images), labels) and positive.dtype == np.bool_
+    np.testing.assert_allclose(got["probs"], np.stack([r.probs for r in expected]), atol=1e-5)
+    for i, result in enumerate(expected):
+        count = len(result.classes)
+        assert positive[i].nonzero()[0].tolist() == sorted(result.positives.tolist())
+        assert got["classes"][i, :count].tolist() == result.classes.tolist() and (got["classes"][i, count:] == -1).all()
+        assert np.array_equal(got["boxes"][i, :count], result.boxes) and (got["boxes"][i, count:] == -1).all()
+        np.testing.assert_allclose(got["cams"][i, :count], result.cams_raw, rtol=1e-4, atol=1e-5)
+        assert not got["cams"][i, count:].any()
+    assert len({len(r.classes) for r in expected}) > 1  # the images differ in how many findings they have
 
 
 def test_a_batch_at_the_limit_runs_and_one_above_is_refused(server, tiny_onnx, images):

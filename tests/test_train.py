@@ -246,7 +246,7 @@ def test_a_resumed_run_without_improvement_whose_best_file_is_gone_says_so(tmp_p
 
     out = tmp_path / "r.pt"
     accuracies = iter([0.5, 0.3, 0.1])  # epoch 1 is the best; the latest checkpoint holds epoch 2's weights
-    monkeypatch.setattr(train.loop, "validation_metrics", lambda logits, labels: {"loss": 1.0, "accuracy": next(accuracies)})
+    monkeypatch.setattr(train.loop, "validation_metrics", lambda goal, logits, labels: {"loss": 1.0, "accuracy": next(accuracies)})
     fit(TrainConfig(recipe="shapes", out=str(out), samples=64, epochs=2, batch_size=32, cam_channels=8), log=lambda s: None)
     out.unlink()  # lost, as after a SIGKILL before the run ended
     with pytest.raises(
@@ -262,7 +262,7 @@ def test_a_run_resumed_from_its_best_into_a_new_file_writes_it(tmp_path, monkeyp
 
     first, again = tmp_path / "a.pt", tmp_path / "b.pt"
     fit(TrainConfig(recipe="shapes", out=str(first), samples=64, epochs=1, batch_size=32, cam_channels=8), log=lambda s: None)
-    monkeypatch.setattr(train.loop, "validation_metrics", lambda logits, labels: {"loss": 1.0, "accuracy": 0.0})
+    monkeypatch.setattr(train.loop, "validation_metrics", lambda goal, logits, labels: {"loss": 1.0, "accuracy": 0.0})
     resume(first, log=lambda s: None, epochs=2, out=str(again))
     written, start = load_checkpoint(again), load_checkpoint(first)
     assert written.training.epoch == 1 and written.box_threshold is not None

@@ -107,6 +107,12 @@ def parse_floats(ctx, param, value: str | None) -> tuple[float, ...] | None:
     show_default=True,
     help="Decode image files once into a uint8 file at model size (auto: when it fits in 4 GiB).",
 )
+@click.option(
+    "--multilabel/--single-label",
+    default=None,
+    help="Each class present or not: sigmoid outputs, BCE weighted per class, thresholds calibrated on validation "
+    "[default: the recipe's; chestxray14: multi-label].",
+)
 @click.pass_context
 @cli_errors
 def fit_command(ctx: click.Context, /, recipe: str, resume_from: str | None, size: tuple[int, int] | None, **options) -> None:
@@ -133,8 +139,22 @@ def fit_command(ctx: click.Context, /, recipe: str, resume_from: str | None, siz
 @click.option("--device", default="cpu", show_default=True)
 @cli_errors
 def eval_command(checkpoint: str, data: str | None, split: str, out_dir: str | None, device: str) -> None:
-    """Accuracy, per-class precision/recall/F1, confusion matrix (and ROC AUC, sensitivity, specificity for two classes)."""
+    """Accuracy, per-class precision/recall/F1, confusion matrix (and ROC AUC, sensitivity, specificity for two classes);
+    for a multi-label model, each class's ROC AUC and F1 at its threshold, and their means."""
     metrics, written = evaluate_checkpoint(checkpoint, data, split, out_dir, device)
+    if metrics.get("activation") == "sigmoid":
+
+        def auroc(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.4f}"
+
+        click.echo(f"{split}: {metrics['images']} images, mean ROC AUC {auroc(metrics['mean_auroc'])}, mean F1 {metrics['mean_f1']:.4f}")
+        for label, row in metrics["per_class"].items():
+            click.echo(
+                f"  {label:<18} AUROC {auroc(row['auroc'])}  F1 {row['f1']:.3f} at {row['threshold']:.2f}  "
+                f"precision {row['precision']:.3f}  recall {row['recall']:.3f}  n={row['support']}"
+            )
+        click.echo("wrote " + ", ".join(str(p) for p in written))
+        return
     click.echo(f"{split}: {metrics['images']} images, accuracy {metrics['accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
     for label, row in metrics["per_class"].items():
         click.echo(f"  {label:<12} precision {row['precision']:.3f}  recall {row['recall']:.3f}  F1 {row['f1']:.3f}  n={row['support']}")

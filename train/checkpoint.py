@@ -37,7 +37,9 @@ class Provenance:
     images: dict[str, int] | None = None  # {"train": n, "val": n}
     epochs: int = 0  # epochs trained
     seed: int = 0  # the run's seed (init, data, batch order, augmentation)
-    metrics: dict[str, float] = field(default_factory=dict)  # val_accuracy and val_loss of the last epoch
+    metrics: dict[str, float] = field(
+        default_factory=dict
+    )  # val_loss and the validation score (val_accuracy or val_mean_auroc) of the last epoch
     notes: list[str] = field(default_factory=list)  # what the loader decided and skipped
     processes: int | None = None  # training processes (torchrun)
     init: str | None = None  # "imagenet", "weights file" or "random"
@@ -70,7 +72,7 @@ class TrainingState:
     scheduler: dict[str, Any]  # scheduler.state_dict()
     rng: torch.Tensor  # torch.get_rng_state()
     history: list[dict[str, float]]  # per epoch: epoch, train/val loss and accuracy, lr, seconds
-    best_accuracy: float  # the best validation accuracy so far
+    best_accuracy: float  # the best validation score so far: accuracy, or mean ROC AUC for multi-label runs
     config: dict[str, Any]  # dataclasses.asdict(train.loop.TrainConfig): the run's options
     sampler: SamplerState | None = None  # None in files of gapcam builds before the streaming loader
 
@@ -92,6 +94,8 @@ class Checkpoint:
     model: dict[str, torch.Tensor]  # the GapCam state dict
     samples: torch.Tensor | None = None  # uint8 [k, H, W, C] raw validation images, for export parity
     localization: dict[str, Any] = field(default_factory=dict)  # calibrated box threshold, where the data has boxes
+    activation: str = "softmax"  # "softmax", or "sigmoid" for multi-label models (files before it: softmax)
+    thresholds: list[float] = field(default_factory=list)  # sigmoid models: per class, calibrated on validation data
     training: TrainingState | None = None  # None in a file made for export only
 
     @property
@@ -116,6 +120,8 @@ KINDS: dict[str, type | tuple[type, ...]] = {  # the type each key must hold in 
     "model": dict,
     "samples": (torch.Tensor, type(None)),
     "localization": dict,
+    "activation": str,
+    "thresholds": list,
     "training": (dict, type(None)),
 }
 

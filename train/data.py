@@ -146,7 +146,7 @@ class ImageSet(Dataset):
     """One split: image sources (paths, or uint8 arrays already in memory) and labels, decoded per sample."""
 
     images: Sequence[ImageInput] | np.ndarray  # paths or uint8 arrays (an array [N, H, W(, C)] is fine)
-    labels: np.ndarray  # int64 [N]
+    labels: np.ndarray  # int64 [N] class indices, or float32 [N, C] 0/1 targets (multi-label)
     spec: Preprocess  # the model's input size, color mode and normalization
     augment: Augment | None = None  # training augmentation; None: exactly `runtime.inputs.image.preprocess`
     seed: int = 0  # with the epoch and the index, seeds each sample's augmentation
@@ -187,7 +187,8 @@ class ImageSet(Dataset):
                 for image, index in zip(pixels, kept, strict=True)
             ]
         x = torch.from_numpy(normalize(np.stack(pixels), self.spec)) if pixels else torch.empty(0)
-        return Batch(x, torch.from_numpy(self.labels[kept].astype(np.int64)), torch.tensor(kept, dtype=torch.int64), errors)
+        targets = self.labels[kept].astype(np.float32 if self.labels.ndim == 2 else np.int64)
+        return Batch(x, torch.from_numpy(targets), torch.tensor(kept, dtype=torch.int64), errors)
 
     def __getitem__(self, index: int) -> Batch:
         """A batch of the one image `index`."""

@@ -10,32 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runtime.evaluation.multilabel import roc_auc
 from runtime.formats.files import atomic_path, write_text_atomic
 from runtime.inputs.image import Preprocess
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.data import ImageSet, decoding_workers, loader
 from train.errors import TrainError
+from train.objectives import MultiLabel, as_targets
 from train.recipes import DataOptions, recipe_of_checkpoint
-
-
-def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve: the probability that a random positive outscores a random negative
-    (ties count half), computed from average ranks (Mann-Whitney U)."""
-    positive = positive.astype(bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = scores[order]
-    start = 0
-    while start < len(scores):  # average ranks over runs of tied scores
-        end = start
-        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict:
@@ -67,6 +49,14 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
         metrics["sensitivity"] = per_class[labels[1]]["recall"]  # true positive rate
         metrics["specificity"] = per_class[labels[0]]["recall"]  # true negative rate
     return metrics
+
+
+def prediction_metrics(logits: torch.Tensor, targets: torch.Tensor, labels: Sequence[str], thresholds: Sequence[float]) -> dict:
+    """`classification_metrics` of single-label outputs; a multi-label model's (2-D `targets`, its
+    decision `thresholds`) per-class ROC AUC and F1 (`runtime.evaluation.multilabel`)."""
+    if targets.ndim == 2:
+        return MultiLabel().metrics(logits, targets, list(labels), list(thresholds))
+    return classification_metrics(targets.numpy(), torch.softmax(logits, dim=1).numpy(), labels)
 
 
 @torch.no_grad()
@@ -128,15 +118,34 @@ def plot_confusion(metrics: dict, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
+def plot_per_class(metrics: dict, path: Path, title: str) -> None:
+    """A multi-label model's ROC AUC and F1 per class, as bars."""
+    plt = pyplot()
+    labels, rows = metrics["labels"], metrics["per_class"]
+    fig, ax = plt.subplots(figsize=(2 + 0.6 * len(labels), 4))
+    positions = np.arange(len(labels))
+    ax.bar(positions - 0.2, [rows[label]["auroc"] or np.nan for label in labels], 0.4, label="ROC AUC")
+    ax.bar(positions + 0.2, [rows[label]["f1"] for label in labels], 0.4, label="F1 at its threshold")
+    ax.set_xticks(positions, labels, rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    mean = metrics["mean_auroc"]
+    ax.set_title(f"{title}: mean ROC AUC {'n/a' if mean is None else f'{mean:.3f}'}")
+    ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def plot_history(history: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, training and validation."""
+    """Loss and the run's score per epoch (accuracy; for multi-label runs right decisions in training
+    and mean ROC AUC in validation), training and validation."""
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
+    scores = {kind: next(k for k in history[0] if k.startswith(f"{kind}_") and k != f"{kind}_loss") for kind in ("train", "val")}
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     for key, style in (("train", "-"), ("val", "--")):
         loss_ax.plot(epochs, [h[f"{key}_loss"] for h in history], style, label=key)
-        acc_ax.plot(epochs, [h[f"{key}_accuracy"] for h in history], style, label=key)
-    for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy")):
+        acc_ax.plot(epochs, [h[scores[key]] for h in history], style, label=scores[key])
+    for ax, name in ((loss_ax, "loss"), (acc_ax, "score")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
@@ -146,10 +155,13 @@ def plot_history(history: list[dict], path: Path) -> None:
 
 
 def write_report(prefix: Path, split: str, metrics: dict, history: list[dict] | None) -> list[Path]:
-    """PREFIX.SPLIT.metrics.json, PREFIX.SPLIT.confusion.png and PREFIX.curves.png; returns the paths."""
-    written = [prefix.with_name(f"{prefix.name}.{split}.metrics.json"), prefix.with_name(f"{prefix.name}.{split}.confusion.png")]
+    """PREFIX.SPLIT.metrics.json, PREFIX.SPLIT.confusion.png (multi-label: PREFIX.SPLIT.per_class.png) and
+    PREFIX.curves.png; returns the paths."""
+    multilabel = metrics.get("activation") == "sigmoid"
+    figure = prefix.with_name(f"{prefix.name}.{split}.{'per_class' if multilabel else 'confusion'}.png")
+    written = [prefix.with_name(f"{prefix.name}.{split}.metrics.json"), figure]
     write_text_atomic(written[0], json.dumps(metrics, indent=2))
-    plot_confusion(metrics, written[1], f"{prefix.name} ({split})")
+    (plot_per_class if multilabel else plot_confusion)(metrics, figure, f"{prefix.name} ({split})")
     if history:
         written.append(prefix.with_name(f"{prefix.name}.curves.png"))
         plot_history(history, written[-1])
@@ -166,14 +178,15 @@ def evaluate_checkpoint(
     config = checkpoint.training.config if checkpoint.training is not None else {}
     options = DataOptions.of_run(config, data)
     part = recipe.read_split(options, split)
-    images = ImageSet(part.images, part.labels, Preprocess.from_dict(checkpoint.preprocess))
+    targets = as_targets(part.labels, len(checkpoint.labels), checkpoint.activation == "sigmoid", f"{checkpoint_path} ({split} split)")
+    images = ImageSet(part.images, targets, Preprocess.from_dict(checkpoint.preprocess))
     model = model_from_checkpoint(checkpoint, str(checkpoint_path)).to(device)
     batch_size = int(config.get("batch_size") or recipe.batch_size)  # what training held in memory at once
     workers = decoding_workers(images, None, on_gpu=device.startswith("cuda"))
     logits, labels, skipped = logits_and_labels(model, images, torch.device(device), workers, batch_size)
     if not len(labels):
         raise TrainError(f"{split} split: no readable images")
-    metrics = classification_metrics(labels.numpy(), torch.softmax(logits, dim=1).numpy(), checkpoint.labels)
+    metrics = prediction_metrics(logits, labels, checkpoint.labels, checkpoint.thresholds)
     metrics.update({"checkpoint": str(checkpoint_path), "split": split, "skipped_images": skipped, "notes": part.notes})
     prefix = (Path(out_dir) if out_dir else checkpoint_path.parent) / checkpoint_path.stem
     return metrics, write_report(prefix, split, metrics, checkpoint.training.history if checkpoint.training is not None else None)

@@ -47,8 +47,9 @@ from train.data import (
     training_sampler,
 )
 from train.errors import TrainError
-from train.evaluate import classification_metrics, logits_and_labels, write_report
+from train.evaluate import logits_and_labels, prediction_metrics, write_report
 from train.models import STATE_DICT_DETAIL, BackboneInit, GapCam, imagenet_weights_cached
+from train.objectives import MultiLabel, Objective, objective
 from train.recipes import CACHE_MODES, DataOptions, Recipe, get_recipe
 
 
@@ -79,6 +80,7 @@ class TrainConfig:
     std: tuple[float, ...] | None = None
     workers: int | None = None  # decoding processes per training process; None: default_workers()
     cache: str = "auto"  # decode image files once into a uint8 cache file at model size: auto, on or off
+    multilabel: bool | None = None  # sigmoid outputs and weighted BCE (several classes per image); None: the recipe's
 
     def data_options(self) -> DataOptions:
         return DataOptions.of_run(asdict(self))
@@ -151,7 +153,8 @@ class TrainConfig:
         changes = {key: value for key, value in changes.items() if value is not None}
         if "backbone" in changes and changes["backbone"] != recipe.architecture.backbone:
             changes["backbone_args"] = {}  # the recipe's builder arguments belong to its own backbone
-        return replace(recipe.with_arch(**changes), preprocess=spec)
+        multilabel = recipe.multilabel if self.multilabel is None else self.multilabel
+        return replace(recipe.with_arch(**changes), preprocess=spec, multilabel=multilabel)
 
 
 def last_path(out: str | Path) -> Path:
@@ -215,13 +218,21 @@ def make_optimizer(model: GapCam, recipe: Recipe, lr: float) -> torch.optim.Opti
     raise TrainError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")
 
 
-def validation_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Loss and accuracy from a validation pass's logits."""
-    count = max(1, len(labels))
+def validation_metrics(goal: Objective, logits: torch.Tensor, targets: torch.Tensor) -> dict:
+    """The unweighted loss and the objective's score (accuracy, or mean ROC AUC) of a validation pass's logits."""
     return {
-        "loss": F.cross_entropy(logits, labels, reduction="sum").item() / count,
-        "accuracy": (logits.argmax(1) == labels).sum().item() / count,
+        "loss": goal.loss(logits, targets, None, reduction="sum").item() / max(1, len(targets)),
+        goal.score: goal.validation_score(logits, targets),
     }
+
+
+def box_classes(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions, class) of the images whose one class a box calibration can read the CAM of: every
+    image of single-label targets; the images with exactly one positive class of multi-label ones."""
+    if targets.ndim == 1:
+        return torch.arange(len(targets)), targets
+    single = torch.nonzero(targets.sum(dim=1) == 1).flatten()
+    return single, targets[single].argmax(dim=1)
 
 
 @torch.no_grad()
@@ -229,7 +240,8 @@ def calibrate_box_threshold(
     model: GapCam, images: ImageSet, boxes: list[np.ndarray | None], device, workers: int, batch_size: int
 ) -> dict | None:
     """The CAM threshold with the best box accuracy on the validation images that have true boxes
-    (true class's CAM, IoU >= 0.5 with any of its boxes); None when none has. `batch_size` images
+    (true class's CAM, IoU >= 0.5 with any of its boxes; multi-label images with one positive class
+    only, `box_classes`); None when none has. `batch_size` images
     at a time: the training batch, so that calibration never needs more memory than training.
 
     Choe et al. (CVPR 2020) show the best threshold depends on the model; the paper's 0.2 is kept
@@ -240,10 +252,14 @@ def calibrate_box_threshold(
     model.eval()
     thresholds, ious = threshold_grid(), []
     for batch in loader(images, batch_size, workers):
-        chosen = [i for i, index in enumerate(batch.index.tolist()) if boxes[index] is not None]
-        if not chosen:
+        readable, classes = box_classes(batch.y)
+        kept = [
+            (int(i), int(c)) for i, c in zip(readable.tolist(), classes.tolist(), strict=True) if boxes[int(batch.index[i])] is not None
+        ]
+        if not kept:
             continue
-        x, y = batch.x[chosen], batch.y[chosen]
+        chosen = [i for i, _ in kept]
+        x, y = batch.x[chosen], torch.tensor([c for _, c in kept], dtype=torch.int64)
         _, features = model(x.to(device))
         raw = model.cams(features, y[:, None].to(device))
         up = F.interpolate(raw, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
@@ -290,9 +306,11 @@ def train_one_epoch(
     rank: int,
     skipped: SkippedImages,
 ) -> dict:
-    """One pass over this process's share of the training set."""
+    """One pass over this process's share of the training set: its mean loss and the share of
+    right decisions (the objective's `train_score`)."""
     net.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    goal = objective(recipe.multilabel)
+    loss_sum, correct, decided, seen = 0.0, 0, 0, 0
     with tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=None if rank == 0 else True, unit="batch") as bar:
         for step, batch in enumerate(bar):
             skipped.add(batch.errors)
@@ -301,7 +319,7 @@ def train_one_epoch(
                 continue
             xb, yb = batch.x.to(device, non_blocking=True), batch.y.to(device, non_blocking=True)
             logits, _ = net(xb)
-            loss = F.cross_entropy(logits, yb, weight=class_weights)
+            loss = goal.loss(logits, yb, class_weights)
             if not torch.isfinite(loss):
                 raise Diverged(f"epoch {epoch + 1}, batch {step + 1}: the training loss is {loss.item()}")
             optimizer.zero_grad(set_to_none=True)
@@ -309,16 +327,10 @@ def train_one_epoch(
             optimizer.step()
             scheduler.step()
             loss_sum += loss.item() * len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
-            seen += len(yb)
-            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}
-
-
-def inverse_frequency_weights(labels: torch.Tensor, count: int) -> torch.Tensor:
-    """N / (classes * n_c) per class: each class weighs the same in the loss, whatever its size."""
-    counts = torch.bincount(labels, minlength=count).clamp(min=1).float()
-    return len(labels) / (count * counts)
+            right, made = goal.correct(logits.detach(), yb)
+            correct, decided, seen = correct + right, decided + made, seen + len(yb)
+            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(decided, 1):.3f}")
+    return {"loss": loss_sum / max(seen, 1), goal.train_score: correct / max(decided, 1)}
 
 
 def run_provenance(
@@ -331,7 +343,7 @@ def run_provenance(
         images={"train": len(data.train), "val": len(data.val)},
         epochs=len(history),
         seed=config.seed,
-        metrics={"val_accuracy": history[-1]["val_accuracy"], "val_loss": history[-1]["val_loss"]},
+        metrics={key: history[-1][key] for key in (f"val_{objective(recipe.multilabel).score}", "val_loss")},
         notes=notes,
         processes=processes,
         init="imagenet" if config.pretrained else ("weights file" if config.weights else "random"),
@@ -364,6 +376,7 @@ def run_checkpoint(
         provenance=run_provenance(config, recipe, data, history, processes, notes),
         model={k: v.detach().cpu() for k, v in model.state_dict().items()},
         samples=data.samples,
+        activation=objective(recipe.multilabel).activation,
         training=TrainingState(
             epoch=len(history),
             optimizer=optimizer.state_dict(),
@@ -476,12 +489,13 @@ def _train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     sampler = training_sampler(data.train, config.seed, rank, world)
     batches = loader(data.train, batch_size // world, workers, sampler, pin_memory=device.type == "cuda")
-    class_weights = (
-        inverse_frequency_weights(torch.from_numpy(data.train.labels), len(recipe.labels)).to(device) if recipe.class_weighted else None
-    )
+    goal = objective(recipe.multilabel)
+    weighted = recipe.class_weighted or recipe.multilabel  # a multi-label loss always weighs each class's positives
+    class_weights = goal.class_weights(torch.from_numpy(data.train.labels), len(recipe.labels)).to(device) if weighted else None
     if class_weights is not None:
         weights = zip(recipe.labels, class_weights.tolist(), strict=True)  # one weight per class (labels index recipe.labels)
-        log("class weights (inverse frequency): " + ", ".join(f"{label} {weight:.2f}" for label, weight in weights))
+        kind = "positives weighted by negatives/positives" if recipe.multilabel else "inverse frequency"
+        log(f"class weights ({kind}): " + ", ".join(f"{label} {weight:.2f}" for label, weight in weights))
     start_epoch, history, best = 0, [], -1.0
     if state is not None:
         if state.training is None:
@@ -522,7 +536,7 @@ def _train(
                 if rank == 0:
                     logits, labels, errors = logits_and_labels(model, data.val, device, workers, batch_size // world)
                     skipped.add(errors)
-                    val_metrics = validation_metrics(logits, labels)
+                    val_metrics = validation_metrics(goal, logits, labels)
                     if not math.isfinite(val_metrics["loss"]):
                         raise Diverged(f"epoch {epoch + 1}: the validation loss is {val_metrics['loss']}")
             except Diverged as err:
@@ -534,15 +548,15 @@ def _train(
                     {
                         "epoch": epoch + 1,
                         "train_loss": train_metrics["loss"],
-                        "train_accuracy": train_metrics["accuracy"],
+                        f"train_{goal.train_score}": train_metrics[goal.train_score],
                         "val_loss": val_metrics["loss"],
-                        "val_accuracy": val_metrics["accuracy"],
+                        f"val_{goal.score}": val_metrics[goal.score],
                         "lr": float(scheduler.get_last_lr()[0]),  # a float: LambdaLR scales the float lr
                         "seconds": time.time() - tick,
                     }
                 )
-                improved = val_metrics["accuracy"] > best
-                best = max(best, val_metrics["accuracy"])
+                improved = val_metrics[goal.score] > best
+                best = max(best, val_metrics[goal.score])
                 checkpoint = run_checkpoint(
                     config=config,
                     recipe=recipe,
@@ -560,8 +574,9 @@ def _train(
                 if improved:
                     best_checkpoint = cpu_copy(checkpoint)
                 log(
-                    f"epoch {epoch + 1}/{epochs}  train loss {train_metrics['loss']:.4f} acc {train_metrics['accuracy']:.3f}  "
-                    f"val loss {val_metrics['loss']:.4f} acc {val_metrics['accuracy']:.3f}  "
+                    f"epoch {epoch + 1}/{epochs}  train loss {train_metrics['loss']:.4f} {goal.train_score} "
+                    f"{train_metrics[goal.train_score]:.3f}  val loss {val_metrics['loss']:.4f} "
+                    f"{goal.score} {val_metrics[goal.score]:.3f}  "
                     f"{time.time() - tick:.1f}s{'  (best)' if improved else ''}"
                 )
             if config.stop_after is not None and epoch + 1 - start_epoch >= config.stop_after:
@@ -569,27 +584,29 @@ def _train(
                 break
     finally:  # however the run ends (done, stopped, diverged, interrupted), the best epoch is kept on disk
         if best_checkpoint is not None:
-            write_best(out, best_checkpoint, model, data, device, workers, batch_size // world, log)
+            best_checkpoint = write_best(out, best_checkpoint, model, data, device, workers, batch_size // world, log)
     if rank == 0 and not out.exists():  # a resumed run that did not improve, whose earlier best file is gone
         raise TrainError(
-            f"{out}: no best checkpoint: no epoch of this run beat the validation accuracy {best:.3f} of the run it "
+            f"{out}: no best checkpoint: no epoch of this run beat the validation {goal.score} {best:.3f} of the run it "
             f"resumes, and that run's best checkpoint is missing; the latest checkpoint is {last}"
         )
     if rank == 0:
         # a resumed run that did not improve reports on the best checkpoint it started from
-        model.load_state_dict(best_checkpoint.model if best_checkpoint is not None else load_checkpoint(out).model)
-        report = write_val_report(out, model, data, device, workers, batch_size // world, history, list(recipe.labels))
+        final = best_checkpoint if best_checkpoint is not None else load_checkpoint(out)
+        model.load_state_dict(final.model)
+        report = write_val_report(out, model, data, device, workers, batch_size // world, history, list(recipe.labels), final.thresholds)
         log(
-            f"best validation accuracy {best:.3f}; wrote {out} (best), {last} (latest) and {', '.join(p.name for p in report)} "
+            f"best validation {goal.score} {best:.3f}; wrote {out} (best), {last} (latest) and {', '.join(p.name for p in report)} "
             f"in {time.time() - started:.0f}s"
         )
     return out
 
 
 def resumes_its_best(state: Checkpoint) -> bool:
-    """Whether a checkpoint's own weights are its run's best so far: its last epoch reached the best accuracy."""
+    """Whether a checkpoint's own weights are its run's best so far: its last epoch reached the best validation score."""
     training = state.training
-    return training is not None and bool(training.history) and training.history[-1]["val_accuracy"] >= training.best_accuracy
+    key = f"val_{objective(state.activation == 'sigmoid').score}"
+    return training is not None and bool(training.history) and training.history[-1][key] >= training.best_accuracy
 
 
 @contextlib.contextmanager
@@ -611,14 +628,19 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def write_best(out: Path, best: Checkpoint, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, log) -> None:
+def write_best(out: Path, best: Checkpoint, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, log) -> Checkpoint:
     """Write the best epoch's checkpoint, once, with the CAM box threshold calibrated on its weights
-    where the data has boxes (this leaves those weights in `model`).
+    where the data has boxes, and a multi-label model's per-class thresholds calibrated on the
+    validation set (this leaves those weights in `model`); returns what it wrote.
 
     Calibration runs once, on the final best weights, rather than at every improvement: on the
     shapes demo it costs about 5 s, which every improved epoch would pay again.
     """
     model.load_state_dict(best.model)
+    if best.activation == "sigmoid":
+        logits, targets, _ = logits_and_labels(model, data.val, device, workers, batch_size)
+        best = replace(best, thresholds=MultiLabel().thresholds(logits, targets))
+        log("decision thresholds (best validation F1): " + ", ".join(f"{t:.2f}" for t in best.thresholds))
     loc = calibrate_box_threshold(model, data.val, data.val_boxes, device, workers, batch_size) if data.val_boxes is not None else None
     if loc is not None:
         best = replace(best, localization=loc)
@@ -627,12 +649,22 @@ def write_best(out: Path, best: Checkpoint, model: GapCam, data: TrainingData, d
             f"{loc['val_images_with_boxes']} images with boxes; {loc['val_box_accuracy_curve']['0.2']:.3f} at the paper's 0.2)"
         )
     save_checkpoint(out, best)
+    return best
 
 
 def write_val_report(
-    out: Path, model: GapCam, data: TrainingData, device, workers: int, batch_size: int, history: list[dict], labels: list[str]
+    out: Path,
+    model: GapCam,
+    data: TrainingData,
+    device,
+    workers: int,
+    batch_size: int,
+    history: list[dict],
+    labels: list[str],
+    thresholds: list[float],
 ) -> list[Path]:
-    """The validation metrics and plots of `model` (holding the best weights), beside the checkpoint."""
+    """The validation metrics and plots of `model` (holding the best weights, and `thresholds` for a
+    multi-label model), beside the checkpoint."""
     logits, truth, _ = logits_and_labels(model, data.val, device, workers, batch_size)
-    metrics = classification_metrics(truth.numpy(), torch.softmax(logits, dim=1).numpy(), labels)
+    metrics = prediction_metrics(logits, truth, labels, thresholds)
     return write_report(out.with_suffix(""), "val", {**metrics, "checkpoint": str(out), "split": "val"}, history)

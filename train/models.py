@@ -229,6 +229,9 @@ _register_torchvision("vgg16", "The paper's VGGnet-GAP: VGG-16 up to conv5_3 (+R
 _register_torchvision("resnet18", "torchvision resnet18 up to layer4 (stride 32), without its average pool and fc.")
 _register_torchvision("resnet50", "torchvision resnet50 up to layer4 (stride 32), without its average pool and fc.")
 _register_torchvision(
+    "densenet121", "torchvision densenet121's features (1024 channels, stride 32, after norm5), CheXNet's backbone, without its classifier."
+)
+_register_torchvision(
     "mobilenet_v3_large", "torchvision MobileNetV3-Large's feature extractor (960 channels, stride 32), without its classifier."
 )
 

@@ -1,5 +1,5 @@
 """Readers for the datasets as users have them: FER2013 (CSV or folders), the chest X-ray set, any
-image-classification folder (torchvision's ImageFolder layout) and CUB-200-2011 as it ships.
+image-classification folder (torchvision's ImageFolder layout), CUB-200-2011 and NIH ChestX-ray14 as they ship.
 
 Each reader returns one split as image sources (paths or uint8 arrays) with label indices; the
 pixels are decoded later by the runtime's preprocessing. Where a dataset has no usable validation
@@ -13,12 +13,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from runtime.errors import CamError
+from runtime.evaluation import chestxray14 as nih
 from runtime.evaluation.datasets import cub_classes, cub_ground_truth, read_boxes_csv
 from runtime.formats.files import read_text_file
-from runtime.inputs.image import IMAGE_SUFFIXES, ImageInput
+from runtime.inputs.image import IMAGE_SUFFIXES, ImageInput, image_size
 from train.errors import TrainError
 
 VAL_FRACTION = 0.1  # share of the training pool carved out for validation where needed
@@ -199,3 +202,66 @@ def cub_labels(path: Path, label_file: Path | None) -> tuple[str, ...]:
     if not (path / "classes.txt").is_file():
         raise TrainError(f"{path}: not CUB-200-2011 as it ships (no classes.txt beside images/)")
     return cub_classes(path)
+
+
+class RecipeData(Protocol):
+    """What a reader needs of its recipe (train.recipes.Recipe, which imports this module)."""
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    def data_path(self, options: Any) -> Path: ...
+
+
+class SeedOption(Protocol):
+    """What a reader needs of the data options (train.recipes.DataOptions): the seed of carved splits."""
+
+    @property
+    def seed(self) -> int: ...
+
+
+def read_chestxray14(recipe: RecipeData, options: SeedOption, split: str) -> LabeledImages:
+    """NIH ChestX-ray14 as it ships (read by runtime.evaluation.chestxray14): test_list.txt is the
+    test split; a seeded VAL_FRACTION of train_val_list.txt's patients, with all their images, is
+    validation, the rest training. Labels are multi-hot float32 [N, len(recipe.labels)]; images with
+    rows in BBox_List_2017.csv carry those boxes (in their own pixels), for threshold calibration and
+    evaluation only: training never reads them.
+
+    Raises TrainError naming the file and line for a malformed row, a finding the recipe's labels
+    lack, a box for an image not in the Data_Entry file, a missing image, or a patient in both lists.
+    """
+    root, seed = recipe.data_path(options), options.seed
+    try:
+        tree = nih.read_chestxray14(root)
+        if split == "test":
+            rows, where = tree.test, [f"{root / nih.LIST_FILES[1]}, line {n}" for n in tree.test_lines]
+            notes = []
+        else:
+            train, val = nih.patient_split(tree, VAL_FRACTION, seed)
+            rows = train if split == "train" else val
+            line_of = dict(zip(tree.train_val.tolist(), tree.train_val_lines, strict=True))
+            where = [f"{root / nih.LIST_FILES[0]}, line {line_of[row]}" for row in rows.tolist()]
+            patients = len({tree.entries.patients[row] for row in val})
+            notes = [
+                f"validation: {patients} patients ({VAL_FRACTION:.0%}, seed {seed}) of {nih.LIST_FILES[0]} with their "
+                f"{len(val)} images; training keeps {len(train)} images, no patient in both"
+            ]
+        hot = nih.multi_hot(tree.entries, rows, recipe.labels, "the recipe's")
+        images = nih.find_images(root, [(tree.entries.names[row], at) for row, at in zip(rows.tolist(), where, strict=True)])
+        boxes = None if tree.boxes is None else chestxray14_boxes(tree.boxes, rows, images)
+    except CamError as err:
+        raise TrainError(str(err)) from None
+    return LabeledImages(images, hot, notes, boxes)
+
+
+def chestxray14_boxes(table: nih.Boxes, rows: np.ndarray, images: Sequence[Path]) -> list[np.ndarray | None] | None:
+    """Each image's true boxes [m, 4] (any finding) scaled from NIH's 1024-pixel frame to its own
+    size; None for an image without boxes, and None for a split without any."""
+    boxes: list[np.ndarray | None] = []
+    for row, path in zip(rows.tolist(), images, strict=True):
+        own = table.boxes[table.rows == row]
+        if len(own):
+            width, height = image_size(path)
+            own = own * np.array([width, height, width, height]) / nih.NIH_SIDE
+        boxes.append(own if len(own) else None)
+    return boxes if any(b is not None for b in boxes) else None

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import CamError
+from runtime.evaluation import chestxray14 as nih
 from runtime.evaluation import shapes
 from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess, image_size
 from train.checkpoint import Provenance
@@ -23,11 +24,13 @@ from train.data import (
 )
 from train.errors import TrainError
 from train.models import Architecture
+from train.objectives import as_targets
 from train.readers import (
     LabeledImages,
     cub_labels,
     folder_labels,
     read_chest_xray,
+    read_chestxray14,
     read_cub,
     read_fer,
     read_image_folder,
@@ -74,6 +77,7 @@ class Recipe:
     data_help: str = ""  # the layout --data expects, for error messages and --help
     find_labels: Callable[[Path, Path | None], tuple[str, ...]] | None = None  # (data, --labels FILE) -> labels
     face_crops: bool = False  # inputs are face crops (FER): exported models say so, and apps find faces first
+    multilabel: bool = False  # each class present or not (sigmoid, weighted BCE) rather than one per image; --multilabel
 
     def with_arch(self, **changes) -> Recipe:
         return replace(self, architecture=replace(self.architecture, **changes))
@@ -107,7 +111,8 @@ class Recipe:
     def image_set(self, options: DataOptions, split: str, augment: bool = False) -> tuple[ImageSet, LabeledImages]:
         """(one split as a streaming ImageSet, as the reader found it)."""
         part = self.read_split(options, split)
-        return ImageSet(part.images, part.labels, self.preprocess, self.augment if augment else None, options.seed), part
+        targets = as_targets(part.labels, len(self.labels), self.multilabel, f"recipe {self.name} ({split} split)")
+        return ImageSet(part.images, targets, self.preprocess, self.augment if augment else None, options.seed), part
 
     def load(self, options: DataOptions, cache: str = "auto", cache_dir: str | os.PathLike | None = None, workers: int = 0) -> TrainingData:
         """Training and validation sets ready to stream; with `cache` (on, or auto for image files
@@ -271,7 +276,29 @@ CUB = replace(  # the folder recipe's photo settings, for CUB's layout, model an
     ),
 )
 
-RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (SHAPES, FER, CHEST_XRAY, FOLDER, CUB)}
+CHESTXRAY14 = Recipe(
+    name="chestxray14",
+    labels=nih.FINDINGS,  # the 14 findings in the papers' order; "No Finding" is none of them
+    # CheXNet (Rajpurkar et al. 2017): 224x224, the gray X-ray as RGB, ImageNet's normalization for its pretrained DenseNet-121
+    preprocess=Preprocess(height=224, width=224, color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    architecture=Architecture(backbone="densenet121", in_channels=3, num_classes=len(nih.FINDINGS), cam_channels=1024),
+    read=read_chestxray14,
+    multilabel=True,  # a radiograph may show several findings: sigmoid outputs, BCE weighted per finding
+    epochs=10,
+    batch_size=32,
+    lr=1e-3,
+    optimizer="adamw",
+    weight_decay=1e-4,
+    head_lr_scale=10.0,  # the CAM conv and fc start from random weights; the backbone from ImageNet's
+    augment=Augment(hflip=True),  # CheXNet's only augmentation
+    pretrained=True,
+    data_help=(
+        "NIH ChestX-ray14 as it ships: Data_Entry_2017.csv (or _v2020), train_val_list.txt, test_list.txt, "
+        "images/ or images_001/images/ ... images_012/images/, and optionally BBox_List_2017.csv"
+    ),
+)
+
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (SHAPES, FER, CHEST_XRAY, FOLDER, CUB, CHESTXRAY14)}
 
 
 def get_recipe(name: str) -> Recipe:

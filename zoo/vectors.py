@@ -1,7 +1,8 @@
 """Test vectors: a few inputs with the outputs the model gave at packing time, replayed by `verify`.
 
 Stored as `test_vectors.npz` (numpy arrays only, loaded with allow_pickle=False): images (uint8,
-model size), logits, the top-1 class, its raw CAM and its box.
+model size), logits, the top-1 class, its raw CAM and its box; for a multi-label model every
+class's raw CAM and box, and which classes are positive (`positives`, bool [N, num_classes]).
 """
 
 from __future__ import annotations
@@ -15,15 +16,30 @@ import numpy as np
 from runtime.evaluation.compare import TOLERANCE, relative_difference
 from runtime.inference.session import CamSession
 from runtime.maps.boxes import box_iou
+from runtime.maps.results import CamResult
 from zoo.errors import ZooError
 
 VECTORS = "test_vectors.npz"
 MIN_BOX_IOU = 0.9  # a CAM pixel sitting on the threshold may move a box edge by a pixel
 
 
+def explained(session: CamSession, images: list[np.ndarray]) -> list[CamResult]:
+    """What the vectors record: the top class of a softmax model, every class of a multi-label model
+    (whose positive classes differ from image to image)."""
+    return session.run(images, classes=list(range(len(session.labels))) if session.info.multilabel else None)
+
+
+def positives(session: CamSession, results: list[CamResult]) -> np.ndarray:
+    """bool [N, num_classes]: each image's positive classes."""
+    found = np.zeros((len(results), len(session.labels)), dtype=bool)
+    for row, result in zip(found, results, strict=True):
+        row[result.positives] = True
+    return found
+
+
 def make_vectors(session: CamSession, images: list[np.ndarray]) -> bytes:
     """Run `session` on model-size uint8 images and return the npz bytes."""
-    results = session.run(images)
+    results = explained(session, images)
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
@@ -32,6 +48,7 @@ def make_vectors(session: CamSession, images: list[np.ndarray]) -> bytes:
         classes=np.stack([r.classes for r in results]),
         cams_raw=np.stack([r.cams_raw for r in results]),
         boxes=np.stack([r.boxes for r in results]),
+        **({"positives": positives(session, results)} if session.info.multilabel else {}),
     )
     return buffer.getvalue()
 
@@ -57,10 +74,12 @@ def replay_vectors(session: CamSession, data: bytes) -> dict:
     Raises ZooError for a damaged or incomplete file, CamError for inputs the model refuses.
     """
     vectors = read_vectors(data)
-    results = session.run(list(vectors["images"]), classes=None)
+    results = explained(session, list(vectors["images"]))
     classes = np.stack([r.classes for r in results])
     logits_error = relative_difference(vectors["logits"], np.stack([r.logits for r in results]))[1]
     same_classes = bool(np.array_equal(classes, vectors["classes"]))
+    if session.info.multilabel or "positives" in vectors:  # a multi-label model's decisions, recorded or not, must agree
+        same_classes &= "positives" in vectors and bool(np.array_equal(positives(session, results), vectors["positives"]))
     cams_error = relative_difference(vectors["cams_raw"], np.stack([r.cams_raw for r in results]))[1] if same_classes else float("inf")
     boxes, stored_boxes = np.stack([r.boxes for r in results]), vectors["boxes"]
     if stored_boxes.shape == boxes.shape:

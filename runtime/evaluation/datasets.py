@@ -15,6 +15,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from runtime.errors import CamError
+from runtime.evaluation.chestxray14 import is_chestxray14
 from runtime.evaluation.shapes import render_split
 from runtime.formats.files import read_text_file
 from runtime.inputs.image import IMAGE_SUFFIXES, ImageInput
@@ -169,6 +170,8 @@ def ground_truth(data: str, labels: Sequence[str], count: int, seed: int, size: 
     if data == "shapes":
         return shapes_ground_truth(count, seed, size)
     folder = Path(data)
+    if is_chestxray14(folder):
+        raise CamError(f"{data}: a ChestX-ray14 tree, multi-label: scored by runtime.evaluation.chestxray14, not as single-class boxes")
     if folder.is_dir() and is_cub(folder):
         return cub_ground_truth(folder, labels)
     if folder.is_dir():

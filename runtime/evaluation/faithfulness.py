@@ -3,7 +3,7 @@
 Does a map show what the model used? Every metric perturbs the model input (after normalization,
 as pytorch-grad-cam and torchcam do) by the map of the explained class (the true class where the
 data has labels, else the predicted one), taken at the model's input size and min-max scaled to
-[0, 1], and reads that class's probability (softmax) again:
+[0, 1], and reads that class's probability (softmax, or sigmoid for a multi-label model) again:
 - ROAD (Rong et al., ICML 2022): remove p% of the pixels, most relevant first (MoRF: the
   probability should fall fast) or least relevant first (LeRF: it should stay), filled by noisy
   linear imputation (`runtime.evaluation.perturbation`); ROAD-combined is the mean over p of
@@ -43,6 +43,7 @@ from runtime.evaluation.perturbation import gaussian_blur, linear_imputation, re
 from runtime.formats.files import atomic_path, write_text_atomic
 from runtime.inference.session import CamSession
 from runtime.inputs.image import load_image
+from runtime.maps.activations import activate
 from runtime.maps.cam import normalize_maps, upsample_bilinear
 from runtime.maps.forward import DEFAULT_BATCH, Forward, batched_logits
 from runtime.maps.methods import get_method
@@ -57,7 +58,7 @@ MIN_IMAGES = 2  # a spread needs two
 DEFINITIONS = {
     "explained_class": "the true class where the data has labels, else the predicted class",
     "map": "the method's map of the explained class, bilinearly upsampled to the model input size and min-max scaled to [0, 1]",
-    "probability": "softmax probability of the explained class",
+    "probability": "the model's probability of the explained class (softmax; sigmoid for multi-label models)",
     "road_morf": "probability after removing p% of the pixels, most relevant first, by noisy linear imputation (Rong et al. 2022)",
     "road_lerf": "probability after removing p% of the pixels, least relevant first, by noisy linear imputation (Rong et al. 2022)",
     "road_combined": "mean over p of (LeRF - MoRF) / 2; higher is better (pytorch-grad-cam's ROADCombined)",
@@ -196,13 +197,11 @@ def _curve_inputs(
 
 
 def _probabilities(
-    forward: Forward, chunks: Iterator[npt.NDArray[np.float32]], classes: npt.NDArray[np.int64], batch_size: int
+    forward: Forward, chunks: Iterator[npt.NDArray[np.float32]], classes: npt.NDArray[np.int64], batch_size: int, activation: str
 ) -> npt.NDArray[np.float64]:
-    """[N, items]: the softmax probability of each image's class on each of its model inputs, which
-    `chunks` gives image after image, the same number for each."""
-    logits = batched_logits(forward, chunks, batch_size)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True), dtype=np.float64)
-    probs /= probs.sum(axis=1, keepdims=True)
+    """[N, items]: the probability (the model's `activation`, in float64) of each image's class on
+    each of its model inputs, which `chunks` gives image after image, the same number for each."""
+    probs = activate(np.asarray(batched_logits(forward, chunks, batch_size), np.float64), activation)
     n = len(classes)
     chosen: npt.NDArray[np.float64] = probs.reshape(n, -1, probs.shape[1])[np.arange(n), :, classes]
     return chosen
@@ -223,13 +222,14 @@ def deletion_curves(
     saliency: npt.NDArray[np.floating[Any]],
     classes: npt.NDArray[np.int64],
     settings: FaithfulnessSettings,
+    activation: str = "softmax",
 ) -> Curves:
     """The deletion and insertion curves alone, those of `perturbation_scores` (same arguments):
     2 (T - 1) model inputs per image, in batches of `settings.batch_size`. A folder run's report shows them."""
     counts = step_counts(saliency[0].size, settings.steps)
     pairs = zip(inputs, saliency, strict=True)
     chunks = (chunk for image, relevance in pairs for chunk in _curve_inputs(image, relevance, counts, settings.baseline))
-    return _curves(_probabilities(forward, chunks, classes, settings.batch_size), counts)
+    return _curves(_probabilities(forward, chunks, classes, settings.batch_size, activation), counts)
 
 
 def explained_curves(
@@ -238,7 +238,8 @@ def explained_curves(
     """`deletion_curves` of each picture's first explained class in `results` (`session.run`'s on
     `pictures`), by that class's map."""
     classes = np.array([result.classes[0] for result in results], dtype=np.int64)
-    return deletion_curves(session.logits, session.to_batch(pictures), explained_maps(results, session.input_size), classes, settings)
+    maps = explained_maps(results, session.input_size)
+    return deletion_curves(session.logits, session.to_batch(pictures), maps, classes, settings, session.info.activation)
 
 
 def road_inputs(
@@ -258,9 +259,11 @@ def perturbation_scores(
     classes: npt.NDArray[np.int64],
     settings: FaithfulnessSettings,
     indices: Sequence[int],
+    activation: str = "softmax",
 ) -> ImageScores:
     """Every perturbation metric's probabilities for inputs [N, C, H, W] (the model's), maps [N, H, W]
-    in [0, 1] and explained classes [N]; `indices` number the images for ROAD's noise.
+    in [0, 1] and explained classes [N]; `indices` number the images for ROAD's noise; `activation`
+    the model's (`ModelInfo.activation`: a multi-label model's class probability is its sigmoid).
 
     Per image: the curves' 2 (T - 1) inputs (the input, the all-baseline input, the deletion and
     insertion steps), 2P ROAD imputations and the input times the map, all through `forward` in
@@ -275,7 +278,7 @@ def perturbation_scores(
             yield road_inputs(image, relevance, settings, index)
             yield (image * relevance)[None].astype(np.float32)
 
-    probs = _probabilities(forward, perturbed(), classes, settings.batch_size)
+    probs = _probabilities(forward, perturbed(), classes, settings.batch_size, activation)
     curves = _curves(probs[:, :curve_items], counts)
     road = probs[:, curve_items : curve_items + 2 * p]
     return ImageScores(
@@ -331,7 +334,9 @@ def evaluate_faithfulness(
             seconds[method.name]["maps"] += time.perf_counter() - began
             began = time.perf_counter()
             explained = np.array([r.classes[0] for r in results], dtype=np.int64)
-            scores[method.name].append(perturbation_scores(session.logits, inputs, saliency, explained, settings, range(start, stop)))
+            scores[method.name].append(
+                perturbation_scores(session.logits, inputs, saliency, explained, settings, range(start, stop), session.info.activation)
+            )
             seconds[method.name]["metrics"] += time.perf_counter() - began
             if data.boxes is not None:
                 hits[method.name] += [

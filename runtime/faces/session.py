@@ -135,7 +135,7 @@ class FaceSession:
         ]
 
     def run(
-        self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int = 1, method: str = "cam"
+        self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int | None = None, method: str = "cam"
     ) -> list[list[Face]]:
         """Each image's faces (largest first), all of them classified and explained in one inference
         call; `classes`, `topk` and `method` as in `CamSession.run` (per-face arrays are not taken)."""
@@ -149,7 +149,7 @@ class FaceSession:
         pictures: Sequence[Image.Image],
         found: Sequence[Sequence[tuple[Box, Box]]],
         classes: ClassChoice = None,
-        topk: int = 1,
+        topk: int | None = None,
         method: str = "cam",
         *,
         tracks: Sequence[int] | None = None,

@@ -24,6 +24,8 @@ from runtime.maps.boxes import PAPER_BOX_THRESHOLD
 FORMAT = "gapcam-onnx"
 FORMAT_VERSION = 1
 POOLINGS = ("gap", "gmp")
+ACTIVATIONS = ("softmax", "sigmoid")  # one class per image, or each class present or not (multi-label)
+DEFAULT_THRESHOLD = 0.5  # a multi-label class's decision threshold on its probability, where none was calibrated
 PREFIX = "gapcam."
 INPUT_NAME = "input"  # float32 [N, C, H, W], N dynamic
 OUTPUT_NAMES = ("logits", "features")  # [N, num_classes] and [N, K, h, w]: the tensor pooling reduces
@@ -59,6 +61,8 @@ class ModelInfo:
     quantization: dict[str, Any] = field(default_factory=dict)  # int8 models: settings and measured fidelity to the fp32 model
     min_onnxruntime: str = ""  # the oldest onnxruntime that runs the graph (runtime.inference.compat); "" in older files
     face_crops: bool = False  # trained on face crops (FER): find the faces in a photo first
+    activation: str = "softmax"  # how logits become probabilities: "softmax", or "sigmoid" for multi-label models
+    thresholds: list[float] = field(default_factory=list)  # sigmoid models: per class, probability >= threshold is positive
 
     def __post_init__(self) -> None:
         self.fc_weight = np.asarray(self.fc_weight, dtype=np.float32)
@@ -80,6 +84,18 @@ class ModelInfo:
                 version_tuple(self.min_onnxruntime)
             except (TypeError, AttributeError, ValueError):
                 raise CamError(f"metadata: min_onnxruntime must be a version such as '1.15', got {self.min_onnxruntime!r}") from None
+        if self.activation not in ACTIVATIONS:
+            raise CamError(f"metadata: activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.activation == "sigmoid" and not self.thresholds:
+            self.thresholds = [DEFAULT_THRESHOLD] * self.num_classes
+        thresholds: object = self.thresholds
+        if self.activation == "softmax" and thresholds:
+            raise CamError("metadata: thresholds are for sigmoid (multi-label) models; a softmax model takes its top class")
+        if not (isinstance(thresholds, list) and all(isinstance(t, (int, float)) and 0.0 <= t <= 1.0 for t in thresholds)):
+            raise CamError(f"metadata: thresholds must be a list of numbers within [0, 1], got {thresholds!r}")
+        if thresholds and len(thresholds) != self.num_classes:
+            raise CamError(f"metadata: {len(thresholds)} thresholds do not fit {self.num_classes} labels")
+        self.thresholds = [float(t) for t in self.thresholds]
         threshold: object = self.box_threshold  # a caller's value, checked: the annotation promises nothing at run time
         if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):  # NaN fails too
             raise CamError(f"metadata: box_threshold must be a number within [0, 1], got {threshold!r}")
@@ -91,6 +107,11 @@ class ModelInfo:
     @property
     def feature_channels(self) -> int:
         return int(self.fc_weight.shape[1])
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether each class is present or not on its own (sigmoid), rather than one class per image."""
+        return self.activation == "sigmoid"
 
     @property
     def precision(self) -> str:
@@ -115,6 +136,8 @@ class ModelInfo:
             "quantization": self.quantization,
             "min_onnxruntime": self.min_onnxruntime,
             "face_crops": self.face_crops,
+            "activation": self.activation,
+            "thresholds": self.thresholds,
         }
         return {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
@@ -145,6 +168,8 @@ class ModelInfo:
                 quantization=values.get("quantization", {}),
                 min_onnxruntime=values.get("min_onnxruntime", ""),
                 face_crops=values.get("face_crops", False),
+                activation=values.get("activation", "softmax"),
+                thresholds=values.get("thresholds", []),
             )
         except CamError as err:
             raise CamError(f"{source}: {err}" if not str(err).startswith(source) else str(err)) from None

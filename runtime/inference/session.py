@@ -164,12 +164,16 @@ class CamSession:
         return tuple(self._session.run(list(outputs), {INPUT_NAME: batch}))
 
     def run(
-        self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int = 1, method: str = "cam"
+        self, images: ImageInput | Sequence[ImageInput], classes: ClassChoice = None, topk: int | None = None, method: str = "cam"
     ) -> list[CamResult]:
         """Predict and explain one or many images (a list runs as one inference call).
 
-        classes=None explains the top-k predicted classes; an index, a label, or a list of them
-        explains those classes for every image; an [N, k] index array chooses per image.
+        classes=None explains the top-k predicted classes (topk=None: the top class; for a
+        multi-label model, `info.activation == "sigmoid"`, every positive class, at or above its
+        threshold, or the most probable where none is); an index, a label, or a list of them
+        explains those classes for every image; an [N, k] index array chooses per image. Each
+        result's `probs` are the model's activation (softmax or sigmoid) and `positives` the classes
+        it finds present.
         method: a name in `runtime.maps.methods.METHODS`: "cam" (the paper's), "gradcam" (equal to
         ReLU(CAM) / (h w) for this head), "eigencam" (class-agnostic), "scorecam" (runs the model on
         one masked input per feature map, in batched calls) or "reciprocam". A method that can use
@@ -186,7 +190,7 @@ class CamSession:
         maps: dict[str, npt.NDArray[np.float32]],
         image_sizes: Sequence[tuple[int, int]],
         classes: ClassChoice = None,
-        topk: int = 1,
+        topk: int | None = None,
         method: str = "cam",
     ) -> list[CamResult]:
         """`model_outputs`' logits and maps -> one `CamResult` per image of (H, W) `image_sizes`, with

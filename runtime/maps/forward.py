@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from runtime.errors import CamError
 from runtime.formats.onnx_model import ModelInfo
+from runtime.maps.activations import softmax
 from runtime.maps.cam import scale_like_upsampled, upsample_bilinear
 
 Forward = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]  # model inputs [M, C, H, W] -> logits [M, num_classes], one call
@@ -71,13 +72,6 @@ def head_logits(features: npt.NDArray[np.floating[Any]], info: ModelInfo) -> npt
     return logits
 
 
-def _softmax(logits: npt.NDArray[np.floating[Any]], axis: int = -1) -> npt.NDArray[np.float64]:
-    shifted = np.asarray(logits, np.float64) - np.max(logits, axis=axis, keepdims=True)
-    exp = np.exp(shifted)
-    probs: npt.NDArray[np.float64] = exp / exp.sum(axis=axis, keepdims=True)
-    return probs
-
-
 def scorecam_maps(features: npt.NDArray[np.floating[Any]], classes: npt.NDArray[np.int64], model: ModelAccess) -> npt.NDArray[np.float32]:
     """Score-CAM (Wang et al., CVPR Workshops 2020): ReLU(sum_k a_k f_k), a = softmax_k(logit_c(x * H_k)).
 
@@ -100,7 +94,7 @@ def scorecam_maps(features: npt.NDArray[np.floating[Any]], classes: npt.NDArray[
 
     logits = batched_logits(forward, masked(), model.batch_size).reshape(n, channels, -1)  # [N, K, num_classes]
     chosen = np.take_along_axis(logits, classes[:, None, :], axis=2)  # [N, K, k]
-    weights = _softmax(chosen, axis=1).astype(np.float32)
+    weights = softmax(np.asarray(chosen, np.float64), axis=1).astype(np.float32)
     maps: npt.NDArray[np.float32] = np.einsum("nKj,nKhw->njhw", weights, np.asarray(features, np.float32))
     return np.maximum(maps, 0.0).astype(np.float32)
 
@@ -131,5 +125,5 @@ def reciprocam_maps(features: npt.NDArray[np.floating[Any]], classes: npt.NDArra
                 for start in range(0, h * w, rows)
             ]
         )
-        maps[i] = _softmax(logits)[:, classes[i]].T
+        maps[i] = softmax(np.asarray(logits, np.float64))[:, classes[i]].T
     return maps.reshape(n, classes.shape[1], h, w)

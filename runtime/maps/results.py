@@ -10,7 +10,7 @@ scaled to the image), and the CAM at image size is made on first access.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeAlias
 
@@ -20,6 +20,7 @@ import numpy.typing as npt
 from runtime.deprecation import moved_names
 from runtime.errors import CamError
 from runtime.formats.onnx_model import ModelInfo
+from runtime.maps.activations import activate
 from runtime.maps.boxes import bounded_boxes
 from runtime.maps.cam import scale_like_upsampled, upsample_bilinear
 from runtime.maps.forward import Forward, ModelAccess
@@ -34,13 +35,17 @@ class CamResult:
     """One image's prediction and the CAMs of the explained classes (predicted top-k, or requested)."""
 
     logits: npt.NDArray[np.float32]  # [num_classes] raw scores
-    probs: npt.NDArray[np.float32]  # [num_classes] softmax of the logits
+    probs: npt.NDArray[np.float32]  # [num_classes] the model's activation of the logits: softmax, or sigmoid (multi-label)
     classes: npt.NDArray[np.int64]  # [k] explained class indices, best first when predicted
     labels: list[str]  # [k] their names
     cams_raw: npt.NDArray[np.float32]  # [k, h, w] the method's map unscaled, at feature resolution (CAM: sum_k w[c, k] * f_k)
     cams_scaled: npt.NDArray[np.float32]  # [k, h, w] cams_raw scaled as `cams` is: `cams` is its upsampling to the image
     boxes: npt.NDArray[np.int64]  # [k, 4] int x0, y0, x1, y1 in image pixels, end-exclusive
     image_size: tuple[int, int]  # (height, width) of the original image
+    # The classes the model says are present, most probable first: a softmax model's top class, a
+    # multi-label model's classes at or above their thresholds (none where it finds nothing).
+    positives: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    positive_labels: list[str] = field(default_factory=list)  # their names
 
     @cached_property
     def cams(self) -> npt.NDArray[np.float32]:
@@ -81,6 +86,7 @@ class CamResult:
                 for c, name, box in zip(self.classes, self.labels, self.boxes, strict=True)
             ],
             "probs": [float(p) for p in self.probs],
+            "positive": list(self.positive_labels),
         }
 
 
@@ -89,11 +95,21 @@ def _unit_clip(maps: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     return np.clip(maps, 0.0, 1.0, out=maps)
 
 
-def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    probs: npt.NDArray[np.float32] = exp / exp.sum(axis=-1, keepdims=True)
-    return probs  # annotated: numpy types a reduction's result as Any
+def probabilities(info: ModelInfo, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """[N, num_classes] the model's probabilities: the softmax of its logits, or their sigmoid for a
+    multi-label model (`info.activation`)."""
+    return activate(logits, info.activation)
+
+
+def positive_classes(info: ModelInfo, probs: npt.NDArray[np.float32]) -> list[npt.NDArray[np.int64]]:
+    """Per image, the classes the model says are present, most probable first: the top class of a
+    softmax model; every class whose probability reaches its threshold (`info.thresholds`) for a
+    multi-label model, which may be none."""
+    order = np.argsort(-probs, axis=1, kind="stable")
+    if not info.multilabel:
+        return [row[:1].astype(np.int64) for row in order]
+    above = probs >= np.asarray(info.thresholds, dtype=np.float32)
+    return [row[above[i, row]].astype(np.int64) for i, row in enumerate(order)]
 
 
 def choose_classes(
@@ -132,6 +148,18 @@ def choose_classes(
     return np.tile(np.asarray(indices, dtype=np.int64), (logits.shape[0], 1))
 
 
+def explained_classes(
+    info: ModelInfo, classes: ClassChoice, logits: npt.NDArray[np.float32], probs: npt.NDArray[np.float32], topk: int | None
+) -> npt.NDArray[np.int64] | list[npt.NDArray[np.int64]]:
+    """The classes to explain: [N, k] as `choose_classes` makes them, or, for a multi-label model
+    asked for neither `classes` nor `topk`, one array per image of its positive classes (its most
+    probable class where it has none, so that every result has a map)."""
+    if classes is not None or topk is not None or not info.multilabel:
+        return choose_classes(classes, logits, info.labels, 1 if topk is None else topk)
+    best = np.argsort(-probs, axis=1, kind="stable")[:, :1].astype(np.int64)
+    return [found if len(found) else best[i] for i, found in enumerate(positive_classes(info, probs))]
+
+
 def explain_outputs(
     info: ModelInfo,
     logits: npt.ArrayLike,
@@ -140,7 +168,7 @@ def explain_outputs(
     class_maps: npt.ArrayLike | None = None,
     features: npt.ArrayLike | None = None,
     classes: ClassChoice = None,
-    topk: int = 1,
+    topk: int | None = None,
     method: str = "cam",
     box_threshold: float | None = None,
     inputs: npt.ArrayLike | None = None,
@@ -163,23 +191,29 @@ def explain_outputs(
             f"logits: expected [{len(image_sizes)}, {info.num_classes}] for {len(image_sizes)} image sizes, got {list(logits.shape)}"
         )
     threshold = info.box_threshold if box_threshold is None else box_threshold
-    indices = choose_classes(classes, logits, info.labels, topk)
+    probs = probabilities(info, logits)
+    chosen = explained_classes(info, classes, logits, probs, topk)
+    counts = [len(row) for row in chosen]
+    # one maps call for the batch: per-image lists are padded with their last class, then cut back
+    indices = np.stack([np.pad(row, (0, max(counts) - len(row)), mode="edge") for row in chosen]) if isinstance(chosen, list) else chosen
     model = ModelAccess(info, None if inputs is None else np.asarray(inputs, dtype=np.float32), forward)
     raw = explainer.maps(indices, features=features, weight=info.fc_weight, class_maps=class_maps, model=model)
-    probs = softmax(logits)
     results = []
-    for i, size in enumerate(image_sizes):
-        scaled, peaks, boxes = _scaled_and_boxed(raw[i], size, threshold, info.preprocess.size, explainer.class_specific)
+    for i, (size, found) in enumerate(zip(image_sizes, positive_classes(info, probs), strict=True)):
+        explained, maps = indices[i, : counts[i]], raw[i, : counts[i]]
+        scaled, peaks, boxes = _scaled_and_boxed(maps, size, threshold, info.preprocess.size, explainer.class_specific)
         results.append(
             CamResult(
                 logits=logits[i],
                 probs=probs[i],
-                classes=indices[i],
-                labels=[info.labels[c] for c in indices[i]],
-                cams_raw=raw[i],
+                classes=explained,
+                labels=[info.labels[c] for c in explained],
+                cams_raw=maps,
                 cams_scaled=scaled,
                 boxes=boxes,
                 image_size=(int(size[0]), int(size[1])),
+                positives=found,
+                positive_labels=[info.labels[c] for c in found],
             )
         )
     return results

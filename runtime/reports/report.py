@@ -40,10 +40,9 @@ def explain_figure(session: CamSession, image: ImageInput, result: CamResult, co
     """
     picture = to_color(load_image(image), "RGB")
     tiles = [("input", _fit(picture, TILE))]
-    best = int(result.logits.argmax())
     for c, label, cam, box in zip(result.classes, result.labels, result.cams_scaled, result.boxes, strict=True):
         shown = session.overlay(picture, cam, colormap=colormap, alpha=alpha, box=box)
-        mark = " (predicted)" if c == best else ""
+        mark = " (predicted)" if c in result.positives else ""
         tiles.append((f"{label} {result.probs[c]:.3f}{mark}", _fit(shown, TILE)))
     caption = 18
     width = sum(tile.width for _, tile in tiles) + 8 * (len(tiles) + 1)
@@ -65,12 +64,26 @@ def jpeg_data_uri(image: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def report_card(name: str, picture: Image.Image, overlay: Image.Image, result: CamResult, curves: Mapping[str, Any] | None = None) -> str:
+def report_card(
+    name: str,
+    picture: Image.Image,
+    overlay: Image.Image,
+    result: CamResult,
+    curves: Mapping[str, Any] | None = None,
+    multilabel: bool = False,
+) -> str:
     """One image's card in the HTML report: input and overlay thumbnails (embedded, so the file
     stands alone), the explained classes with their probabilities, and the box; with `curves`
-    (`Curves.image`'s), the first class's deletion and insertion curves below."""
+    (`Curves.image`'s), the first class's deletion and insertion curves below. A multi-label model's
+    card names the findings it sees present and gives each explained class's box."""
     items = [f"{html.escape(label)} <b>{result.probs[c]:.3f}</b>" for c, label in zip(result.classes, result.labels, strict=True)]
-    return _card(name, picture, overlay, items, f"box {[int(v) for v in result.box]}", "" if curves is None else curve_chart(curves))
+    caption = f"box {[int(v) for v in result.box]}"
+    if multilabel:
+        found = ", ".join(html.escape(label) for label in result.positive_labels) or "none above its threshold"
+        items = [f"{item} box {[int(v) for v in box]}" for item, box in zip(items, result.boxes, strict=True)]
+        caption = f"findings (multi-label): {found}"
+    chart = "" if curves is None else curve_chart(curves)
+    return _card(name, picture, overlay, items, caption, chart)
 
 
 def curve_chart(curves: Mapping[str, Any], size: tuple[int, int] = CURVE_CHART) -> str:

@@ -57,7 +57,7 @@ def stream(
     every: int = 1,
     fps: float | None = None,
     smooth: float = 0.0,
-    topk: int = 1,
+    topk: int | None = None,
     method: str = "cam",
     live: bool | None = None,
 ) -> Generator[FrameResult, None, None]:
@@ -101,7 +101,7 @@ def check_smoothing(smooth: float, method: str) -> None:
 class FrameExplainer:
     """Batches of frames -> `FrameResult`s, keeping the face tracks and moving averages between batches."""
 
-    def __init__(self, session: CamSession | FaceSession, *, topk: int = 1, method: str = "cam", smooth: float = 0.0):
+    def __init__(self, session: CamSession | FaceSession, *, topk: int | None = None, method: str = "cam", smooth: float = 0.0):
         self.faces = session if isinstance(session, FaceSession) else None
         self.session = session.session if isinstance(session, FaceSession) else session
         check_smoothing(smooth, method)
