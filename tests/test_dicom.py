@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -370,3 +371,43 @@ def test_patient_data_never_leaves_the_file(tmp_path, rng, tiny_onnx):
     assert len(searched) > 20 and elapsed < 120
     leaks = [(name, needle) for name, data in searched for needle in NEEDLES if needle.encode().lower() in data.lower()]
     assert not leaks
+
+
+TXV_WHEEL = Path(__file__).resolve().parent.parent / ".venv" / "downloads" / "torchxrayvision-1.5.7-py3-none-any.whl"
+
+
+@pytest.fixture()
+def read_xray_dcm(monkeypatch):
+    """torchxrayvision's own `utils.read_xray_dcm`, loaded from its wheel (`make install` downloads it; it is
+    not installed: its pandas would upgrade numpy). Its module imports `requests` for downloads only: stubbed."""
+    import importlib.util
+    import types
+
+    if not TXV_WHEEL.is_file():
+        pytest.skip(f"{TXV_WHEEL}: the torchxrayvision wheel is missing; `make install` downloads it")
+    pytest.importorskip("torch", reason="torchxrayvision's utils module imports torch")
+    pytest.importorskip("skimage", reason="torchxrayvision's utils module imports scikit-image")
+    monkeypatch.setitem(sys.modules, "requests", sys.modules.get("requests") or types.ModuleType("requests"))
+    with zipfile.ZipFile(TXV_WHEEL) as wheel:
+        source = wheel.read("torchxrayvision/utils.py").decode()
+    spec = importlib.util.spec_from_loader("txv_utils", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, "torchxrayvision/utils.py", "exec"), module.__dict__)
+    return module.read_xray_dcm
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_windowed_pixels_equal_torchxrayvisions_reader(tmp_path, rng, read_xray_dcm, photometric):
+    """The second anchor the issue names: torchxrayvision's read_xray_dcm (VOI LUT on, MONOCHROME1 fixed)
+    scales the windowed image to [-1024, 1024] by the stored bits' range; gapcam maps the same range to
+    [0, 255]. Without a rescale the two agree to rounding (one gray level)."""
+    stored = rng.integers(0, 4096, (30, 40))
+    path = write(make_dicom(stored, photometric=photometric, WindowCenter=1800, WindowWidth=2500), tmp_path / "x.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its MONOCHROME1 conversion warns
+        theirs = read_xray_dcm(path, voi_lut=True)
+    expected = (theirs.astype(np.float64) + 1024) / 2048 * 255
+    ours = loaded(path).astype(np.float64)
+    assert np.abs(ours - expected).max() <= 0.5 + 1e-3
+    unwindowed = stored / 4095 * 255 if photometric == "MONOCHROME2" else 255 - stored / 4095 * 255
+    assert np.abs(ours - unwindowed).max() > 30  # the window changed the pixels: the comparison is of windowing

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import train.loop
 from export import export_checkpoint
 from fixtures import FER_LABELS, write_chest_xray, write_fer_csv, write_fer_folders
 from runtime import CamSession
@@ -99,6 +100,8 @@ def test_class_weights_balance_the_classes():
     weights = SingleLabel().class_weights(torch.tensor([0] * 10 + [1] * 30), 2)
     torch.testing.assert_close(weights, torch.tensor([2.0, 2 / 3]))
     assert float((weights * torch.tensor([10.0, 30.0])).std()) == 0  # each class weighs the same in total
+    with pytest.warns(DeprecationWarning, match=r"train.loop.inverse_frequency_weights is deprecated; use train.objectives"):
+        torch.testing.assert_close(train.loop.inverse_frequency_weights(torch.tensor([0] * 10 + [1] * 30), 2), weights)
 
 
 def test_missing_data_is_a_clear_error(tmp_path):

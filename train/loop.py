@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import runtime
+from runtime.deprecation import renamed
 from runtime.errors import CamError, first_line
 from runtime.formats.files import check_writable
 from runtime.inputs.image import Preprocess
@@ -49,7 +50,7 @@ from train.data import (
 from train.errors import TrainError
 from train.evaluate import logits_and_labels, prediction_metrics, write_report
 from train.models import STATE_DICT_DETAIL, BackboneInit, GapCam, imagenet_weights_cached
-from train.objectives import MultiLabel, Objective, objective
+from train.objectives import MultiLabel, Objective, SingleLabel, objective
 from train.recipes import CACHE_MODES, DataOptions, Recipe, get_recipe
 
 
@@ -331,6 +332,12 @@ def train_one_epoch(
             correct, decided, seen = correct + right, decided + made, seen + len(yb)
             bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{correct / max(decided, 1):.3f}")
     return {"loss": loss_sum / max(seen, 1), goal.train_score: correct / max(decided, 1)}
+
+
+# Deprecated in 0.2 (runtime.deprecation): the single-label objective's weights.
+inverse_frequency_weights = renamed(
+    "train.loop.inverse_frequency_weights", SingleLabel().class_weights, "train.objectives.SingleLabel().class_weights"
+)
 
 
 def run_provenance(
