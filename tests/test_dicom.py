@@ -396,6 +396,7 @@ def read_xray_dcm(monkeypatch):
     return module.read_xray_dcm
 
 
+@pytest.mark.slow  # torchxrayvision's utils module imports torch
 @pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
 def test_windowed_pixels_equal_torchxrayvisions_reader(tmp_path, rng, read_xray_dcm, photometric):
     """The second anchor the issue names: torchxrayvision's read_xray_dcm (VOI LUT on, MONOCHROME1 fixed)
