@@ -23,6 +23,7 @@ import urllib.error
 import urllib.request
 from functools import partial
 from pathlib import Path
+from site import getuserbase
 
 import click
 
@@ -45,12 +46,16 @@ ORT_FILES = {
 
 
 def web_folder() -> Path:
-    """The JavaScript module (src/) and the page (site/): web/ in a source tree, else where the wheel installs them."""
+    """The JavaScript module (src/) and the page (site/): web/ in a source tree, else where the wheel
+    installs them (under sys.prefix, or the user base for `pip install --user`); the source tree's
+    place where neither holds them (`write_site` then says so)."""
     source = Path(__file__).resolve().parent.parent / "web"
-    return source if (source / "src" / "index.js").is_file() else Path(sys.prefix) / "share" / "gapcam" / "web"
+    installed = [Path(base) / "share" / "gapcam" / "web" for base in (sys.prefix, getuserbase())]
+    return next((folder for folder in (source, *installed) if (folder / "src" / "index.js").is_file()), source)
 
 
 WEB = web_folder()
+SITE_FILE = "site.json"  # what every site gapcam web writes holds: the model's name, the backends, onnxruntime-web's version
 ISOLATION_HEADERS = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
 
 
@@ -78,7 +83,7 @@ def ort_tarball() -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             data = response.read()
-    except (urllib.error.URLError, OSError) as err:
+    except (urllib.error.URLError, OSError, ValueError) as err:  # ValueError: a registry that is no URL
         raise WebError(f"{url}: cannot download onnxruntime-web {ORT_VERSION} ({getattr(err, 'reason', err)})") from None
     if integrity(data) != ORT_INTEGRITY:
         raise WebError(f"{url}: refused: its sha512 is not npm's integrity hash of onnxruntime-web {ORT_VERSION} (wrong or damaged)")
@@ -95,7 +100,10 @@ def ort_files(backends: tuple[str, ...]) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(ort_tarball()), mode="r:gz") as tar:
         files = {}
         for name in sorted(wanted):
-            member = tar.extractfile(f"package/dist/{name}")
+            try:
+                member = tar.extractfile(f"package/dist/{name}")
+            except KeyError:
+                member = None
             if member is None:
                 raise WebError(f"{tarball_name()}: has no dist/{name}")
             files[name] = member.read()
@@ -112,12 +120,20 @@ def model_bytes(model: str | os.PathLike[str]) -> tuple[bytes, str]:
 
 def write_site(model: str | os.PathLike[str], out: str | os.PathLike[str], *, webgpu: bool = False, overwrite: bool = False) -> Path:
     """Write the static site for `model` into `out`, whole or not at all (built beside it, then renamed).
+    `overwrite` replaces a site an earlier `gapcam web` wrote there, never another folder.
 
     Raises CamError for a model CamSession refuses, WebError for an `out` in the way or a bad tarball.
     """
-    target = Path(out)
-    if target.exists() and not (target.is_dir() and (overwrite or not any(target.iterdir()))):
-        raise WebError(f"{target}: exists and is not an empty folder (--overwrite replaces it)")
+    target = Path(out).resolve()
+    if target == Path.cwd().resolve() or target in Path.cwd().resolve().parents:
+        raise WebError(f"{out}: is the current folder or holds it; give a folder of its own for the site")
+    if target.exists():
+        earlier_site = target.is_dir() and (target / SITE_FILE).is_file()
+        if not target.is_dir() or (any(target.iterdir()) and not (overwrite and earlier_site)):
+            why = "--overwrite replaces only a site gapcam web wrote" if overwrite else "--overwrite replaces a site gapcam web wrote"
+            raise WebError(f"{out}: exists and is not an empty folder ({why})")
+    if not (WEB / "src" / "index.js").is_file():
+        raise WebError(f"{WEB}: gapcam's JavaScript module is not installed there (reinstall gapcam)")
     data, name = model_bytes(model)
     backends = ("wasm", "webgpu") if webgpu else ("wasm",)
     files = ort_files(backends)
@@ -133,11 +149,13 @@ def write_site(model: str | os.PathLike[str], out: str | os.PathLike[str], *, we
             (build / "ort" / file).write_bytes(content)
         (build / "model.onnx").write_bytes(data)
         site = {"model": "model.onnx", "name": name, "backends": list(backends), "onnxruntime_web": ORT_VERSION}
-        (build / "site.json").write_text(json.dumps(site, indent=2) + "\n", encoding="utf-8")
+        (build / SITE_FILE).write_text(json.dumps(site, indent=2) + "\n", encoding="utf-8")
         build.chmod(0o755)
+        replaced = target.with_name(f"{build.name}.old")
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, replaced)  # aside first: the new site is in place before the old one goes
         os.replace(build, target)
+        shutil.rmtree(replaced, ignore_errors=True)
     finally:
         shutil.rmtree(build, ignore_errors=True)
     return target

@@ -122,11 +122,12 @@ def explain_images(
 def summary(answer: CamResult | list[Face], multilabel: bool = False) -> str:
     """One table line's answer: label, probability and box, or each face's, or a multi-label model's findings."""
     if isinstance(answer, CamResult) and multilabel:
-        found = "; ".join(
+        found = ", ".join(answer.positive_labels) or "no finding above its threshold"
+        explained = "; ".join(
             f"{label} {answer.probs[c]:.3f} at {list(box)}"
             for c, label, box in zip(answer.classes, answer.labels, answer.boxes.tolist(), strict=True)
         )
-        return found if len(answer.positives) else f"no finding above its threshold (most probable: {answer.label} {answer.prob:.3f})"
+        return f"findings: {found}  |  {explained}"
     if isinstance(answer, CamResult):
         return f"{answer.label:<16} {answer.prob:>6.3f}  {answer.box}"
     if not answer:

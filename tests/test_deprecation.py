@@ -41,9 +41,10 @@ def test_the_warning_points_at_the_users_own_line(tmp_path):
 
 
 def test_moved_names_of_old_cam_and_results_modules():
-    from runtime.maps import boxes, cam, methods, results
+    from runtime.maps import activations, boxes, cam, methods, results
 
     for module, name, home in (
+        (results, "softmax", activations),
         (cam, "box_iou", boxes),
         (cam, "cam_box", boxes),
         (cam, "largest_component_box", boxes),
@@ -56,6 +57,16 @@ def test_moved_names_of_old_cam_and_results_modules():
         assert cam.METHODS[:3] == ("cam", "gradcam", "eigencam") and cam.METHODS == tuple(methods.METHODS)  # 0.1's tuple of names
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         cam.nothing  # noqa: B018
+
+
+@pytest.mark.slow  # train imports torch
+def test_roc_auc_moved_beside_the_multilabel_metrics():
+    pytest.importorskip("torch", reason="train.evaluate imports torch")
+    import train.evaluate
+    from runtime.evaluation import multilabel
+
+    with pytest.warns(DeprecationWarning, match="train.evaluate.roc_auc is deprecated; use runtime.evaluation.multilabel.roc_auc"):
+        assert train.evaluate.roc_auc is multilabel.roc_auc
 
 
 def test_renamed_functions_warn_and_answer_as_before(session, shape_images):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from fixtures import write_chest_xray
-from train.evaluate import classification_metrics, roc_auc
+from runtime.evaluation.multilabel import roc_auc
+from train.evaluate import classification_metrics
 from train.loop import TrainConfig, fit
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from fixtures import multilabel_copy
 from runtime import CamError, CamSession, ModelInfo
+from runtime.evaluation.multilabel import best_f1_threshold, multilabel_metrics
 from runtime.formats.onnx_model import DEFAULT_THRESHOLD
 
 
@@ -120,3 +121,49 @@ def test_gapcam_run_reports_every_positive_finding(multilabel, shape_images, tmp
         assert [e["label"] for e in entry["explained"]] == result.labels
     report = (out / "report.html").read_text()
     assert "multi-label" in report
+
+
+def test_the_calibrated_threshold_has_the_best_f1_of_any():
+    rng = np.random.default_rng(1)
+    scores, truth = rng.random(300), rng.random(300) < 0.2
+
+    def f1(threshold):
+        made = scores >= threshold
+        tp = (made & truth).sum()
+        return 2 * tp / (made.sum() + truth.sum())
+
+    best = best_f1_threshold(scores, truth)
+    assert f1(best) == pytest.approx(max(f1(t) for t in scores))
+    # halfway between two scores, never on one: a last-bit change of any probability keeps every decision
+    assert best not in scores and np.abs(scores - best).min() > 1e-9
+    assert f1(best) == f1(best + 1e-12) == f1(best - 1e-12)
+    assert best_f1_threshold(scores, np.zeros(300, bool)) == 0.5  # no positive: the default
+
+
+def test_metrics_per_class_and_their_means():
+    probs = np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.6], [0.3, 0.1]])
+    truth = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
+    metrics = multilabel_metrics(probs, truth, ["a", "b"], [0.5, 0.65])
+    assert metrics["per_class"]["a"] == {"auroc": 1.0, "threshold": 0.5, "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
+    assert metrics["per_class"]["b"]["recall"] == 0.5 and metrics["per_class"]["b"]["precision"] == 1.0
+    assert metrics["mean_auroc"] == pytest.approx(1.0) and metrics["exact_match"] == 0.75
+    json.dumps(metrics, allow_nan=False)  # strict JSON: an undefined AUC is null, never NaN
+    assert multilabel_metrics(probs, np.ones_like(truth), ["a", "b"], [0.5, 0.5])["per_class"]["a"]["auroc"] is None
+
+
+def test_metrics_refuse_thresholds_that_do_not_fit_in_one_line():
+    with pytest.raises(CamError, match=r"2 class names and 1 thresholds do not fit"):
+        multilabel_metrics(np.zeros((3, 2)), np.zeros((3, 2)), ["a", "b"], [0.5])
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_reciprocam_of_a_multilabel_model_reads_each_class_on_its_own(tmp_path, tiny_onnx, shape_images, activation):
+    """ReciproCAM's map of a class is the model's probability of it for each masked feature position:
+    for a multi-label model (sigmoid) another class's weights cannot change it; softmax couples them."""
+    path = multilabel_copy(tiny_onnx, tmp_path / "m.onnx") if activation == "sigmoid" else tiny_onnx
+    image = shape_images.images[0]
+    before = CamSession(path).run(image, classes=[0], method="reciprocam")[0].cams_raw
+    changed = CamSession(path)
+    changed.info.fc_weight[1] *= 3.0  # another class's weights, in the metadata the tail is computed from
+    after = changed.run(image, classes=[0], method="reciprocam")[0].cams_raw
+    assert np.array_equal(before, after) == (activation == "sigmoid")

@@ -15,7 +15,6 @@ from export import export_checkpoint
 from export.int8 import NO_GATE, NO_SPEED_GATE, Int8Options, measure_fidelity, quantize_model
 from export.recipe_data import recipe_calibration
 from runtime import CamSession
-from runtime.evaluation.multilabel import best_f1_threshold, multilabel_metrics
 from train.checkpoint import load_checkpoint
 from train.errors import TrainError
 from train.evaluate import evaluate_checkpoint
@@ -37,31 +36,6 @@ def multilabel_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def multilabel_onnx(multilabel_checkpoint):
     return export_checkpoint(multilabel_checkpoint[0])
-
-
-def test_the_calibrated_threshold_has_the_best_f1_of_any():
-    rng = np.random.default_rng(1)
-    scores, truth = rng.random(300), rng.random(300) < 0.2
-
-    def f1(threshold):
-        made = scores >= threshold
-        tp = (made & truth).sum()
-        return 2 * tp / (made.sum() + truth.sum())
-
-    best = best_f1_threshold(scores, truth)
-    assert f1(best) == pytest.approx(max(f1(t) for t in scores))
-    assert best_f1_threshold(scores, np.zeros(300, bool)) == 0.5  # no positive: the default
-
-
-def test_metrics_per_class_and_their_means():
-    probs = np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.6], [0.3, 0.1]])
-    truth = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
-    metrics = multilabel_metrics(probs, truth, ["a", "b"], [0.5, 0.65])
-    assert metrics["per_class"]["a"] == {"auroc": 1.0, "threshold": 0.5, "precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
-    assert metrics["per_class"]["b"]["recall"] == 0.5 and metrics["per_class"]["b"]["precision"] == 1.0
-    assert metrics["mean_auroc"] == pytest.approx(1.0) and metrics["exact_match"] == 0.75
-    json.dumps(metrics, allow_nan=False)  # strict JSON: an undefined AUC is null, never NaN
-    assert multilabel_metrics(probs, np.ones_like(truth), ["a", "b"], [0.5, 0.5])["per_class"]["a"]["auroc"] is None
 
 
 def test_the_loss_weighs_each_class_positives_by_its_negatives():
@@ -161,3 +135,23 @@ def test_zoo_vectors_replay_every_class_and_the_positive_sets(multilabel_onnx, t
     flipped = CamSession(multilabel_onnx.path)
     flipped.info.thresholds = [1.0 - t for t in flipped.info.thresholds]
     assert replay_vectors(CamSession(multilabel_onnx.path), data)["passed"] and not replay_vectors(flipped, data)["classes_agree"]
+
+
+def test_resume_cannot_change_the_objective(multilabel_checkpoint, tmp_path):
+    from train.__main__ import main
+    from train.loop import last_path, resume
+
+    last = last_path(multilabel_checkpoint[0])
+    with pytest.raises(TrainError, match=r"the run trains a multi-label model; --resume cannot change that"):
+        resume(last, log=lambda line: None, multilabel=False, out=str(tmp_path / "again.pt"))
+    done = CliRunner().invoke(main, ["shapes", "--resume", str(last), "--single-label"])
+    assert done.exit_code == 1 and "--multilabel cannot change" in done.output and "Traceback" not in done.output
+
+
+def test_the_latest_checkpoint_evaluates_at_the_default_thresholds(multilabel_checkpoint, tmp_path):
+    from train.loop import last_path
+
+    last = last_path(multilabel_checkpoint[0])
+    assert load_checkpoint(last).thresholds == []  # calibrated only into the best checkpoint
+    metrics, _ = evaluate_checkpoint(last, None, "val", tmp_path)
+    assert {row["threshold"] for row in metrics["per_class"].values()} == {0.5}

@@ -145,6 +145,26 @@ def test_a_file_that_is_not_a_model_is_refused_before_anything_is_written(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.onnx", "taken"]
 
 
+def test_overwrite_replaces_only_an_earlier_site(tmp_path, monkeypatch):
+    """--overwrite replaces a folder gapcam web wrote (its site.json says so), never another folder,
+    and never the current folder or one that holds it."""
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "documents" / "notes.txt").write_text("mine")
+    with registry(tmp_path, real_tarball()):
+        with pytest.raises(WebError, match=r"documents: exists and is not an empty folder \(--overwrite replaces only a site"):
+            write_site(FER, tmp_path / "documents", overwrite=True)
+        monkeypatch.chdir(tmp_path / "documents")
+        for here in (".", tmp_path):
+            with pytest.raises(WebError, match="is the current folder or holds it"):
+                write_site(FER, here, overwrite=True)
+        site = write_site(FER, tmp_path / "site")
+        (site / "stale.txt").write_text("from before")
+        again = write_site(SHAPES, tmp_path / "site", overwrite=True)
+    assert (tmp_path / "documents" / "notes.txt").read_text() == "mine"
+    assert again == site and not (site / "stale.txt").exists() and json.loads((site / "site.json").read_text())["name"] == "shapes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["documents", "home", "registry", "site"]  # nothing left aside
+
+
 def test_serve_sends_the_isolation_headers_and_stops_on_ctrl_c(tmp_path):
     """`gapcam web MODEL --serve`: a temporary site on 127.0.0.1 (onnxruntime-web from the cache), removed on exit."""
     (tmp_path / "home" / "npm").mkdir(parents=True)

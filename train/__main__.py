@@ -121,7 +121,8 @@ def fit_command(ctx: click.Context, /, recipe: str, resume_from: str | None, siz
         options["width"], options["height"] = size
     if resume_from:
         given = {name: value for name, value in options.items() if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-        changed = sorted(set(given) & {"labels", "color", "mean", "std", "backbone", "cam_channels", "pool"}) + (["size"] if size else [])
+        frozen = {"labels", "color", "mean", "std", "backbone", "cam_channels", "pool", "multilabel"}
+        changed = sorted(set(given) & frozen) + (["size"] if size else [])
         if changed:
             raise TrainError(
                 f"--resume continues a run as it was set up: {', '.join('--' + n.replace('_', '-') for n in changed)} cannot change"

@@ -37,9 +37,8 @@ class Provenance:
     images: dict[str, int] | None = None  # {"train": n, "val": n}
     epochs: int = 0  # epochs trained
     seed: int = 0  # the run's seed (init, data, batch order, augmentation)
-    metrics: dict[str, float] = field(
-        default_factory=dict
-    )  # val_loss and the validation score (val_accuracy or val_mean_auroc) of the last epoch
+    # the last epoch's val_loss and validation score (val_accuracy, or val_mean_auroc for multi-label runs)
+    metrics: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the loader decided and skipped
     processes: int | None = None  # training processes (torchrun)
     init: str | None = None  # "imagenet", "weights file" or "random"

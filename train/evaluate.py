@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runtime.evaluation.multilabel import roc_auc
+from runtime.deprecation import moved_names
+from runtime.evaluation import multilabel
 from runtime.formats.files import atomic_path, write_text_atomic
+from runtime.formats.onnx_model import DEFAULT_THRESHOLD
 from runtime.inputs.image import Preprocess
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.data import ImageSet, decoding_workers, loader
@@ -45,7 +47,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
         "labels": list(labels),
     }
     if count == 2:
-        metrics["roc_auc"] = roc_auc(probs[:, 1], y_true == 1)
+        metrics["roc_auc"] = multilabel.roc_auc(probs[:, 1], y_true == 1)
         metrics["sensitivity"] = per_class[labels[1]]["recall"]  # true positive rate
         metrics["specificity"] = per_class[labels[0]]["recall"]  # true negative rate
     return metrics
@@ -54,8 +56,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
 def prediction_metrics(logits: torch.Tensor, targets: torch.Tensor, labels: Sequence[str], thresholds: Sequence[float]) -> dict:
     """`classification_metrics` of single-label outputs; a multi-label model's (2-D `targets`, its
     decision `thresholds`) per-class ROC AUC and F1 (`runtime.evaluation.multilabel`)."""
-    if targets.ndim == 2:
-        return MultiLabel().metrics(logits, targets, list(labels), list(thresholds))
+    if targets.ndim == 2:  # a checkpoint without calibrated thresholds (a `.last.pt`) decides at the default
+        return MultiLabel().metrics(logits, targets, list(labels), list(thresholds) or [DEFAULT_THRESHOLD] * len(labels))
     return classification_metrics(targets.numpy(), torch.softmax(logits, dim=1).numpy(), labels)
 
 
@@ -190,3 +192,6 @@ def evaluate_checkpoint(
     metrics.update({"checkpoint": str(checkpoint_path), "split": split, "skipped_images": skipped, "notes": part.notes})
     prefix = (Path(out_dir) if out_dir else checkpoint_path.parent) / checkpoint_path.stem
     return metrics, write_report(prefix, split, metrics, checkpoint.training.history if checkpoint.training is not None else None)
+
+
+__getattr__ = moved_names(__name__, {"roc_auc": "runtime.evaluation.multilabel"})  # beside the multi-label metrics (0.2)

@@ -422,6 +422,9 @@ def resume(path: str | Path, log: Callable[[str], None] = print, **overrides) ->
         raise TrainError(f"{path}: checkpoint's training config is malformed ({first_line(err)})") from None
     if overrides.get("recipe", saved.recipe) != saved.recipe:
         raise TrainError(f"{path}: checkpoint is from recipe {saved.recipe!r}, not {overrides['recipe']!r}")
+    multilabel = state.activation == "sigmoid"
+    if overrides.get("multilabel") not in (None, multilabel):
+        raise TrainError(f"{path}: the run trains a {'multi' if multilabel else 'single'}-label model; --resume cannot change that")
     log(f"resuming {path} after epoch {state.training.epoch}")
     return fit(replace(saved, **overrides), log, state)
 

@@ -195,8 +195,9 @@ def torchvision_layout(name: str) -> TorchvisionLayout | None:
 
 def torchvision_backbone(name: str, in_channels: int, init: BackboneInit) -> tuple[nn.Module, int]:
     """A torchvision classifier's layers up to its layout's `features` (trimmed as recorded), first
-    conv adapted to `in_channels`. Unpadded max pools round up, so that odd-sized maps keep their
-    last row and column (padded ones, as in ResNet's stem, already cover them)."""
+    conv adapted to `in_channels`. Unpadded pools (max, and DenseNet's average pools) round up, so
+    that odd-sized maps keep their last row and column (padded ones, as in ResNet's stem, already
+    cover them); at sizes that halve evenly, such as 224, nothing changes."""
     layout = torchvision_layout(name)
     if layout is None:
         raise TrainError(f"{name}: no recorded layout in TORCHVISION_LAYOUTS, so no known place to cut its backbone")
@@ -210,7 +211,7 @@ def torchvision_backbone(name: str, in_channels: int, init: BackboneInit) -> tup
         layers[-1] = nn.Sequential(*list(layers[-1].children())[: -layout.trim])
     body = layers[0] if len(layers) == 1 else nn.Sequential(*layers)  # keeps the state-dict keys flat
     for module in body.modules():
-        if isinstance(module, nn.MaxPool2d) and module.padding == 0:
+        if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) and module.padding in (0, (0, 0)):
             module.ceil_mode = True
     adapt_first_conv(body, in_channels)
     return body, layout.feature_channels(net)

@@ -40,6 +40,7 @@ from runtime.errors import CamError
 from runtime.evaluation.multilabel import roc_auc
 from runtime.formats.files import atomic_path, write_text_atomic
 from runtime.inference.session import CamSession
+from runtime.maps.activations import activate
 from runtime.maps.boxes import box_ious, component_boxes
 from runtime.reports.plot import line_chart
 
@@ -289,11 +290,14 @@ def patient_split(tree: ChestXray14, fraction: float, seed: int) -> tuple[npt.ND
     return tree.train_val[~val], tree.train_val[val]
 
 
-def multi_hot(entries: Entries, rows: npt.ArrayLike, labels: Sequence[str], whose: str) -> npt.NDArray[np.float32]:
+def multi_hot(
+    entries: Entries, rows: npt.ArrayLike, labels: Sequence[str], whose: str, ignore_others: bool = False
+) -> npt.NDArray[np.float32]:
     """Float32 [len(rows), len(labels)] 0/1: each row's findings in the order of `labels`.
 
     Raises CamError for a label that is not a ChestX-ray14 finding, and, naming the Data_Entry file
-    and line, for a row with a finding that `labels` (`whose` labels: "the model's") lack.
+    and line, for a row with a finding that `labels` (`whose` labels: "the model's") lack, unless
+    `ignore_others` (scoring a model of fewer findings: each of its classes is judged on its own).
     """
     columns = [finding_index(label) for label in labels]
     unknown = [label for label, column in zip(labels, columns, strict=True) if column is None]
@@ -303,7 +307,7 @@ def multi_hot(entries: Entries, rows: npt.ArrayLike, labels: Sequence[str], whos
     found = entries.findings[rows]
     others = np.setdiff1d(np.arange(len(FINDINGS)), np.array(columns, dtype=np.intp))
     lacking = np.flatnonzero(found[:, others].any(axis=1))
-    if len(lacking):
+    if len(lacking) and not ignore_others:
         row = int(rows[lacking[0]])
         names = [FINDINGS[c] for c in others if entries.findings[row, c]]
         raise CamError(f"{entries.where(row)}: finding {names[0]} of {entries.names[row]} is not one of {whose} labels {list(labels)}")
@@ -432,13 +436,13 @@ def plan_chestxray14(session: CamSession, tree: ChestXray14) -> Plan:
     """Check `session`'s labels against the tree and find every image, before any inference.
 
     Raises CamError for a tree without BBox_List_2017.csv, a model lacking a boxed finding or
-    with labels that are not findings, a test image with a finding the model lacks (naming the
-    Data_Entry line), and a missing image (naming the line of the box or test list that names it).
+    with labels that are not findings, and a missing image (naming the line of the box or test
+    list that names it). A model of fewer findings (ChestX-ray8's eight) is scored on its own.
     """
     if tree.boxes is None:
         raise CamError(f"{tree.root}: no {BOX_FILE}: nothing to score localization on")
     columns = model_columns(session)
-    truth = multi_hot(tree.entries, tree.test, session.labels, "the model's")
+    truth = multi_hot(tree.entries, tree.test, session.labels, "the model's", ignore_others=True)
     boxes, names = tree.boxes, tree.entries.names
     unknown = sorted({FINDINGS[f] for f in boxes.findings.tolist() if f not in columns})
     if unknown:
@@ -480,8 +484,8 @@ def evaluate_chestxray14(
             scores[finding].add(detected_boxes(cam, levels), boxes.boxes[(boxes.rows == row) & (boxes.findings == finding)] * scale)
         progress(len(chosen))
     probs = np.zeros(plan.truth.shape, dtype=np.float32)
-    for part in _batches(len(plan.test_paths), batch_size):
-        probs[part] = [result.probs for result in session.run(plan.test_paths[part])]
+    for part in _batches(len(plan.test_paths), batch_size):  # the probabilities alone: no maps, no boxes
+        probs[part] = activate(session.logits(session.to_batch(plan.test_paths[part])), session.info.activation)
         progress(part.stop - part.start)
     aurocs = [roc_auc(probs[:, index], plan.truth[:, index]) for index in range(len(session.labels))]
     finite = [value for value in aurocs if not math.isnan(value)]

@@ -47,7 +47,10 @@ def f1_counts(predicted: npt.NDArray[np.bool_], truth: npt.NDArray[np.bool_]) ->
 def best_f1_threshold(scores: npt.ArrayLike, positive: npt.ArrayLike, default: float = 0.5) -> float:
     """The probability threshold (a decision `score >= threshold`) with the best F1 on these
     examples; `default` where the class has no positive example. Every distinct score is tried,
-    in one sort: no grid to miss the best."""
+    in one sort: no grid to miss the best. The threshold returned lies halfway between the lowest
+    score kept positive and the next lower one (0 below the lowest), never on a score: a
+    validation image exactly at its threshold would flip with the last bit of another provider's
+    or INT8's probability, and with it the positive sets that test vectors and the INT8 gate compare."""
     scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive).astype(bool)
     if not positive.any():
         return default
@@ -57,7 +60,10 @@ def best_f1_threshold(scores: npt.ArrayLike, positive: npt.ArrayLike, default: f
     made = np.arange(1, len(scores) + 1)[last_of_run]
     tp = hits[last_of_run]
     f1 = 2 * tp / (made + positive.sum())
-    return float(ranked[last_of_run][int(np.argmax(f1))])
+    distinct = ranked[last_of_run]  # highest first
+    best = int(np.argmax(f1))
+    below = distinct[best + 1] if best + 1 < len(distinct) else 0.0
+    return float((distinct[best] + below) / 2)
 
 
 def calibrate_thresholds(probs: npt.ArrayLike, truth: npt.ArrayLike, default: float = 0.5) -> list[float]:
@@ -74,6 +80,11 @@ def multilabel_metrics(probs: npt.ArrayLike, truth: npt.ArrayLike, labels: Seque
     probs: [N, C] sigmoid probabilities; truth: [N, C] 0/1 labels; labels and thresholds: C each.
     """
     probs, truth = np.asarray(probs, dtype=np.float64), np.asarray(truth).astype(bool)
+    if probs.ndim != 2 or probs.shape != truth.shape or not probs.shape[1] == len(labels) == len(thresholds):
+        raise CamError(
+            f"multi-label metrics: probabilities {list(probs.shape)}, labels {list(truth.shape)}, "
+            f"{len(labels)} class names and {len(thresholds)} thresholds do not fit each other"
+        )
     decided = probs >= np.asarray(thresholds, dtype=np.float64)
     per_class: dict[str, dict[str, Any]] = {}
     for c, label in enumerate(labels):

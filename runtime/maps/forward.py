@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from runtime.errors import CamError
 from runtime.formats.onnx_model import ModelInfo
-from runtime.maps.activations import softmax
+from runtime.maps.activations import activate, softmax
 from runtime.maps.cam import scale_like_upsampled, upsample_bilinear
 
 Forward = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]  # model inputs [M, C, H, W] -> logits [M, num_classes], one call
@@ -100,7 +100,9 @@ def scorecam_maps(features: npt.NDArray[np.floating[Any]], classes: npt.NDArray[
 
 
 def reciprocam_maps(features: npt.NDArray[np.floating[Any]], classes: npt.NDArray[np.int64], model: ModelAccess) -> npt.NDArray[np.float32]:
-    """ReciproCAM (Byun and Lee 2022; OpenVINO XAI's default): map_c(i, j) = softmax(tail(M_ij))[c].
+    """ReciproCAM (Byun and Lee 2022; OpenVINO XAI's default): map_c(i, j) = p(tail(M_ij))[c], p the
+    model's probabilities (softmax; each class's sigmoid for a multi-label model, whose findings
+    must not suppress each other's maps).
 
     M_ij keeps only feature position (i, j), spread over its 3x3 neighbourhood by the kernel
     [[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16 (cut at the border) and zero elsewhere, as in the
@@ -125,5 +127,5 @@ def reciprocam_maps(features: npt.NDArray[np.floating[Any]], classes: npt.NDArra
                 for start in range(0, h * w, rows)
             ]
         )
-        maps[i] = softmax(np.asarray(logits, np.float64))[:, classes[i]].T
+        maps[i] = activate(np.asarray(logits, np.float64), model.info.activation)[:, classes[i]].T
     return maps.reshape(n, classes.shape[1], h, w)

@@ -101,11 +101,11 @@ def probabilities(info: ModelInfo, logits: npt.NDArray[np.float32]) -> npt.NDArr
     return activate(logits, info.activation)
 
 
-def positive_classes(info: ModelInfo, probs: npt.NDArray[np.float32]) -> list[npt.NDArray[np.int64]]:
+def positive_classes(info: ModelInfo, logits: npt.NDArray[np.float32], probs: npt.NDArray[np.float32]) -> list[npt.NDArray[np.int64]]:
     """Per image, the classes the model says are present, most probable first: the top class of a
     softmax model; every class whose probability reaches its threshold (`info.thresholds`) for a
-    multi-label model, which may be none."""
-    order = np.argsort(-probs, axis=1, kind="stable")
+    multi-label model, which may be none. Ranked by logit: probabilities that saturate to 1 would tie."""
+    order = np.argsort(-logits, axis=1, kind="stable")
     if not info.multilabel:
         return [row[:1].astype(np.int64) for row in order]
     above = probs >= np.asarray(info.thresholds, dtype=np.float32)
@@ -156,8 +156,8 @@ def explained_classes(
     probable class where it has none, so that every result has a map)."""
     if classes is not None or topk is not None or not info.multilabel:
         return choose_classes(classes, logits, info.labels, 1 if topk is None else topk)
-    best = np.argsort(-probs, axis=1, kind="stable")[:, :1].astype(np.int64)
-    return [found if len(found) else best[i] for i, found in enumerate(positive_classes(info, probs))]
+    best = np.argsort(-logits, axis=1, kind="stable")[:, :1].astype(np.int64)
+    return [found if len(found) else best[i] for i, found in enumerate(positive_classes(info, logits, probs))]
 
 
 def explain_outputs(
@@ -199,7 +199,7 @@ def explain_outputs(
     model = ModelAccess(info, None if inputs is None else np.asarray(inputs, dtype=np.float32), forward)
     raw = explainer.maps(indices, features=features, weight=info.fc_weight, class_maps=class_maps, model=model)
     results = []
-    for i, (size, found) in enumerate(zip(image_sizes, positive_classes(info, probs), strict=True)):
+    for i, (size, found) in enumerate(zip(image_sizes, positive_classes(info, logits, probs), strict=True)):
         explained, maps = indices[i, : counts[i]], raw[i, : counts[i]]
         scaled, peaks, boxes = _scaled_and_boxed(maps, size, threshold, info.preprocess.size, explainer.class_specific)
         results.append(
@@ -233,5 +233,8 @@ def _scaled_and_boxed(
     return np.repeat(scaled, k, axis=0), np.repeat(peaks, k, axis=0), np.repeat(boxes, k, axis=0)
 
 
-# Moved to runtime.maps.boxes, where the boxes a user gets are made (deprecated; runtime.deprecation).
-__getattr__ = moved_names(__name__, {"box_map_size": "runtime.maps.boxes", "refine_box": "runtime.maps.boxes"})
+# Moved to runtime.maps.boxes, where the boxes a user gets are made, and (softmax) to runtime.maps.activations
+# beside sigmoid (deprecated; runtime.deprecation).
+__getattr__ = moved_names(
+    __name__, {"box_map_size": "runtime.maps.boxes", "refine_box": "runtime.maps.boxes", "softmax": "runtime.maps.activations"}
+)

@@ -19,7 +19,8 @@ function show(pixels, result) {
     ...result.classes.map((c, i) => {
       const item = document.createElement("li");
       const prob = result.probs[c];
-      item.textContent = `${result.labels[i]} ${(100 * prob).toFixed(1)}%`;
+      const found = session.info.activation === "sigmoid" && result.positive.includes(result.labels[i]) ? " (positive)" : "";
+      item.textContent = `${result.labels[i]} ${(100 * prob).toFixed(1)}%${found}`;
       const bar = Object.assign(document.createElement("span"), { className: "bar" });
       bar.style.width = `${Math.round(prob * 8)}rem`;
       item.append(bar);
@@ -33,7 +34,9 @@ function show(pixels, result) {
 async function explain(image, name) {
   const pixels = await pixelsOf(image, name);
   const started = performance.now();
-  const [result] = await session.run(pixels, { topk: Math.min(Number($("topk").value), session.labels.length) });
+  const chosen = $("topk").value; // "positive": a multi-label model's positive findings, as gapcam run explains them
+  const topk = chosen === "positive" ? undefined : Math.min(Number(chosen), session.labels.length);
+  const [result] = await session.run(pixels, { topk });
   const took = performance.now() - started;
   $("status").textContent = camera ? `camera: ${took.toFixed(0)} ms a frame` : `${name}: ${pixels.width}x${pixels.height}`;
   await show(pixels, result);
@@ -45,6 +48,9 @@ async function open(config) {
   $("backend").value = backend;
   session = await CamSession.create(config.model, { backend, name: config.name });
   $("model").textContent = `${config.name}: ${session.labels.length} classes, input ${session.inputSize.join("x")}, ${backend}`;
+  const multilabel = session.info.activation === "sigmoid";
+  $("topk").querySelector('[value="positive"]').hidden = !multilabel;
+  if (multilabel) $("topk").value = "positive";
 }
 
 async function runFiles() {

@@ -60,15 +60,16 @@ export async function readPackage(bytes, source) {
     throw new Error(`${source}: ${MODEL} cannot be unpacked (${err.message})`);
   });
   const declared = manifest.files?.[MODEL];
+  if (!globalThis.crypto?.subtle) {
+    throw new Error(`${source}: a package's checksum needs the browser's crypto.subtle, which only https and localhost pages have`);
+  }
   const digest = hex(await crypto.subtle.digest("SHA-256", model));
   if (!declared || declared.size !== model.length || declared.sha256 !== digest) {
     throw new Error(`${source}: ${MODEL} does not match its sha256 in the manifest (checksum check failed)`);
   }
   const labels = readOnnx(model, source).metadata["gapcam.labels"]; // JSON text; readModel checks the rest
   if (labels !== undefined && JSON.stringify(manifest.labels) !== JSON.stringify(JSON.parse(labels))) {
-    throw new Error(
-      `${source}: manifest disagrees with ${MODEL}: labels ${JSON.stringify(manifest.labels)} vs the model's ${JSON.stringify(labels)}`,
-    );
+    throw new Error(`${source}: manifest disagrees with ${MODEL}: labels ${JSON.stringify(manifest.labels)} vs the model's ${labels}`);
   }
   return model;
 }

@@ -19,9 +19,10 @@ const ranked = (scores) => [...scores.keys()].sort((a, b) => scores[b] - scores[
 /**
  * The classes the model says are present, most probable first (runtime.maps.results.positive_classes): a softmax
  * model's top class; a sigmoid model's classes whose probability reaches their threshold, which may be none.
+ * Ranked by logit: probabilities that saturate to 1 would tie.
  */
-function positives(info, probs) {
-  const order = ranked(probs);
+function positives(info, logits, probs) {
+  const order = ranked(logits);
   return info.activation === "sigmoid" ? order.filter((c) => probs[c] >= Math.fround(info.thresholds[c])) : order.slice(0, 1);
 }
 
@@ -33,8 +34,8 @@ export function chooseClasses(info, logits, probs, classes, topk) {
   const count = info.labels.length;
   if (classes === undefined || classes === null) {
     if ((topk === undefined || topk === null) && info.activation === "sigmoid") {
-      const chosen = positives(info, probs);
-      return chosen.length ? chosen : ranked(probs).slice(0, 1);
+      const chosen = positives(info, logits, probs);
+      return chosen.length ? chosen : ranked(logits).slice(0, 1);
     }
     topk ??= 1;
     if (!(Number.isInteger(topk) && topk >= 1 && topk <= count)) throw new Error(`topk must be within 1..${count}, got ${topk}`);
@@ -71,7 +72,7 @@ export function explain(info, logits, maps, mapSize, imageSize, { classes, topk,
     probs,
     classes: chosen,
     labels: chosen.map((c) => info.labels[c]),
-    positive: positives(info, probs).map((c) => info.labels[c]),
+    positive: positives(info, logits, probs).map((c) => info.labels[c]),
     camsRaw,
     camsScaled: scaledMaps.map(({ scaled }) => scaled),
     mapSize,
