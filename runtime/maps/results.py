@@ -149,15 +149,14 @@ def choose_classes(
 
 
 def explained_classes(
-    info: ModelInfo, classes: ClassChoice, logits: npt.NDArray[np.float32], probs: npt.NDArray[np.float32], topk: int | None
+    info: ModelInfo, classes: ClassChoice, logits: npt.NDArray[np.float32], positives: list[npt.NDArray[np.int64]], topk: int | None
 ) -> npt.NDArray[np.int64] | list[npt.NDArray[np.int64]]:
     """The classes to explain: [N, k] as `choose_classes` makes them, or, for a multi-label model
-    asked for neither `classes` nor `topk`, one array per image of its positive classes (its most
+    asked for neither `classes` nor `topk`, one array per image of its `positives` (its most
     probable class where it has none, so that every result has a map)."""
     if classes is not None or topk is not None or not info.multilabel:
         return choose_classes(classes, logits, info.labels, 1 if topk is None else topk)
-    best = np.argsort(-logits, axis=1, kind="stable")[:, :1].astype(np.int64)
-    return [found if len(found) else best[i] for i, found in enumerate(positive_classes(info, logits, probs))]
+    return [found if len(found) else np.argmax(row, keepdims=True).astype(np.int64) for found, row in zip(positives, logits, strict=True)]
 
 
 def explain_outputs(
@@ -192,14 +191,15 @@ def explain_outputs(
         )
     threshold = info.box_threshold if box_threshold is None else box_threshold
     probs = probabilities(info, logits)
-    chosen = explained_classes(info, classes, logits, probs, topk)
+    positives = positive_classes(info, logits, probs)
+    chosen = explained_classes(info, classes, logits, positives, topk)
     counts = [len(row) for row in chosen]
     # one maps call for the batch: per-image lists are padded with their last class, then cut back
     indices = np.stack([np.pad(row, (0, max(counts) - len(row)), mode="edge") for row in chosen]) if isinstance(chosen, list) else chosen
     model = ModelAccess(info, None if inputs is None else np.asarray(inputs, dtype=np.float32), forward)
     raw = explainer.maps(indices, features=features, weight=info.fc_weight, class_maps=class_maps, model=model)
     results = []
-    for i, (size, found) in enumerate(zip(image_sizes, positive_classes(info, logits, probs), strict=True)):
+    for i, (size, found) in enumerate(zip(image_sizes, positives, strict=True)):
         explained, maps = indices[i, : counts[i]], raw[i, : counts[i]]
         scaled, peaks, boxes = _scaled_and_boxed(maps, size, threshold, info.preprocess.size, explainer.class_specific)
         results.append(
