@@ -62,6 +62,8 @@ def test_a_multilabel_run_writes_a_sigmoid_checkpoint_with_calibrated_thresholds
     checkpoint = load_checkpoint(path)
     assert checkpoint.activation == "sigmoid" and len(checkpoint.thresholds) == len(checkpoint.labels)
     assert all(0 <= t <= 1 for t in checkpoint.thresholds)
+    # one-hot targets: every validation image has one positive class, so each one's box calibrates the threshold
+    assert checkpoint.localization["val_images_with_boxes"] == checkpoint.provenance.images["val"]
     history = checkpoint.training.history
     assert {"val_mean_auroc", "train_label_accuracy", "val_loss"} <= set(history[-1])
     assert checkpoint.training.best_accuracy == max(h["val_mean_auroc"] for h in history)

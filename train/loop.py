@@ -253,14 +253,12 @@ def calibrate_box_threshold(
     model.eval()
     thresholds, ious = threshold_grid(), []
     for batch in loader(images, batch_size, workers):
-        readable, classes = box_classes(batch.y)
-        kept = [
-            (int(i), int(c)) for i, c in zip(readable.tolist(), classes.tolist(), strict=True) if boxes[int(batch.index[i])] is not None
-        ]
-        if not kept:
+        positions, classes = box_classes(batch.y)
+        boxed = torch.tensor([boxes[index] is not None for index in batch.index[positions].tolist()], dtype=torch.bool)
+        chosen, y = positions[boxed], classes[boxed]
+        if not len(chosen):
             continue
-        chosen = [i for i, _ in kept]
-        x, y = batch.x[chosen], torch.tensor([c for _, c in kept], dtype=torch.int64)
+        x = batch.x[chosen]
         _, features = model(x.to(device))
         raw = model.cams(features, y[:, None].to(device))
         up = F.interpolate(raw, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
