@@ -264,10 +264,11 @@ def harness(tmp_path_factory):
     """(the folder the harness ran in, its steps, their answers): one headless Chromium run of every step."""
     browser = chromium_binary()
     tmp = tmp_path_factory.mktemp("web")
+    tiny = ROOT / "tests" / "data" / "tiny.onnx"
     with registry(tmp, real_tarball()):
         site = write_site("tests/data/tiny.onnx", tmp / "site")
+        write_site(multilabel_copy(tiny, tmp / "multilabel.onnx", [0.2, 0.9, 0.2, 0.9, 0.2]), site / "multilabel")  # a second page
     images = sample_images(site)
-    tiny = ROOT / "tests" / "data" / "tiny.onnx"
     models = {
         "model.onnx": tiny,
         "fer.zip": shutil.copy(FER, site / "fer.zip"),
@@ -296,6 +297,7 @@ def harness(tmp_path_factory):
     steps.append({"kind": "error", "model": "model.onnx", "image": "broken.png"})
     steps.append({"kind": "page", "url": "index.html?image=shape300x200.png"})
     steps.append({"kind": "page", "url": "index.html?image=broken.png"})
+    steps.append({"kind": "page", "url": "multilabel/index.html?image=../shape300x200.png"})
     steps.append({"kind": "page", "url": "index.html", "click": "camera"})
     return site, models, steps, run_harness(browser, site, steps, tmp / "profile")
 
@@ -481,7 +483,7 @@ def test_bad_inputs_reject_with_one_line_messages(harness):
 @pytest.mark.browser
 def test_page_writes_results_and_shows_failures(harness):
     site, _, _, _ = harness
-    (good, _), (broken, _), (camera, _) = ((a, s) for s, a in answers_of(harness, "page"))
+    (good, _), (broken, _), (multilabel, _), (camera, _) = ((a, s) for s, a in answers_of(harness, "page"))
     expected = CamSession(site / "model.onnx").run(str(site / "shape300x200.png"), topk=3)[0].to_dict()
     result = json.loads(good["result"])
     assert good["error"] == "" and result["file"] == "shape300x200.png"
@@ -491,6 +493,12 @@ def test_page_writes_results_and_shows_failures(harness):
     assert broken["error"] == "broken.png: not a readable image" and broken["visible"]
     assert json.loads(broken["result"]) == {"file": "broken.png", "error": "broken.png: not a readable image"}
     assert camera["error"].startswith("camera: permission refused (NotAllowedError") and camera["visible"], camera
+    # a multi-label model's page explains its positive findings, as gapcam run does (no topk)
+    expected = CamSession(site / "multilabel" / "model.onnx").run(str(site / "shape300x200.png"))[0].to_dict()
+    result = json.loads(multilabel["result"])
+    assert result["positive"] == expected["positive"] and [e["class"] for e in result["explained"]] == [
+        e["class"] for e in expected["explained"]
+    ]
 
 
 @pytest.mark.browser
