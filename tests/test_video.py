@@ -66,6 +66,22 @@ def test_a_video_decodes_with_its_frame_count_rate_size_and_timestamps(clip):
     assert all(f.image.size == SIZE and f.image.mode == "RGB" for f in frames)
 
 
+def test_a_stream_s_frames_are_timed_by_the_clock(clip, monkeypatch):
+    """A camera or stream (live, no frame count) declares a rate it may not keep: its frames' times are
+    the clock's since the source opened, here slower than the clip's (a paced stand-in stream)."""
+    path, _ = clip
+    clock = iter(np.arange(0.0, 100.0, 0.5))  # the clock moves half a second a frame: a 2 fps stream declaring FPS
+    with VideoSource(path, live=True) as source:
+        source.frame_count = 0  # as OpenCV says of cameras and URLs: no count, no pacing to the container
+        monkeypatch.setattr(frames_module.time, "monotonic", lambda: float(next(clock)))
+        frames = list(source)
+    assert source.error is None and len(frames) > 1
+    # at least half a second a grabbed frame (anything else that reads the clock meanwhile adds to it)
+    for earlier, later in zip(frames, frames[1:], strict=False):
+        assert later.time - earlier.time >= 0.5 * (later.index - earlier.index) - 1e-9
+    assert frames[-1].time > frames[-1].index / FPS  # not the index over the declared rate
+
+
 def test_every_and_fps_subsample_frames(clip):
     path, _ = clip
     with VideoSource(path, every=3) as source:

@@ -76,7 +76,9 @@ def is_video(path: str | os.PathLike[str]) -> bool:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: its number in the source (from 0), its time in seconds, its pixels (RGB)."""
+    """One decoded frame: its number in the source (from 0), its time in seconds (the container's for
+    a file; for a camera or stream, since the source opened, by the clock when it was grabbed), its
+    pixels (RGB)."""
 
     index: int
     time: float
@@ -161,7 +163,7 @@ class VideoSource:
             while not self._stop.is_set():
                 if not capture.grab():
                     break
-                seconds = self._timestamp(index)
+                seconds = self._timestamp(index, started)
                 if index % (self.every * step) == 0:
                     ok, pixels = capture.retrieve()
                     if not ok:
@@ -181,10 +183,12 @@ class VideoSource:
         finally:
             self._put(_END, always=True)
 
-    def _timestamp(self, index: int) -> float:
-        """The container's time of the frame just grabbed, in seconds; from the rate where it has none."""
+    def _timestamp(self, index: int, started: float) -> float:
+        """The container's time of the frame just grabbed, in seconds, from the rate where it has none;
+        for a camera or stream (no frame count), the clock's since `started`: their declared rates are
+        often not the rate they deliver, and frames dropped on the way would shift every later time."""
         if self.live and not self.frame_count:
-            return round(index / self.fps, 6)
+            return round(time.monotonic() - started, 6)
         msec = float(self._capture.get(self._cv2.CAP_PROP_POS_MSEC))
         return round(msec / 1000.0, 6) if msec > 0 or index == 0 else round(index / self.fps, 6)
 
