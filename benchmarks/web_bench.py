@@ -20,41 +20,22 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from export import export_model  # noqa: E402
+from faithfulness_bench import RESNET18, export_resnet18, random_model  # noqa: E402 (one ResNet-18-GAP for the benchmarks)
+
 from export.int8 import cpu_name  # noqa: E402
+from fixtures import chromium_binary  # noqa: E402
 from gapcam.web import ORT_VERSION, model_bytes, site_size, write_site  # noqa: E402
 from runtime import CamSession  # noqa: E402
-from runtime.evaluation.shapes import CLASSES  # noqa: E402
-from runtime.formats.onnx_model import ModelInfo  # noqa: E402
-from runtime.inputs.image import IMAGENET_MEAN, IMAGENET_STD, Preprocess  # noqa: E402
-from test_report import chromium_binary  # noqa: E402
 from test_web import SHAPES, real_tarball, registry, run_harness  # noqa: E402 (the tests' harness runner, not a copy)
-from train.models import Architecture, GapCam  # noqa: E402
 
 REPEAT = 20  # timed runs per model after one warm-up run
 IMAGE_SIZE = (640, 480)  # a camera frame's size: preprocessing resizes it to the model's input
 SECTION = ("<!-- web_bench: begin -->", "<!-- web_bench: end -->")
-
-
-def resnet18(folder: Path) -> Path:
-    """ResNet-18-GAP at 224 (train.models.GapCam, K=512, 7x7 maps, 5 classes) with random weights (seed 0), exported."""
-    architecture = Architecture(backbone="resnet18", in_channels=3, num_classes=len(CLASSES), cam_channels=512)
-    torch.manual_seed(0)
-    model = GapCam(architecture).eval()
-    info = ModelInfo(
-        labels=list(CLASSES),
-        preprocess=Preprocess(height=224, width=224, color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        fc_weight=model.fc.weight.detach().numpy(),
-        fc_bias=model.fc.bias.detach().numpy(),
-        architecture=architecture.to_dict(),
-    )
-    return export_model(model, info, folder / "resnet18-gap-224.onnx").path
 
 
 def python_figures(model: Path, image: Path) -> dict[str, float]:
@@ -93,7 +74,8 @@ Row = tuple[str, str, float, float, float]  # model, runtime, load, per image, o
 
 def measure(folder: Path) -> tuple[list[Row], dict[str, int]]:
     browser = chromium_binary()
-    models = {"shapes (64x64, bundled)": SHAPES, "ResNet-18-GAP 224 (random weights)": resnet18(folder)}
+    resnet = export_resnet18(random_model(RESNET18), folder).path  # faithfulness_bench's ResNet-18-GAP at 224, seed 0
+    models = {"shapes (64x64, bundled)": SHAPES, "ResNet-18-GAP 224 (random weights)": resnet}
     with registry(folder, real_tarball()):
         sites = {"wasm": write_site(SHAPES, folder / "site"), "wasm + webgpu": write_site(SHAPES, folder / "site-webgpu", webgpu=True)}
     sizes = {name: site_size(site) for name, site in sites.items()}
